@@ -1,0 +1,108 @@
+import type { Principal, RoleAssignment, Tenant } from '../identity/identity.repo.js';
+import type { AccessPolicy, EventSubscription, Vault } from '../vault/vault.types.js';
+
+/** Azure Resource Manager shapes of the management API, kept apart from the domain model. */
+
+const iso = (s: number) => new Date(s * 1000).toISOString();
+
+export const identityId = (tenantId: string, name: string) =>
+  `/tenants/${tenantId}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${name}`;
+export const vaultResourceId = (tenantId: string, name: string) => `/tenants/${tenantId}/providers/Microsoft.KeyVault/vaults/${name}`;
+
+export function vaultUri(v: Vault, host: string): string {
+  return `https://${host}:${v.port}/`;
+}
+
+export function identityWire(p: Principal, clientSecret?: string) {
+  return {
+    id: identityId(p.tenantId, p.name),
+    name: p.name,
+    type: 'Microsoft.ManagedIdentity/userAssignedIdentities',
+    location: p.location,
+    properties: { tenantId: p.tenantId, principalId: p.objectId, clientId: p.clientId },
+    ...(clientSecret ? { clientSecret } : {}),
+  };
+}
+
+export function servicePrincipalWire(p: Principal, password?: string) {
+  return {
+    id: p.objectId,
+    appId: p.clientId,
+    displayName: p.name,
+    servicePrincipalType: 'Application',
+    appOwnerOrganizationId: p.tenantId,
+    ...(password ? { password } : {}),
+  };
+}
+
+export function tenantWire(t: Tenant) {
+  return { id: `/tenants/${t.id}`, tenantId: t.id, displayName: t.name, createdDateTime: iso(t.created) };
+}
+
+export function roleAssignmentWire(a: RoleAssignment) {
+  return {
+    id: `/tenants/${a.tenantId}/providers/Microsoft.Authorization/roleAssignments/${a.id}`,
+    name: a.id,
+    type: 'Microsoft.Authorization/roleAssignments',
+    properties: { principalId: a.principalId, roleDefinitionName: a.role, scope: `/tenants/${a.tenantId}`, createdOn: iso(a.created) },
+  };
+}
+
+export function vaultWire(v: Vault, policies: AccessPolicy[], host: string) {
+  return {
+    id: vaultResourceId(v.tenantId, v.name),
+    name: v.name,
+    type: 'Microsoft.KeyVault/vaults',
+    location: v.location,
+    properties: {
+      vaultUri: vaultUri(v, host),
+      tenantId: v.tenantId,
+      sku: { family: 'A', name: 'standard' },
+      enableSoftDelete: true,
+      softDeleteRetentionInDays: v.retentionDays,
+      enablePurgeProtection: v.purgeProtection,
+      enableRbacAuthorization: false,
+      publicNetworkAccess: v.publicNetworkAccess,
+      networkAcls: {
+        defaultAction: v.networkAcls.defaultAction,
+        bypass: v.networkAcls.bypass,
+        ipRules: v.networkAcls.ipRules.map((value) => ({ value })),
+        virtualNetworkRules: [],
+      },
+      accessPolicies: policies.map((p) => ({
+        tenantId: p.tenantId, objectId: p.objectId, permissions: { keys: p.keyPermissions, secrets: [], certificates: [] },
+      })),
+      provisioningState: 'Succeeded',
+    },
+    systemData: { createdAt: iso(v.created), lastModifiedAt: iso(v.updated) },
+  };
+}
+
+export function deletedVaultWire(v: Vault) {
+  return {
+    id: `/tenants/${v.tenantId}/providers/Microsoft.KeyVault/locations/${v.location}/deletedVaults/${v.name}`,
+    name: v.name,
+    type: 'Microsoft.KeyVault/deletedVaults',
+    properties: {
+      vaultId: vaultResourceId(v.tenantId, v.name),
+      location: v.location,
+      deletionDate: iso(v.deletedAt!),
+      scheduledPurgeDate: iso(v.scheduledPurge!),
+      purgeProtectionEnabled: v.purgeProtection,
+    },
+  };
+}
+
+export function eventSubscriptionWire(tenantId: string, vaultName: string, s: EventSubscription) {
+  return {
+    id: `${vaultResourceId(tenantId, vaultName)}/eventSubscriptions/${s.name}`,
+    name: s.name,
+    type: 'Microsoft.EventGrid/eventSubscriptions',
+    properties: {
+      topic: vaultResourceId(tenantId, vaultName),
+      destination: { endpointType: 'WebHook', properties: { endpointUrl: s.endpoint } },
+      filter: { includedEventTypes: s.eventTypes.length ? s.eventTypes : null },
+      provisioningState: 'Succeeded',
+    },
+  };
+}

@@ -1,0 +1,286 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { errors } from '../lib/errors.js';
+import type { AuditLog } from '../audit/audit.js';
+import type { Caller, IdentityService } from '../identity/identity.service.js';
+import type { Duty } from '../identity/roles.js';
+import { RESOURCES, TokenError } from '../identity/tokens.js';
+import type { VaultService } from '../vault/vaults.service.js';
+import {
+  deletedVaultWire, eventSubscriptionWire, vaultUri, identityWire, roleAssignmentWire, servicePrincipalWire, tenantWire, vaultWire,
+} from './arm.wire.js';
+import { queryOf } from './http-common.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The role duty a management route needs; routes without one need only a valid token. */
+    duty?: Duty;
+  }
+}
+
+export interface ManagementDeps {
+  identity: IdentityService;
+  vaults: VaultService;
+  audit: AuditLog;
+  /** Host that vault URIs name (loopback by IP). */
+  host: string;
+}
+
+type TenantParams = { tid: string };
+type Req<P = TenantParams, B = any> = FastifyRequest<{ Params: P; Body: B }> & { caller: Caller };
+
+const MI = '/tenants/:tid/providers/Microsoft.ManagedIdentity/userAssignedIdentities';
+const KV = '/tenants/:tid/providers/Microsoft.KeyVault';
+const RA = '/tenants/:tid/providers/Microsoft.Authorization/roleAssignments';
+
+/**
+ * The management plane (ARM-shaped): tenants, identities, role assignments, vaults, access policies,
+ * event subscriptions and the audit log. Every route needs a management token of the tenant in its path
+ * and the role duty it declares; handlers are one service call and a wire mapping.
+ */
+export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps) {
+  app.addHook('onRequest', async (req) => {
+    if (!req.url.startsWith('/tenants')) return;
+    const auth = req.headers.authorization;
+    if (!auth || !/^Bearer\s+\S+$/i.test(auth)) {
+      throw errors.unauthorized('Authentication failed. The Authorization header is missing.');
+    }
+    let caller: Caller;
+    try {
+      caller = await d.identity.authenticate(auth.replace(/^Bearer\s+/i, ''), RESOURCES.management);
+    } catch (e) {
+      if (e instanceof TokenError) throw errors.unauthorized(`Authentication failed: ${e.message}`);
+      throw e;
+    }
+    req.caller = caller;
+  });
+
+  app.addHook('preHandler', async (req) => {
+    if (!req.url.startsWith('/tenants')) return;
+    const caller = req.caller!;
+    const tid = (req.params as Partial<TenantParams>).tid;
+    if (tid !== undefined && tid !== caller.principal.tenantId) {
+      throw errors.unauthorized(`The access token is from tenant ${caller.principal.tenantId}; this resource belongs to tenant ${tid}.`);
+    }
+    const duty = req.routeOptions.config.duty;
+    if (duty) d.identity.requireDuty(caller, duty);
+  });
+
+  const host = d.host;
+  const vaultOut = (tid: string, name: string) => {
+    const v = d.vaults.get(tid, name);
+    return vaultWire(v, d.vaults.policies(v), host);
+  };
+
+  app.get('/health', { config: { operation: 'Health' } }, async () => ({ status: 'ok' }));
+  // Public name resolution, as Azure's DNS resolves <name>.vault.azure.net for anyone.
+  app.get<{ Params: { name: string } }>('/discovery/vaults/:name', { config: { operation: 'VaultDiscover' } }, async (req) => {
+    const v = d.vaults.lookup(req.params.name);
+    if (!v) throw errors.notFound('VaultNotFound', `No vault named '${req.params.name}' is being served.`);
+    return { name: v.name, vaultUri: vaultUri(v, host) };
+  });
+
+  // Tenants and who am I.
+  app.get('/tenants/self', { config: { operation: 'WhoAmI' } }, async (req) => {
+    const c = req.caller!;
+    return {
+      tenantId: c.principal.tenantId, objectId: c.principal.objectId, clientId: c.principal.clientId, name: c.principal.name,
+      type: c.principal.kind, roles: d.identity.rolesOf(c.principal.tenantId, c.principal.objectId),
+    };
+  });
+  app.get('/tenants', { config: { operation: 'TenantList', duty: 'manageTenants' } }, async () => ({
+    value: d.identity.tenants().map(tenantWire),
+  }));
+  app.post<{ Body: { name: string } }>('/tenants', {
+    config: { operation: 'TenantCreate', duty: 'manageTenants' },
+    schema: { body: { type: 'object', required: ['name'], properties: { name: { type: 'string' } } } },
+  }, async (req) => {
+    const { tenant, admin } = await d.identity.createTenant(req.body.name);
+    return { ...tenantWire(tenant), admin: { ...servicePrincipalWire(admin.principal, admin.clientSecret), tenant: tenant.id } };
+  });
+
+  // User-assigned managed identities.
+  app.put<{ Params: TenantParams & { name: string }; Body: { location?: string } | undefined }>(`${MI}/:name`, {
+    config: { operation: 'IdentityCreate', duty: 'manageIdentities' },
+    schema: { body: { type: ['object', 'null'], properties: { location: { type: 'string' } } } },
+  }, async (req) => {
+    const { principal, clientSecret } = await d.identity.createPrincipal(req.params.tid, 'UserAssignedIdentity', req.params.name, req.body?.location);
+    return identityWire(principal, clientSecret);
+  });
+  app.get<{ Params: TenantParams }>(MI, { config: { operation: 'IdentityList', duty: 'readPlatform' } }, async (req) => ({
+    value: d.identity.principals(req.params.tid).filter((p) => p.kind === 'UserAssignedIdentity').map((p) => identityWire(p)),
+  }));
+  const identityNamed = (tid: string, name: string) => {
+    const p = d.identity.principals(tid).find((x) => x.kind === 'UserAssignedIdentity' && x.name === name);
+    if (!p) throw errors.notFound('ResourceNotFound', `The managed identity '${name}' was not found.`);
+    return p;
+  };
+  app.get<{ Params: TenantParams & { name: string } }>(`${MI}/:name`, { config: { operation: 'IdentityGet', duty: 'readPlatform' } }, async (req) =>
+    identityWire(identityNamed(req.params.tid, req.params.name)));
+  app.delete<{ Params: TenantParams & { name: string } }>(`${MI}/:name`, { config: { operation: 'IdentityDelete', duty: 'manageIdentities' } }, async (req, reply) => {
+    d.identity.deletePrincipal(identityNamed(req.params.tid, req.params.name));
+    return reply.code(200).send({});
+  });
+
+  // Service principals (Graph-shaped).
+  app.post<{ Params: TenantParams; Body: { displayName: string } }>('/tenants/:tid/servicePrincipals', {
+    config: { operation: 'ServicePrincipalCreate', duty: 'manageServicePrincipals' },
+    schema: { body: { type: 'object', required: ['displayName'], properties: { displayName: { type: 'string' } } } },
+  }, async (req) => {
+    const { principal, clientSecret } = await d.identity.createPrincipal(req.params.tid, 'ServicePrincipal', req.body.displayName);
+    return servicePrincipalWire(principal, clientSecret);
+  });
+  app.get<{ Params: TenantParams }>('/tenants/:tid/servicePrincipals', { config: { operation: 'ServicePrincipalList', duty: 'readPlatform' } }, async (req) => ({
+    value: d.identity.principals(req.params.tid).filter((p) => p.kind === 'ServicePrincipal').map((p) => servicePrincipalWire(p)),
+  }));
+  app.delete<{ Params: TenantParams & { ref: string } }>('/tenants/:tid/servicePrincipals/:ref', {
+    config: { operation: 'ServicePrincipalDelete', duty: 'manageServicePrincipals' },
+  }, async (req) => {
+    const p = d.identity.findPrincipal(req.params.tid, req.params.ref);
+    if (p.kind !== 'ServicePrincipal') throw errors.badParameter(`'${req.params.ref}' is a managed identity; delete it with the identity commands.`);
+    if (p.objectId === req.caller!.principal.objectId) throw errors.badParameter('A principal cannot delete itself.');
+    d.identity.deletePrincipal(p);
+    return {};
+  });
+
+  // Role assignments.
+  app.get<{ Params: TenantParams }>(RA, { config: { operation: 'RoleAssignmentList', duty: 'readPlatform' } }, async (req) => ({
+    value: d.identity.roleAssignments(req.params.tid).map(roleAssignmentWire),
+  }));
+  app.post<{ Params: TenantParams; Body: { properties: { principalId: string; roleDefinitionName: string } } }>(RA, {
+    config: { operation: 'RoleAssignmentCreate', duty: 'manageRoles' },
+    schema: { body: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['principalId', 'roleDefinitionName'], properties: { principalId: { type: 'string' }, roleDefinitionName: { type: 'string' } } } } } },
+  }, async (req) => {
+    const p = d.identity.findPrincipal(req.params.tid, req.body.properties.principalId);
+    return roleAssignmentWire(d.identity.assignRole(req.params.tid, p.objectId, req.body.properties.roleDefinitionName));
+  });
+  app.delete<{ Params: TenantParams & { id: string } }>(`${RA}/:id`, { config: { operation: 'RoleAssignmentDelete', duty: 'manageRoles' } }, async (req) => {
+    d.identity.removeRoleAssignment(req.params.tid, req.params.id);
+    return {};
+  });
+
+  // Vaults.
+  type VaultBody = {
+    location?: string;
+    properties?: {
+      softDeleteRetentionInDays?: number; enablePurgeProtection?: boolean; publicNetworkAccess?: 'Enabled' | 'Disabled';
+      networkAcls?: { defaultAction?: 'Allow' | 'Deny'; bypass?: 'AzureServices' | 'None'; ipRules?: { value: string }[] };
+    };
+  };
+  const vaultBodySchema = {
+    type: 'object',
+    properties: {
+      location: { type: 'string' },
+      properties: {
+        type: 'object',
+        properties: {
+          softDeleteRetentionInDays: { type: 'integer' },
+          enablePurgeProtection: { type: 'boolean' },
+          enableSoftDelete: { type: 'boolean', const: true },
+          publicNetworkAccess: { type: 'string' },
+          networkAcls: {
+            type: 'object',
+            properties: {
+              defaultAction: { type: 'string' }, bypass: { type: 'string' },
+              ipRules: { type: 'array', maxItems: 1000, items: { type: 'object', required: ['value'], properties: { value: { type: 'string' } } } },
+            },
+          },
+        },
+      },
+    },
+  };
+  const aclsOf = (b: VaultBody) => {
+    const n = b.properties?.networkAcls;
+    if (!n) return undefined;
+    return {
+      ...(n.defaultAction !== undefined ? { defaultAction: n.defaultAction } : {}),
+      ...(n.bypass !== undefined ? { bypass: n.bypass } : {}),
+      ...(n.ipRules !== undefined ? { ipRules: n.ipRules.map((r) => r.value) } : {}),
+    };
+  };
+
+  app.put<{ Params: TenantParams & { name: string }; Body: VaultBody }>(`${KV}/vaults/:name`, {
+    config: { operation: 'VaultCreate', duty: 'manageVaults' }, schema: { body: vaultBodySchema },
+  }, async (req) => {
+    const b = req.body ?? {};
+    const v = await d.vaults.create(req.params.tid, {
+      name: req.params.name, location: b.location ?? '', retentionDays: b.properties?.softDeleteRetentionInDays,
+      purgeProtection: b.properties?.enablePurgeProtection, publicNetworkAccess: b.properties?.publicNetworkAccess, networkAcls: aclsOf(b),
+    }, req.caller!.principal.objectId);
+    return vaultOut(v.tenantId, v.name);
+  });
+  app.patch<{ Params: TenantParams & { name: string }; Body: VaultBody }>(`${KV}/vaults/:name`, {
+    config: { operation: 'VaultUpdate', duty: 'manageVaults' }, schema: { body: vaultBodySchema },
+  }, async (req) => {
+    const b = req.body ?? {};
+    d.vaults.update(req.params.tid, req.params.name, {
+      retentionDays: b.properties?.softDeleteRetentionInDays, purgeProtection: b.properties?.enablePurgeProtection,
+      publicNetworkAccess: b.properties?.publicNetworkAccess, networkAcls: aclsOf(b),
+    });
+    return vaultOut(req.params.tid, req.params.name);
+  });
+  app.get<{ Params: TenantParams }>(`${KV}/vaults`, { config: { operation: 'VaultList', duty: 'readPlatform' } }, async (req) => ({
+    value: d.vaults.list(req.params.tid).map((v) => vaultWire(v, d.vaults.policies(v), host)),
+  }));
+  app.get<{ Params: TenantParams & { name: string } }>(`${KV}/vaults/:name`, { config: { operation: 'VaultGet', duty: 'readPlatform' } }, async (req) =>
+    vaultOut(req.params.tid, req.params.name));
+  app.delete<{ Params: TenantParams & { name: string } }>(`${KV}/vaults/:name`, { config: { operation: 'VaultDelete', duty: 'manageVaults' } }, async (req) =>
+    deletedVaultWire(await d.vaults.delete(req.params.tid, req.params.name)));
+  app.get<{ Params: TenantParams }>(`${KV}/deletedVaults`, { config: { operation: 'DeletedVaultList', duty: 'manageVaults' } }, async (req) => ({
+    value: d.vaults.listDeleted(req.params.tid).map(deletedVaultWire),
+  }));
+  app.post<{ Params: TenantParams & { name: string } }>(`${KV}/deletedVaults/:name/recover`, { config: { operation: 'VaultRecover', duty: 'manageVaults' } }, async (req) => {
+    const v = await d.vaults.recover(req.params.tid, req.params.name);
+    return vaultOut(v.tenantId, v.name);
+  });
+  app.delete<{ Params: TenantParams & { name: string } }>(`${KV}/deletedVaults/:name`, { config: { operation: 'VaultPurge', duty: 'manageVaults' } }, async (req) => {
+    d.vaults.purge(req.params.tid, req.params.name);
+    return {};
+  });
+
+  app.put<{ Params: TenantParams & { name: string; kind: 'add' | 'replace' | 'remove' }; Body: { properties: { accessPolicies: { tenantId?: string; objectId: string; permissions: { keys: string[] } }[] } } }>(
+    `${KV}/vaults/:name/accessPolicies/:kind`, {
+      config: { operation: 'VaultAccessPolicyUpdate', duty: 'manageVaults' },
+      schema: { body: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['accessPolicies'], properties: { accessPolicies: { type: 'array', maxItems: 1024, items: { type: 'object', required: ['objectId', 'permissions'], properties: { tenantId: { type: 'string' }, objectId: { type: 'string' }, permissions: { type: 'object', required: ['keys'], properties: { keys: { type: 'array', items: { type: 'string' } } } } } } } } } } } },
+    }, async (req) => {
+      const policies = req.body.properties.accessPolicies.map((p) => ({
+        objectId: d.identity.findPrincipalIdOr(req.params.tid, p.objectId), tenantId: p.tenantId, keyPermissions: p.permissions.keys,
+      }));
+      d.vaults.updatePolicies(req.params.tid, req.params.name, req.params.kind, policies);
+      return vaultOut(req.params.tid, req.params.name);
+    });
+
+  // Event subscriptions (Event Grid shaped).
+  app.get<{ Params: TenantParams & { name: string } }>(`${KV}/vaults/:name/eventSubscriptions`, { config: { operation: 'EventSubscriptionList', duty: 'manageVaults' } }, async (req) => ({
+    value: d.vaults.subscriptions(req.params.tid, req.params.name).map((s) => eventSubscriptionWire(req.params.tid, req.params.name, s)),
+  }));
+  app.put<{ Params: TenantParams & { name: string; sub: string }; Body: { properties: { destination: { properties: { endpointUrl: string } }; filter?: { includedEventTypes?: string[] | null } } } }>(
+    `${KV}/vaults/:name/eventSubscriptions/:sub`, {
+      config: { operation: 'EventSubscriptionPut', duty: 'manageVaults' },
+      schema: { body: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['destination'], properties: { destination: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['endpointUrl'], properties: { endpointUrl: { type: 'string' } } } } }, filter: { type: 'object' } } } } } },
+    }, async (req) => {
+      const p = req.body.properties;
+      const s = d.vaults.putSubscription(req.params.tid, req.params.name, req.params.sub, p.destination.properties.endpointUrl, p.filter?.includedEventTypes ?? []);
+      return eventSubscriptionWire(req.params.tid, req.params.name, s);
+    });
+  app.delete<{ Params: TenantParams & { name: string; sub: string } }>(`${KV}/vaults/:name/eventSubscriptions/:sub`, { config: { operation: 'EventSubscriptionDelete', duty: 'manageVaults' } }, async (req) => {
+    d.vaults.deleteSubscription(req.params.tid, req.params.name, req.params.sub);
+    return {};
+  });
+
+  // Audit.
+  app.get<{ Params: TenantParams }>(`${KV}/auditEvents`, { config: { operation: 'AuditList', duty: 'readAudit' } }, async (req) => {
+    const q = queryOf(req);
+    const top = q.get('top');
+    if (top !== null && !/^\d+$/.test(top)) throw errors.badParameter('top must be a whole number.');
+    const since = q.get('since') ?? undefined;
+    if (since !== undefined && Number.isNaN(Date.parse(since))) throw errors.badParameter('since must be an ISO 8601 time.');
+    return {
+      value: d.audit.list({
+        tenantId: req.params.tid, vault: q.get('vault') ?? undefined, callerObjectId: q.get('caller') ?? undefined,
+        operation: q.get('operation') ?? undefined, result: q.get('result') ?? undefined, key: q.get('key') ?? undefined,
+        since: since && new Date(since).toISOString(), top: top === null ? 100 : Number(top),
+      }),
+    };
+  });
+  app.post<{ Params: TenantParams }>(`${KV}/auditEvents/verify`, { config: { operation: 'AuditVerify', duty: 'readAudit' } }, async () => d.audit.verify());
+}

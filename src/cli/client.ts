@@ -1,0 +1,153 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { httpCall } from '../lib/http-client.js';
+import { homePaths, originOf, readSettings, resolveHome, type HomePaths, type Settings } from '../lib/home.js';
+import { RESOURCES } from '../identity/tokens.js';
+
+/** A failure the CLI reports as one line and a non-zero exit. */
+export class CliError extends Error {
+  constructor(message: string, readonly exitCode = 1) {
+    super(message);
+  }
+}
+
+export interface Credential {
+  tenantId: string;
+  clientId: string;
+  clientSecret: string;
+}
+
+export const API_VERSION = '7.6';
+export const MGMT_API_VERSION = '2023-07-01';
+
+/** What every command needs: where the platform is, whom we act as, and how to call it over HTTPS. */
+export class CliContext {
+  readonly paths: HomePaths;
+  private cachedSettings?: Settings;
+  private tokens = new Map<string, string>();
+
+  constructor(home?: string) {
+    this.paths = homePaths(resolveHome(home));
+  }
+
+  get settings(): Settings {
+    if (!this.cachedSettings) {
+      const s = readSettings(this.paths);
+      if (!s) throw new CliError(`pgbyok has not been started with home ${this.paths.root}; run 'pgbyok up' first (or set PGBYOK_HOME).`);
+      this.cachedSettings = s;
+    }
+    return this.cachedSettings;
+  }
+
+  get origin(): string {
+    return originOf(this.settings.host, this.settings.port);
+  }
+
+  get ca(): string {
+    if (!existsSync(this.paths.caCert)) throw new CliError(`No CA certificate at ${this.paths.caCert}; run 'pgbyok up' first.`);
+    return readFileSync(this.paths.caCert, 'utf8');
+  }
+
+  /** The signed-in principal: `pgbyok login` wins, else the bootstrap administrator. */
+  credential(): Credential {
+    for (const file of [this.paths.cliProfile, this.paths.adminCredential]) {
+      if (existsSync(file)) {
+        const c = JSON.parse(readFileSync(file, 'utf8')) as Credential;
+        return { tenantId: c.tenantId, clientId: c.clientId, clientSecret: c.clientSecret };
+      }
+    }
+    throw new CliError(`No credential found: neither ${this.paths.cliProfile} nor ${this.paths.adminCredential} exists. Use 'pgbyok login'.`);
+  }
+
+  get tenantId(): string {
+    return this.credential().tenantId;
+  }
+
+  async token(resource: string, cred = this.credential()): Promise<string> {
+    const cacheKey = `${cred.clientId}|${resource}`;
+    const cached = this.tokens.get(cacheKey);
+    if (cached) return cached;
+    const res = await this.raw({
+      method: 'POST',
+      url: `${this.origin}/${cred.tenantId}/oauth2/v2.0/token`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: 'client_credentials', client_id: cred.clientId, client_secret: cred.clientSecret, scope: `${resource}/.default`,
+      }).toString(),
+    });
+    const body = parseJson(res.text);
+    if (res.status !== 200) throw new CliError(`Sign-in failed: ${body?.error_description?.split('\r\n')[0] ?? res.text}`);
+    this.tokens.set(cacheKey, body.access_token);
+    return body.access_token;
+  }
+
+  async raw(req: { method: string; url: string; headers?: Record<string, string>; body?: string }) {
+    try {
+      return await httpCall({ ...req, ca: this.ca });
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (err.code === 'ECONNREFUSED') throw new CliError(`Cannot reach ${new URL(req.url).origin}: is 'pgbyok up' running?`);
+      throw new CliError(`Request to ${new URL(req.url).origin} failed: ${err.message}`);
+    }
+  }
+
+  private async call(resource: string, method: string, url: string, body?: unknown): Promise<any> {
+    const token = await this.token(resource);
+    const res = await this.raw({
+      method,
+      url,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const parsed = res.text ? parseJson(res.text) : undefined;
+    if (res.status >= 400) {
+      const e = parsed?.error;
+      throw new CliError(e ? `(${e.innererror?.code ?? e.code}) ${e.message}` : `HTTP ${res.status}: ${res.text}`);
+    }
+    return parsed;
+  }
+
+  /** A management-plane call; `path` is relative to the caller's tenant unless it starts with '/'. */
+  mgmt(method: string, path: string, body?: unknown): Promise<any> {
+    const full = path.startsWith('/') ? path : `/tenants/${this.tenantId}/${path}`;
+    const sep = full.includes('?') ? '&' : '?';
+    return this.call(RESOURCES.management, method, `${this.origin}${full}${sep}api-version=${MGMT_API_VERSION}`, body);
+  }
+
+  /** A Key Vault data-plane call, exactly as an SDK makes it (token for the vault resource). */
+  vault(vaultUri: string, method: string, path: string, body?: unknown): Promise<any> {
+    const base = vaultUri.replace(/\/$/, '');
+    const sep = path.includes('?') ? '&' : '?';
+    return this.call(RESOURCES.vault, method, `${base}${path}${sep}api-version=${API_VERSION}`, body);
+  }
+
+  /** Resolves a vault name to its URI through the public discovery endpoint (Azure's DNS does this). */
+  async vaultUri(name: string): Promise<string> {
+    const res = await this.raw({ method: 'GET', url: `${this.origin}/discovery/vaults/${encodeURIComponent(name)}` });
+    if (res.status === 404) throw new CliError(`Vault '${name}' was not found.`);
+    if (res.status !== 200) throw new CliError(`Vault lookup failed: HTTP ${res.status}`);
+    return parseJson(res.text).vaultUri;
+  }
+
+  /** Follows nextLink pages of a data-plane list. */
+  async vaultList(vaultUri: string, path: string): Promise<any[]> {
+    const out: any[] = [];
+    let page = await this.vault(vaultUri, 'GET', path);
+    out.push(...page.value);
+    while (page.nextLink) {
+      const token = await this.token(RESOURCES.vault);
+      const res = await this.raw({ method: 'GET', url: page.nextLink, headers: { authorization: `Bearer ${token}` } });
+      page = parseJson(res.text);
+      if (res.status !== 200) throw new CliError(page?.error?.message ?? `HTTP ${res.status}`);
+      out.push(...page.value);
+    }
+    return out;
+  }
+}
+
+function parseJson(text: string): any {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}

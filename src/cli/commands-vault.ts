@@ -1,0 +1,248 @@
+import { createPrivateKey } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { CliContext, CliError } from './client.js';
+import { action, parseBool, parseIntArg, parseTags, parseTime } from './run.js';
+
+const VAULTS = 'providers/Microsoft.KeyVault/vaults';
+const enc = encodeURIComponent;
+
+async function resolveVault(ctx: CliContext, o: { vaultName?: string; vaultUri?: string }): Promise<string> {
+  if (o.vaultUri) return o.vaultUri;
+  if (!o.vaultName) throw new CliError('Name the vault with --vault-name (or --vault-uri).');
+  return ctx.vaultUri(o.vaultName);
+}
+
+function vaultOptions(cmd: Command): Command {
+  return cmd.option('--vault-name <name>', 'the vault').option('--vault-uri <uri>', 'the vault URI, instead of --vault-name');
+}
+
+/** Reads a private key from PEM (optionally encrypted) or PKCS#12, as a JWK for the import API. */
+function privateJwkFromFile(o: { pemFile?: string; pemPassword?: string; pfxFile?: string; pfxPassword?: string }): Record<string, unknown> {
+  let pem: string | Buffer;
+  let passphrase: string | undefined;
+  if (o.pemFile) {
+    pem = readFileSync(o.pemFile);
+    passphrase = o.pemPassword;
+  } else if (o.pfxFile) {
+    // OpenSSL reads the PKCS#12 container; the key reaches us on a pipe, never a file.
+    const extract = (legacy: boolean) =>
+      spawnSync('openssl', ['pkcs12', '-in', o.pfxFile!, '-nocerts', '-nodes', '-passin', 'stdin', ...(legacy ? ['-legacy'] : [])], {
+        input: (o.pfxPassword ?? '') + '\n', maxBuffer: 1 << 20,
+      });
+    let r = extract(false);
+    if (r.status !== 0) r = extract(true);
+    if (r.error) throw new CliError(`openssl is needed to read .pfx files: ${r.error.message}`);
+    if (r.status !== 0) throw new CliError(`Could not read ${o.pfxFile}: ${r.stderr.toString().trim().split('\n')[0]} (wrong --pfx-password?)`);
+    pem = r.stdout;
+  } else {
+    throw new CliError('Give the key with --pem-file or --pfx-file.');
+  }
+  let key;
+  try {
+    key = createPrivateKey({ key: pem, format: 'pem', passphrase });
+  } catch (e) {
+    throw new CliError(`Could not read the private key: ${(e as Error).message}`);
+  }
+  if (key.asymmetricKeyType !== 'rsa') throw new CliError(`Only RSA keys can be imported; this is ${key.asymmetricKeyType}.`);
+  return key.export({ format: 'jwk' }) as Record<string, unknown>;
+}
+
+export function registerVaultCommands(program: Command): void {
+  const vault = program.command('vault').description('key vaults (security officer)');
+  vault.command('create')
+    .requiredOption('--name <name>').requiredOption('--location <region>')
+    .option('--retention-days <days>', 'soft-delete retention, 7-90', '90')
+    .option('--enable-purge-protection', 'forbid purging deleted keys before their date (cannot be undone)')
+    .option('--public-network-access <Enabled|Disabled>')
+    .option('--default-action <Allow|Deny>', 'firewall default action')
+    .option('--bypass <AzureServices|None>', "let the platform's trusted services through the firewall")
+    .option('--ip-rules <cidr...>', 'addresses or CIDR ranges admitted when the default action is Deny')
+    .action(action<{ name: string; location: string; retentionDays: string; enablePurgeProtection?: boolean; publicNetworkAccess?: string; defaultAction?: string; bypass?: string; ipRules?: string[] }>(
+      async (ctx, o) => {
+        const acls = o.defaultAction || o.bypass || o.ipRules
+          ? { ...(o.defaultAction ? { defaultAction: o.defaultAction } : {}), ...(o.bypass ? { bypass: o.bypass } : {}), ...(o.ipRules ? { ipRules: o.ipRules.map((value) => ({ value })) } : {}) }
+          : undefined;
+        return ctx.mgmt('PUT', `${VAULTS}/${enc(o.name)}`, {
+          location: o.location,
+          properties: {
+            softDeleteRetentionInDays: parseIntArg(o.retentionDays, '--retention-days'),
+            enablePurgeProtection: !!o.enablePurgeProtection,
+            ...(o.publicNetworkAccess ? { publicNetworkAccess: o.publicNetworkAccess } : {}),
+            ...(acls ? { networkAcls: acls } : {}),
+          },
+        });
+      }));
+  vault.command('update').requiredOption('--name <name>')
+    .option('--enable-purge-protection')
+    .option('--public-network-access <Enabled|Disabled>')
+    .option('--default-action <Allow|Deny>')
+    .option('--bypass <AzureServices|None>')
+    .action(action<{ name: string; enablePurgeProtection?: boolean; publicNetworkAccess?: string; defaultAction?: string; bypass?: string }>(async (ctx, o) =>
+      ctx.mgmt('PATCH', `${VAULTS}/${enc(o.name)}`, {
+        properties: {
+          ...(o.enablePurgeProtection ? { enablePurgeProtection: true } : {}),
+          ...(o.publicNetworkAccess ? { publicNetworkAccess: o.publicNetworkAccess } : {}),
+          ...(o.defaultAction || o.bypass ? { networkAcls: { ...(o.defaultAction ? { defaultAction: o.defaultAction } : {}), ...(o.bypass ? { bypass: o.bypass } : {}) } } : {}),
+        },
+      })));
+  vault.command('show').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => ctx.mgmt('GET', `${VAULTS}/${enc(o.name)}`)));
+  vault.command('list').action(action(async (ctx) => (await ctx.mgmt('GET', VAULTS)).value, ['name', 'location', 'properties.vaultUri']));
+  vault.command('delete').description('soft-delete a vault (recoverable until its purge date)').requiredOption('--name <name>')
+    .action(action<{ name: string }>(async (ctx, o) => ctx.mgmt('DELETE', `${VAULTS}/${enc(o.name)}`)));
+  vault.command('list-deleted').action(action(async (ctx) => (await ctx.mgmt('GET', 'providers/Microsoft.KeyVault/deletedVaults')).value));
+  vault.command('recover').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) =>
+    ctx.mgmt('POST', `providers/Microsoft.KeyVault/deletedVaults/${enc(o.name)}/recover`)));
+  vault.command('purge').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => {
+    await ctx.mgmt('DELETE', `providers/Microsoft.KeyVault/deletedVaults/${enc(o.name)}`);
+    return undefined;
+  }));
+
+  const rules = vault.command('network-rule').description('firewall IP rules');
+  for (const verb of ['add', 'remove'] as const) {
+    rules.command(verb).requiredOption('--name <name>').requiredOption('--ip-address <cidr>')
+      .action(action<{ name: string; ipAddress: string }>(async (ctx, o) => {
+        const current = await ctx.mgmt('GET', `${VAULTS}/${enc(o.name)}`);
+        const ips: string[] = current.properties.networkAcls.ipRules.map((r: { value: string }) => r.value);
+        const wanted = o.ipAddress.includes('/') ? o.ipAddress : `${o.ipAddress}/${o.ipAddress.includes(':') ? 128 : 32}`;
+        const next = verb === 'add' ? [...new Set([...ips, wanted])] : ips.filter((ip) => ip !== wanted);
+        return ctx.mgmt('PATCH', `${VAULTS}/${enc(o.name)}`, { properties: { networkAcls: { ipRules: next.map((value) => ({ value })) } } });
+      }));
+  }
+
+  vault.command('set-policy').description("set a principal's key permissions on a vault (replaces its key permissions)")
+    .requiredOption('--name <name>')
+    .option('--object-id <id>', 'object id of the principal')
+    .option('--spn <clientIdOrName>', 'a service principal or identity by client id or name')
+    .requiredOption('--key-permissions <perms...>', "e.g. get list wrapKey unwrapKey, or 'all'")
+    .action(action<{ name: string; objectId?: string; spn?: string; keyPermissions: string[] }>(async (ctx, o) => {
+      const who = o.objectId ?? o.spn;
+      if (!who) throw new CliError('Name the principal with --object-id or --spn.');
+      return ctx.mgmt('PUT', `${VAULTS}/${enc(o.name)}/accessPolicies/replace`, {
+        properties: { accessPolicies: [{ objectId: who, permissions: { keys: o.keyPermissions } }] },
+      });
+    }));
+  vault.command('delete-policy').requiredOption('--name <name>').option('--object-id <id>').option('--spn <clientIdOrName>')
+    .action(action<{ name: string; objectId?: string; spn?: string }>(async (ctx, o) => {
+      const who = o.objectId ?? o.spn;
+      if (!who) throw new CliError('Name the principal with --object-id or --spn.');
+      return ctx.mgmt('PUT', `${VAULTS}/${enc(o.name)}/accessPolicies/replace`, { properties: { accessPolicies: [{ objectId: who, permissions: { keys: [] } }] } });
+    }));
+
+  const subs = vault.command('event-subscription').description('webhook subscriptions to the vault\'s events');
+  subs.command('create').requiredOption('--vault-name <name>').requiredOption('--name <name>').requiredOption('--endpoint <url>')
+    .option('--included-event-types <types...>', 'e.g. KeyNewVersionCreated KeyDisabled (default: all)')
+    .action(action<{ vaultName: string; name: string; endpoint: string; includedEventTypes?: string[] }>(async (ctx, o) =>
+      ctx.mgmt('PUT', `${VAULTS}/${enc(o.vaultName)}/eventSubscriptions/${enc(o.name)}`, {
+        properties: { destination: { endpointType: 'WebHook', properties: { endpointUrl: o.endpoint } }, filter: { includedEventTypes: o.includedEventTypes ?? null } },
+      })));
+  subs.command('list').requiredOption('--vault-name <name>').action(action<{ vaultName: string }>(async (ctx, o) =>
+    (await ctx.mgmt('GET', `${VAULTS}/${enc(o.vaultName)}/eventSubscriptions`)).value));
+  subs.command('delete').requiredOption('--vault-name <name>').requiredOption('--name <name>').action(action<{ vaultName: string; name: string }>(async (ctx, o) => {
+    await ctx.mgmt('DELETE', `${VAULTS}/${enc(o.vaultName)}/eventSubscriptions/${enc(o.name)}`);
+    return undefined;
+  }));
+
+  // Keys: data-plane calls with a vault token, as any Key Vault client makes them.
+  const key = program.command('key').description('keys in a vault (data plane)');
+  type KeyOpts = { vaultName?: string; vaultUri?: string; name: string; version?: string };
+  const keyCmd = (name: string, description: string) => vaultOptions(key.command(name).description(description)).requiredOption('--name <name>', 'key name');
+
+  keyCmd('create', 'create an RSA key (or a new version of it)')
+    .option('--kty <kty>', 'key type', 'RSA').option('--size <bits>', '2048, 3072 or 4096', '2048')
+    .option('--ops <ops...>', 'permitted operations (default: all six)')
+    .option('--disabled', 'create it disabled').option('--expires <iso>').option('--not-before <iso>').option('--tags <k=v...>')
+    .action(action<KeyOpts & { kty: string; size: string; ops?: string[]; disabled?: boolean; expires?: string; notBefore?: string; tags?: string[] }>(async (ctx, o) =>
+      ctx.vault(await resolveVault(ctx, o), 'POST', `/keys/${enc(o.name)}/create`, {
+        kty: o.kty, key_size: parseIntArg(o.size, '--size'), ...(o.ops ? { key_ops: o.ops } : {}),
+        attributes: { ...(o.disabled ? { enabled: false } : {}), ...(o.expires ? { exp: parseTime(o.expires, '--expires') } : {}), ...(o.notBefore ? { nbf: parseTime(o.notBefore, '--not-before') } : {}) },
+        ...(o.tags ? { tags: parseTags(o.tags) } : {}),
+      })));
+  keyCmd('import', 'import an RSA private key from PEM or PKCS#12 (.pfx)')
+    .option('--pem-file <file>').option('--pem-password <password>').option('--pfx-file <file>').option('--pfx-password <password>')
+    .option('--ops <ops...>').option('--disabled').option('--expires <iso>').option('--not-before <iso>').option('--tags <k=v...>')
+    .action(action<KeyOpts & { pemFile?: string; pemPassword?: string; pfxFile?: string; pfxPassword?: string; ops?: string[]; disabled?: boolean; expires?: string; notBefore?: string; tags?: string[] }>(async (ctx, o) => {
+      const jwk = privateJwkFromFile(o);
+      return ctx.vault(await resolveVault(ctx, o), 'PUT', `/keys/${enc(o.name)}`, {
+        key: { ...jwk, ...(o.ops ? { key_ops: o.ops } : {}) },
+        attributes: { ...(o.disabled ? { enabled: false } : {}), ...(o.expires ? { exp: parseTime(o.expires, '--expires') } : {}), ...(o.notBefore ? { nbf: parseTime(o.notBefore, '--not-before') } : {}) },
+        ...(o.tags ? { tags: parseTags(o.tags) } : {}),
+      });
+    }));
+  keyCmd('show', 'show a key (latest version unless --version)').option('--version <version>')
+    .action(action<KeyOpts>(async (ctx, o) => ctx.vault(await resolveVault(ctx, o), 'GET', `/keys/${enc(o.name)}/${o.version ?? ''}`)));
+  vaultOptions(key.command('list').description('list keys')).action(action<KeyOpts>(async (ctx, o) =>
+    ctx.vaultList(await resolveVault(ctx, o), '/keys'), ['kid', 'attributes.enabled', 'attributes.exp']));
+  keyCmd('list-versions', 'list the versions of a key').action(action<KeyOpts>(async (ctx, o) =>
+    ctx.vaultList(await resolveVault(ctx, o), `/keys/${enc(o.name)}/versions`), ['kid', 'attributes.enabled', 'attributes.created', 'attributes.exp']));
+  keyCmd('set-attributes', 'enable/disable a key version, change its dates, operations or tags').option('--version <version>')
+    .option('--enabled <bool>').option('--expires <iso|none>').option('--not-before <iso|none>').option('--ops <ops...>').option('--tags <k=v...>')
+    .action(action<KeyOpts & { enabled?: string; expires?: string; notBefore?: string; ops?: string[]; tags?: string[] }>(async (ctx, o) => {
+      const attributes: Record<string, unknown> = {};
+      const enabled = parseBool(o.enabled, '--enabled');
+      if (enabled !== undefined) attributes.enabled = enabled;
+      const exp = parseTime(o.expires, '--expires');
+      if (exp !== undefined) attributes.exp = exp;
+      const nbf = parseTime(o.notBefore, '--not-before');
+      if (nbf !== undefined) attributes.nbf = nbf;
+      return ctx.vault(await resolveVault(ctx, o), 'PATCH', `/keys/${enc(o.name)}/${o.version ?? ''}`, {
+        attributes, ...(o.ops ? { key_ops: o.ops } : {}), ...(o.tags ? { tags: parseTags(o.tags) } : {}),
+      });
+    }));
+  keyCmd('rotate', 'make a new version of the key').action(action<KeyOpts>(async (ctx, o) =>
+    ctx.vault(await resolveVault(ctx, o), 'POST', `/keys/${enc(o.name)}/rotate`)));
+  const policy = key.command('rotation-policy').description('automatic rotation and expiry');
+  vaultOptions(policy.command('show')).requiredOption('--name <name>').action(action<KeyOpts>(async (ctx, o) =>
+    ctx.vault(await resolveVault(ctx, o), 'GET', `/keys/${enc(o.name)}/rotationpolicy`)));
+  vaultOptions(policy.command('update')).requiredOption('--name <name>')
+    .option('--value <json|@file>', 'the policy as Key Vault JSON')
+    .option('--rotate-after <duration>', 'rotate this long after a version is created, e.g. P90D')
+    .option('--rotate-before-expiry <duration>', 'rotate this long before a version expires, e.g. P30D')
+    .option('--expiry-time <duration>', 'new versions expire this long after creation, e.g. P1Y')
+    .option('--notify-before-expiry <duration>', 'raise KeyNearExpiry this long before expiry', 'P30D')
+    .action(action<KeyOpts & { value?: string; rotateAfter?: string; rotateBeforeExpiry?: string; expiryTime?: string; notifyBeforeExpiry: string }>(async (ctx, o) => {
+      let body: unknown;
+      if (o.value) {
+        const text = o.value.startsWith('@') ? readFileSync(o.value.slice(1), 'utf8') : o.value;
+        try { body = JSON.parse(text); } catch { throw new CliError('--value is not valid JSON.'); }
+      } else {
+        const actions = [{ trigger: { timeBeforeExpiry: o.notifyBeforeExpiry }, action: { type: 'Notify' } }];
+        if (o.rotateAfter) actions.push({ trigger: { timeAfterCreate: o.rotateAfter } as any, action: { type: 'Rotate' } });
+        if (o.rotateBeforeExpiry) actions.push({ trigger: { timeBeforeExpiry: o.rotateBeforeExpiry }, action: { type: 'Rotate' } });
+        body = { lifetimeActions: actions, attributes: o.expiryTime ? { expiryTime: o.expiryTime } : {} };
+      }
+      return ctx.vault(await resolveVault(ctx, o), 'PUT', `/keys/${enc(o.name)}/rotationpolicy`, body);
+    }));
+  keyCmd('delete', 'soft-delete a key (recoverable until its purge date)').action(action<KeyOpts>(async (ctx, o) =>
+    ctx.vault(await resolveVault(ctx, o), 'DELETE', `/keys/${enc(o.name)}`)));
+  keyCmd('recover', 'recover a soft-deleted key').action(action<KeyOpts>(async (ctx, o) =>
+    ctx.vault(await resolveVault(ctx, o), 'POST', `/deletedkeys/${enc(o.name)}/recover`)));
+  keyCmd('purge', 'permanently delete a soft-deleted key').action(action<KeyOpts>(async (ctx, o) => {
+    await ctx.vault(await resolveVault(ctx, o), 'DELETE', `/deletedkeys/${enc(o.name)}`);
+    return undefined;
+  }));
+  keyCmd('show-deleted', 'show a soft-deleted key').action(action<KeyOpts>(async (ctx, o) =>
+    ctx.vault(await resolveVault(ctx, o), 'GET', `/deletedkeys/${enc(o.name)}`)));
+  vaultOptions(key.command('list-deleted').description('list soft-deleted keys')).action(action<KeyOpts>(async (ctx, o) =>
+    ctx.vaultList(await resolveVault(ctx, o), '/deletedkeys'), ['kid', 'deletedDate', 'scheduledPurgeDate']));
+  keyCmd('backup', 'write an encrypted backup of every version of the key to a file').requiredOption('--file <path>')
+    .action(action<KeyOpts & { file: string }>(async (ctx, o) => {
+      const r = await ctx.vault(await resolveVault(ctx, o), 'POST', `/keys/${enc(o.name)}/backup`);
+      writeFileSync(o.file, r.value, { mode: 0o600 });
+      return { file: o.file, bytes: r.value.length };
+    }));
+  vaultOptions(key.command('restore').description('restore a key backup into a vault of the same tenant')).requiredOption('--file <path>')
+    .action(action<{ vaultName?: string; vaultUri?: string; file: string }>(async (ctx, o) =>
+      ctx.vault(await resolveVault(ctx, o), 'POST', '/keys/restore', { value: readFileSync(o.file, 'utf8').trim() })));
+  for (const [verb, path] of [['encrypt', 'encrypt'], ['decrypt', 'decrypt'], ['wrap', 'wrapkey'], ['unwrap', 'unwrapkey']] as const) {
+    keyCmd(verb, `${verb} a base64 value with the key (always in the vault)`).option('--version <version>')
+      .requiredOption('--value <base64>').option('--algorithm <alg>', 'RSA-OAEP-256 or RSA-OAEP', 'RSA-OAEP-256')
+      .action(action<KeyOpts & { value: string; algorithm: string }>(async (ctx, o) => {
+        const r = await ctx.vault(await resolveVault(ctx, o), 'POST', `/keys/${enc(o.name)}/${o.version ?? ''}/${path}`, {
+          alg: o.algorithm, value: Buffer.from(o.value, 'base64').toString('base64url'),
+        });
+        return { kid: r.kid, result: Buffer.from(r.value, 'base64url').toString('base64'), algorithm: o.algorithm };
+      }));
+  }
+}

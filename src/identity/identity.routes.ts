@@ -1,0 +1,93 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { requestOrigin } from '../api/http-common.js';
+import type { IdentityService } from './identity.service.js';
+import { RESOURCES, type TokenService } from './tokens.js';
+
+/** An error as the Microsoft identity platform words it (MSAL surfaces `error` and `error_description`). */
+function aadError(reply: FastifyReply, status: number, error: string, code: number, description: string) {
+  return reply.code(status).send({
+    error,
+    error_description: `AADSTS${code}: ${description}\r\nTrace ID: ${randomUUID()}\r\nTimestamp: ${new Date().toISOString()}`,
+    error_codes: [code],
+    timestamp: new Date().toISOString(),
+    trace_id: randomUUID(),
+    correlation_id: randomUUID(),
+  });
+}
+
+const SCOPE_TO_RESOURCE = new Map<string, string>(
+  Object.values(RESOURCES).flatMap((r) => [[`${r}/.default`, r], [`${r}//.default`, r]] as [string, string][]),
+);
+
+/**
+ * The Microsoft identity platform v2 endpoints MSAL needs for client credentials: OIDC discovery, JWKS and
+ * the token endpoint. Tenants are addressed by id (or name) in the path, as `login.microsoftonline.com` does.
+ */
+export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityService, tokens: TokenService, canonicalOrigin: string) {
+  const tenantOf = (ref: string) => identity.tenants().find((t) => t.id === ref || t.name === ref);
+
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(String(body))));
+  });
+
+  app.get<{ Params: { tenant: string } }>('/:tenant/v2.0/.well-known/openid-configuration', async (req, reply) => {
+    const tenant = tenantOf(req.params.tenant);
+    if (!tenant) return aadError(reply, 400, 'invalid_tenant', 90002, `Tenant '${req.params.tenant}' not found.`);
+    // The issuer must share scheme, host and port with the authority the client used (MSAL checks it).
+    const origin = requestOrigin(req, canonicalOrigin);
+    return {
+      issuer: `${origin}/${tenant.id}/v2.0`,
+      authorization_endpoint: `${origin}/${tenant.id}/oauth2/v2.0/authorize`,
+      token_endpoint: `${origin}/${tenant.id}/oauth2/v2.0/token`,
+      jwks_uri: `${origin}/${tenant.id}/discovery/v2.0/keys`,
+      response_types_supported: ['code', 'id_token', 'token'],
+      subject_types_supported: ['pairwise'],
+      id_token_signing_alg_values_supported: ['RS256'],
+      token_endpoint_auth_methods_supported: ['client_secret_post', 'client_secret_basic'],
+      grant_types_supported: ['client_credentials'],
+      scopes_supported: [...SCOPE_TO_RESOURCE.keys()].filter((s) => !s.includes('//')),
+      tenant_region_scope: 'NA',
+      cloud_instance_name: 'pgbyok.local',
+    };
+  });
+
+  app.get<{ Params: { tenant: string } }>('/:tenant/discovery/v2.0/keys', async (req, reply) => {
+    if (!tenantOf(req.params.tenant)) return aadError(reply, 400, 'invalid_tenant', 90002, `Tenant '${req.params.tenant}' not found.`);
+    return tokens.jwks();
+  });
+
+  app.post<{ Params: { tenant: string }; Body: Record<string, string> | undefined }>(
+    '/:tenant/oauth2/v2.0/token',
+    { config: { operation: 'TokenIssue' } },
+    async (req: FastifyRequest<{ Params: { tenant: string }; Body: Record<string, string> | undefined }>, reply) => {
+      const tenant = tenantOf(req.params.tenant);
+      if (!tenant) return aadError(reply, 400, 'invalid_request', 90002, `Tenant '${req.params.tenant}' not found.`);
+      const form = req.body && typeof req.body === 'object' ? req.body : {};
+      if (form.grant_type !== 'client_credentials') {
+        return aadError(reply, 400, 'unsupported_grant_type', 70003, `The grant type '${form.grant_type ?? ''}' is not supported; use client_credentials.`);
+      }
+      let clientId = form.client_id;
+      let secret = form.client_secret;
+      const basic = req.headers.authorization?.match(/^Basic\s+(.+)$/i);
+      if (basic) {
+        const [id, ...pw] = Buffer.from(basic[1], 'base64').toString('utf8').split(':');
+        clientId = decodeURIComponent(id);
+        secret = decodeURIComponent(pw.join(':'));
+      }
+      if (!clientId || !secret) return aadError(reply, 400, 'invalid_request', 900144, "The request body must contain 'client_id' and 'client_secret'.");
+      const resource = SCOPE_TO_RESOURCE.get(form.scope ?? '');
+      if (!resource) {
+        return aadError(reply, 400, 'invalid_scope', 70011, `The provided value for scope '${form.scope ?? ''}' is not valid. Use one of: ${[...SCOPE_TO_RESOURCE.keys()].filter((s) => !s.includes('//')).join(', ')}.`);
+      }
+      const principal = await identity.authenticateClient(tenant.id, clientId, secret);
+      if (!principal) {
+        return aadError(reply, 401, 'invalid_client', 7000215, `Invalid client secret provided, or application '${clientId}' was not found in tenant '${tenant.id}'.`);
+      }
+      (req as any).tokenPrincipal = principal;
+      const { token, expiresIn } = await tokens.issue({ tid: tenant.id, oid: principal.objectId, appid: principal.clientId, aud: resource });
+      reply.header('cache-control', 'no-store');
+      return { token_type: 'Bearer', expires_in: expiresIn, ext_expires_in: expiresIn, access_token: token };
+    },
+  );
+}

@@ -1,0 +1,147 @@
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
+import { SignJWT, jwtVerify, exportJWK, decodeProtectedHeader, errors as joseErrors, type JWK } from 'jose';
+import type { Db } from '../store/db.js';
+import type { Barrier } from '../barrier/barrier.js';
+
+/** The audiences (resources) our token endpoint issues tokens for, by the scope a client asks for. */
+export const RESOURCES = {
+  vault: 'https://vault.azure.net',
+  management: 'https://management.azure.com',
+} as const;
+
+export interface AccessClaims {
+  tid: string;
+  oid: string;
+  appid: string;
+  aud: string;
+  iss: string;
+  iat: number;
+  exp: number;
+}
+
+export type TokenFailure = 'malformed' | 'signature' | 'expired' | 'issuer' | 'audience';
+
+export class TokenError extends Error {
+  constructor(readonly reason: TokenFailure, message: string) {
+    super(message);
+  }
+}
+
+interface SigningKey {
+  kid: string;
+  created: number;
+  privateKey: KeyObject;
+  publicKey: KeyObject;
+  publicJwk: JWK;
+}
+
+export interface TokenServiceOptions {
+  /** The platform's canonical origin; every token's issuer is `{origin}/{tenant}/v2.0`. */
+  origin: string;
+  lifetimeSeconds: number;
+  /** A new signing key is made when the newest is older than this; the one before stays in the JWKS. */
+  keyRotationSeconds: number;
+  clockToleranceSeconds: number;
+}
+
+/**
+ * Issues and verifies the platform's access tokens: RS256 JWTs carrying `tid`, `oid`, `aud`, `iat`, `exp`.
+ * Signing keys are sealed in SQLite, rotate on a schedule, and are published as a JWKS.
+ */
+export function createTokenService(db: Db, barrier: Barrier, opts: TokenServiceOptions) {
+  const aad = (kid: string) => `signing-key:${kid}`;
+  let keys: SigningKey[] = [];
+  let loaded = false;
+
+  const load = () => {
+    const rows = db.prepare('SELECT * FROM signing_keys ORDER BY created DESC').all() as {
+      kid: string; created: number; public_jwk: string; sealed_private: Buffer;
+    }[];
+    keys = rows.map((r) => {
+      const privateKey = createPrivateKey({ key: barrier.unseal(r.sealed_private, aad(r.kid)), format: 'der', type: 'pkcs8' });
+      return { kid: r.kid, created: r.created, privateKey, publicKey: createPublicKey(privateKey), publicJwk: JSON.parse(r.public_jwk) };
+    });
+  };
+
+  /** Makes a new key when due and drops keys no valid token can still name. */
+  const rotateIfDue = async (now = Date.now() / 1000) => {
+    if (!loaded) {
+      load();
+      loaded = true;
+    }
+    if (!keys.length || now - keys[0].created >= opts.keyRotationSeconds) {
+      const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const kid = randomUUID();
+      const publicJwk = { ...(await exportJWK(createPublicKey(privateKey))), kid, use: 'sig', alg: 'RS256' };
+      const sealed = barrier.seal(privateKey.export({ format: 'der', type: 'pkcs8' }) as Buffer, aad(kid));
+      db.prepare('INSERT INTO signing_keys (kid, created, public_jwk, sealed_private) VALUES (?, ?, ?, ?)').run(
+        kid, Math.floor(now), JSON.stringify(publicJwk), sealed,
+      );
+      load();
+    }
+    // A retired key stays published for one token lifetime after its successor appeared.
+    const keep = keys.filter((k, i) => i === 0 || now - keys[i - 1].created < opts.lifetimeSeconds + opts.clockToleranceSeconds);
+    for (const k of keys) if (!keep.includes(k)) db.prepare('DELETE FROM signing_keys WHERE kid = ?').run(k.kid);
+    keys = keep;
+  };
+
+  const issuerFor = (tenantId: string) => `${opts.origin}/${tenantId}/v2.0`;
+
+  return {
+    rotateIfDue,
+    issuerFor,
+    jwks: () => ({ keys: keys.map((k) => k.publicJwk) }),
+
+    async issue(claims: { tid: string; oid: string; appid: string; aud: string }): Promise<{ token: string; expiresIn: number }> {
+      const key = keys[0];
+      const now = Math.floor(Date.now() / 1000);
+      const token = await new SignJWT({ tid: claims.tid, oid: claims.oid, appid: claims.appid, azp: claims.appid, ver: '2.0' })
+        .setProtectedHeader({ alg: 'RS256', kid: key.kid, typ: 'JWT' })
+        .setIssuer(issuerFor(claims.tid))
+        .setAudience(claims.aud)
+        .setSubject(claims.oid)
+        .setIssuedAt(now)
+        .setNotBefore(now)
+        .setExpirationTime(now + opts.lifetimeSeconds)
+        .setJti(randomUUID())
+        .sign(key.privateKey);
+      return { token, expiresIn: opts.lifetimeSeconds };
+    },
+
+    /** Verifies signature, expiry, audience and issuer; the caller still checks tenant and principal. */
+    async verify(token: string, audience: string): Promise<AccessClaims> {
+      let kid: string | undefined;
+      try {
+        kid = decodeProtectedHeader(token).kid;
+      } catch {
+        throw new TokenError('malformed', 'The bearer token is not a well-formed JWT.');
+      }
+      const key = keys.find((k) => k.kid === kid);
+      if (!key) throw new TokenError('signature', 'The bearer token was not signed by this identity service.');
+      try {
+        const { payload } = await jwtVerify(token, key.publicKey, {
+          algorithms: ['RS256'],
+          clockTolerance: opts.clockToleranceSeconds,
+          requiredClaims: ['tid', 'oid', 'aud', 'iat', 'exp', 'iss'],
+        });
+        if (payload.aud !== audience && !(Array.isArray(payload.aud) && payload.aud.includes(audience))) {
+          throw new TokenError('audience', `Invalid audience. Expected ${audience}, found ${String(payload.aud)}.`);
+        }
+        const tid = String(payload.tid);
+        if (payload.iss !== issuerFor(tid)) {
+          throw new TokenError('issuer', `Invalid issuer. Expected ${issuerFor(tid)}, found ${String(payload.iss)}.`);
+        }
+        return payload as unknown as AccessClaims;
+      } catch (e) {
+        if (e instanceof TokenError) throw e;
+        if (e instanceof joseErrors.JWTExpired) throw new TokenError('expired', 'The bearer token is expired.');
+        if (e instanceof joseErrors.JWSSignatureVerificationFailed) {
+          throw new TokenError('signature', 'The bearer token signature is invalid.');
+        }
+        throw new TokenError('malformed', `The bearer token was refused: ${(e as Error).message}`);
+      }
+    },
+  };
+}
+
+export type TokenService = ReturnType<typeof createTokenService>;

@@ -1,0 +1,80 @@
+import { mkdirSync, readFileSync, writeFileSync, renameSync, existsSync, chmodSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+/** Everything pgbyok keeps lives under one directory, so `PGBYOK_HOME` isolates a whole installation. */
+export function resolveHome(flag?: string): string {
+  return flag ?? process.env.PGBYOK_HOME ?? join(homedir(), '.pgbyok');
+}
+
+export interface HomePaths {
+  root: string;
+  db: string;
+  masterKey: string;
+  settings: string;
+  caCert: string;
+  caKey: string;
+  serverCert: string;
+  serverKey: string;
+  trustedServiceCert: string;
+  trustedServiceKey: string;
+  adminCredential: string;
+  cliProfile: string;
+  logs: string;
+}
+
+export function homePaths(root: string): HomePaths {
+  return {
+    root,
+    db: join(root, 'pgbyok.db'),
+    masterKey: join(root, 'secrets', 'master.key'),
+    settings: join(root, 'settings.json'),
+    caCert: join(root, 'tls', 'ca.pem'),
+    caKey: join(root, 'secrets', 'ca.key.pem'),
+    serverCert: join(root, 'tls', 'server.pem'),
+    serverKey: join(root, 'secrets', 'server.key.pem'),
+    trustedServiceCert: join(root, 'tls', 'trusted-service.pem'),
+    trustedServiceKey: join(root, 'secrets', 'trusted-service.key.pem'),
+    adminCredential: join(root, 'secrets', 'admin.json'),
+    cliProfile: join(root, 'secrets', 'cli-profile.json'),
+    logs: join(root, 'logs'),
+  };
+}
+
+export function ensureHomeDirs(p: HomePaths): void {
+  mkdirSync(p.root, { recursive: true, mode: 0o700 });
+  mkdirSync(join(p.root, 'secrets'), { recursive: true, mode: 0o700 });
+  chmodSync(join(p.root, 'secrets'), 0o700);
+  mkdirSync(join(p.root, 'tls'), { recursive: true, mode: 0o755 });
+  mkdirSync(p.logs, { recursive: true, mode: 0o700 });
+}
+
+/** Writes a file atomically (temp + rename) with the given mode, so a crash never leaves half a secret. */
+export function writeFileAtomic(path: string, data: string | Buffer, mode: number): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, data, { mode });
+  chmodSync(tmp, mode);
+  renameSync(tmp, path);
+}
+
+/** Settings chosen at first start and kept: the platform port and the default region. */
+export interface Settings {
+  port: number;
+  host: string;
+  defaultLocation: string;
+  defaultTenantId: string;
+}
+
+export function readSettings(p: HomePaths): Settings | undefined {
+  if (!existsSync(p.settings)) return undefined;
+  return JSON.parse(readFileSync(p.settings, 'utf8')) as Settings;
+}
+
+export function writeSettings(p: HomePaths, s: Settings): void {
+  writeFileAtomic(p.settings, JSON.stringify(s, null, 2) + '\n', 0o644);
+}
+
+/** The origin every client uses: loopback by IP, so no resolver (and no ::1 vs 127.0.0.1 race) is involved. */
+export function originOf(host: string, port: number): string {
+  return `https://${host}:${port}`;
+}

@@ -1,0 +1,224 @@
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { createServer as createNetServer } from 'node:net';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import Fastify from 'fastify';
+import pino, { type Logger } from 'pino';
+import { createAuditLog } from './audit/audit.js';
+import { createBarrier, loadOrCreateMasterKey } from './barrier/barrier.js';
+import { createIdentityRepo } from './identity/identity.repo.js';
+import { registerIdentityRoutes } from './identity/identity.routes.js';
+import { createIdentityService } from './identity/identity.service.js';
+import { createTokenService } from './identity/tokens.js';
+import {
+  ensureHomeDirs, homePaths, originOf, readSettings, writeFileAtomic, writeSettings, type HomePaths, type Settings,
+} from './lib/home.js';
+import { ensureTls } from './pki/ca.js';
+import { openDb } from './store/db.js';
+import { fastifyOptions, installAuditHook, installErrorHandler, installJsonParser } from './api/http-common.js';
+import { registerManagementRoutes } from './api/management.routes.js';
+import { createEventBus } from './vault/events.js';
+import { createKeyService } from './vault/keys.service.js';
+import { createVaultRepo } from './vault/vault.repo.js';
+import { buildVaultApp } from './vault/vault.routes.js';
+import { createVaultService, type VaultListeners } from './vault/vaults.service.js';
+
+const HOST = '127.0.0.1';
+
+export interface PlatformOptions {
+  home: string;
+  port?: number;
+  location?: string;
+  logger?: Logger;
+}
+
+export interface Platform {
+  paths: HomePaths;
+  settings: Settings;
+  origin: string;
+  close(): Promise<void>;
+}
+
+/** The admin credential file: the CLI's default principal, readable by root only. */
+export interface AdminCredential {
+  tenantId: string;
+  clientId: string;
+  clientSecret: string;
+  objectId: string;
+  authorityHost: string;
+}
+
+function intEnv(name: string, fallback: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, not '${v}'`);
+  return n;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createNetServer();
+    s.once('error', reject);
+    s.listen(0, HOST, () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts everything in one process: identity + management on the platform port, one HTTPS listener per
+ * vault, the scheduler. First start creates `$PGBYOK_HOME`: master key, CA and certificates, the default
+ * tenant and its bootstrap administrator credential (0600).
+ */
+export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
+  const paths = homePaths(opts.home);
+  ensureHomeDirs(paths);
+  const logger = opts.logger ?? pino({ level: process.env.PGBYOK_LOG_LEVEL ?? 'info' }, pino.destination({ dest: join(paths.logs, 'pgbyok.log'), mkdir: true, sync: false }));
+
+  let settings = readSettings(paths);
+  const port = opts.port ?? settings?.port ?? (process.env.PGBYOK_PORT ? Number(process.env.PGBYOK_PORT) : await freePort());
+  const origin = originOf(HOST, port);
+
+  const barrier = createBarrier(loadOrCreateMasterKey(paths.masterKey));
+  const tls = await ensureTls(paths);
+  const db = openDb(paths.db);
+
+  const tokens = createTokenService(db, barrier, {
+    origin,
+    lifetimeSeconds: intEnv('PGBYOK_TOKEN_LIFETIME_SECONDS', 3599),
+    keyRotationSeconds: intEnv('PGBYOK_SIGNING_KEY_ROTATION_SECONDS', 24 * 3600),
+    clockToleranceSeconds: intEnv('PGBYOK_CLOCK_TOLERANCE_SECONDS', 30),
+  });
+  await tokens.rotateIfDue();
+  const identityRepo = createIdentityRepo(db);
+  const identity = createIdentityService({ repo: identityRepo, tokens, defaultLocation: opts.location ?? settings?.defaultLocation ?? 'eastus' });
+
+  // Bootstrap: the credential is on disk before the tenant is committed (see createTenant).
+  let defaultTenant = settings?.defaultTenantId ? identityRepo.tenant(settings.defaultTenantId) : identityRepo.tenantByName('default');
+  if (!defaultTenant) {
+    const { tenant } = await identity.createTenant('default', (t, admin) => {
+      const cred: AdminCredential = {
+        tenantId: t.id, clientId: admin.principal.clientId, clientSecret: admin.clientSecret, objectId: admin.principal.objectId, authorityHost: origin,
+      };
+      writeFileAtomic(paths.adminCredential, JSON.stringify(cred, null, 2) + '\n', 0o600);
+    });
+    defaultTenant = tenant;
+  }
+  if (!existsSync(paths.adminCredential)) logger.warn('the bootstrap admin credential file is missing; use a principal you created');
+  settings = { port, host: HOST, defaultLocation: opts.location ?? settings?.defaultLocation ?? 'eastus', defaultTenantId: defaultTenant.id };
+  writeSettings(paths, settings);
+
+  const audit = createAuditLog(db, barrier.deriveKey('audit-hmac'));
+  const vaultRepo = createVaultRepo(db);
+  const events = createEventBus({ repo: vaultRepo, logger, ca: tls.ca, vaultOrigin: (v) => originOf(HOST, v.port) });
+
+  // One HTTPS server per vault port, all feeding the same Fastify handler. Client certificates are asked
+  // for (not required) so the platform's trusted services can identify themselves to the firewall.
+  let vaultHandler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
+  const vaultServers = new Map<number, HttpsServer>();
+  const listeners: VaultListeners = {
+    async open(requested) {
+      const server = createHttpsServer({ key: tls.key, cert: tls.cert, ca: [tls.ca], requestCert: true, rejectUnauthorized: false }, (req, res) => vaultHandler!(req, res));
+      server.keepAliveTimeout = 65_000;
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(requested ?? 0, HOST, () => resolve());
+      });
+      const bound = (server.address() as { port: number }).port;
+      vaultServers.set(bound, server);
+      return bound;
+    },
+    async close(p) {
+      const server = vaultServers.get(p);
+      if (!server) return;
+      vaultServers.delete(p);
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    },
+  };
+
+  const vaults = createVaultService({
+    repo: vaultRepo, listeners, events,
+    principalExists: (tenantId, objectId) => identityRepo.principal(objectId)?.tenantId === tenantId,
+  });
+  const keys = createKeyService({ repo: vaultRepo, barrier, events });
+
+  const vaultApp = buildVaultApp({
+    logger, identity, vaults, keys, audit, platformOrigin: origin,
+    serverFactory: (handler) => {
+      vaultHandler = handler;
+      return createHttpServer();
+    },
+  });
+  await vaultApp.ready();
+
+  const platformApp = Fastify({ ...fastifyOptions(logger), https: { key: tls.key, cert: tls.cert } });
+  installJsonParser(platformApp);
+  installErrorHandler(platformApp);
+  installAuditHook(
+    platformApp, audit,
+    'management',
+    (req) => {
+      const p = req.caller?.principal ?? (req as any).tokenPrincipal;
+      return {
+        surface: req.url.includes('/oauth2/') ? 'identity' : 'management',
+        tenantId: p?.tenantId ?? (req.params as { tid?: string })?.tid,
+        callerObjectId: p?.objectId,
+        callerClientId: p?.clientId,
+        callerName: p?.name,
+        vault: (req.params as { name?: string })?.name && req.url.includes('Microsoft.KeyVault') ? (req.params as { name: string }).name : undefined,
+      };
+    },
+    (req) => req.method === 'GET' && !req.url.startsWith('/tenants'),
+  );
+  registerIdentityRoutes(platformApp, identity, tokens, origin);
+  registerManagementRoutes(platformApp, { identity, vaults, audit, host: HOST });
+  await platformApp.listen({ port, host: HOST });
+
+  for (const v of vaultRepo.allVaults()) {
+    if (v.deletedAt != null) continue;
+    try {
+      await listeners.open(v.port);
+    } catch (e) {
+      logger.error({ vault: v.name, port: v.port, err: (e as Error).message }, 'vault port is taken; this vault is not served');
+    }
+  }
+
+  // The scheduler: token-key rotation, key auto-rotation, expiry events, and purges past their date.
+  let ticking = false;
+  const tick = async () => {
+    if (ticking) return;
+    ticking = true;
+    try {
+      await tokens.rotateIfDue();
+      await keys.tick((id) => vaultRepo.vault(id));
+      vaults.purgeExpired();
+    } catch (e) {
+      logger.error({ err: e }, 'scheduler pass failed');
+    } finally {
+      ticking = false;
+    }
+  };
+  const timer = setInterval(tick, intEnv('PGBYOK_SCHEDULER_INTERVAL_MS', 5000));
+  timer.unref();
+
+  logger.info({ origin, home: paths.root }, 'pgbyok platform started');
+  return {
+    paths,
+    settings,
+    origin,
+    async close() {
+      clearInterval(timer);
+      await platformApp.close();
+      for (const p of [...vaultServers.keys()]) await listeners.close(p);
+      await vaultApp.close();
+      db.close();
+      logger.flush?.();
+    },
+  };
+}

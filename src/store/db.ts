@@ -1,0 +1,133 @@
+import Database from 'better-sqlite3';
+
+export type Db = Database.Database;
+
+/**
+ * Schema migrations, applied in order and recorded in `user_version`. Append only: never edit a step
+ * that has shipped. Secret columns (`sealed_*`) hold barrier-sealed blobs, never plaintext.
+ */
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE tenants (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL
+  );
+  CREATE TABLE principals (
+    object_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    client_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('ServicePrincipal', 'UserAssignedIdentity')),
+    name TEXT NOT NULL,
+    location TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    UNIQUE (tenant_id, kind, name)
+  );
+  CREATE TABLE role_assignments (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    principal_id TEXT NOT NULL REFERENCES principals(object_id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    UNIQUE (tenant_id, principal_id, role)
+  );
+  CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    created INTEGER NOT NULL,
+    public_jwk TEXT NOT NULL,
+    sealed_private BLOB NOT NULL
+  );
+  CREATE TABLE vaults (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    name TEXT NOT NULL UNIQUE,
+    location TEXT NOT NULL,
+    port INTEGER NOT NULL UNIQUE,
+    retention_days INTEGER NOT NULL,
+    purge_protection INTEGER NOT NULL,
+    public_network_access TEXT NOT NULL,
+    default_action TEXT NOT NULL,
+    bypass TEXT NOT NULL,
+    ip_rules TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    deleted_at INTEGER,
+    scheduled_purge INTEGER
+  );
+  CREATE TABLE access_policies (
+    vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+    tenant_id TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    key_permissions TEXT NOT NULL,
+    PRIMARY KEY (vault_id, object_id)
+  );
+  CREATE TABLE keys (
+    vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    rotation_policy TEXT,
+    deleted_at INTEGER,
+    scheduled_purge INTEGER,
+    PRIMARY KEY (vault_id, name)
+  );
+  CREATE TABLE key_versions (
+    vault_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kty TEXT NOT NULL,
+    key_size INTEGER NOT NULL,
+    key_ops TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    nbf INTEGER,
+    exp INTEGER,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    tags TEXT,
+    n TEXT NOT NULL,
+    e TEXT NOT NULL,
+    sealed_private BLOB NOT NULL,
+    near_expiry_notified INTEGER NOT NULL DEFAULT 0,
+    expired_notified INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (vault_id, name, version),
+    FOREIGN KEY (vault_id, name) REFERENCES keys(vault_id, name) ON DELETE CASCADE
+  );
+  CREATE INDEX key_versions_latest ON key_versions (vault_id, name, seq);
+  CREATE TABLE event_subscriptions (
+    vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    event_types TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (vault_id, name)
+  );
+  CREATE TABLE audit_log (
+    seq INTEGER PRIMARY KEY,
+    record TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+  );
+  CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+  `,
+];
+
+export function openDb(path: string): Db {
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  const current = db.pragma('user_version', { simple: true }) as number;
+  for (let i = current; i < MIGRATIONS.length; i++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[i]);
+      db.pragma(`user_version = ${i + 1}`);
+    })();
+  }
+  return db;
+}
+
+export function nowSeconds(): number {
+  return Math.floor(Date.now() / 1000);
+}

@@ -1,0 +1,94 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { httpCall } from '../lib/http-client.js';
+import type { VaultRepo } from './vault.repo.js';
+import type { Vault, VaultEventType } from './vault.types.js';
+
+export interface VaultEventData {
+  objectType: 'Key' | 'Vault';
+  objectName: string;
+  version?: string;
+  nbf?: number;
+  exp?: number;
+}
+
+/** A delivered event in Azure Event Grid's schema, as Key Vault publishes them. */
+export interface EventGridEvent {
+  id: string;
+  topic: string;
+  subject: string;
+  eventType: VaultEventType;
+  eventTime: string;
+  data: { Id: string; VaultName: string; ObjectType: string; ObjectName: string; Version: string; NBF: number | null; EXP: number | null };
+  dataVersion: '1';
+  metadataVersion: '1';
+}
+
+export interface EventBusOptions {
+  repo: Pick<VaultRepo, 'subscriptions'>;
+  logger: Logger;
+  ca: string;
+  /** Canonical origin of a vault, for the `Id` of the object in the event. */
+  vaultOrigin: (v: Vault) => string;
+  retryDelaysMs?: number[];
+}
+
+/**
+ * Pushes vault events to webhook subscribers (Event Grid style: a JSON array POSTed with
+ * `aeg-event-type: Notification`), retrying with backoff so a subscriber that blinks still hears them.
+ * Delivery is asynchronous and never blocks or fails the operation that raised the event.
+ */
+export function createEventBus(opts: EventBusOptions) {
+  const delays = opts.retryDelaysMs ?? [1000, 2000, 4000, 8000, 16000];
+  const pending = new Set<Promise<void>>();
+
+  const deliver = async (endpoint: string, event: EventGridEvent) => {
+    const body = JSON.stringify([event]);
+    for (let attempt = 0; attempt <= delays.length; attempt++) {
+      try {
+        const res = await httpCall({
+          method: 'POST', url: endpoint, body, ca: opts.ca, timeoutMs: 10_000,
+          headers: { 'content-type': 'application/json', 'aeg-event-type': 'Notification' },
+        });
+        if (res.status >= 200 && res.status < 300) return;
+        opts.logger.warn({ endpoint, status: res.status, eventType: event.eventType }, 'event delivery refused');
+      } catch (e) {
+        opts.logger.warn({ endpoint, err: (e as Error).message, eventType: event.eventType }, 'event delivery failed');
+      }
+      if (attempt < delays.length) await new Promise((r) => setTimeout(r, delays[attempt]).unref());
+    }
+    opts.logger.error({ endpoint, eventType: event.eventType, id: event.id }, 'event dropped after retries');
+  };
+
+  return {
+    emit(vault: Vault, type: VaultEventType, d: VaultEventData): EventGridEvent {
+      const origin = opts.vaultOrigin(vault);
+      const objectPath = d.objectType === 'Key' ? `${origin}/keys/${d.objectName}${d.version ? '/' + d.version : ''}` : origin;
+      const event: EventGridEvent = {
+        id: randomUUID(),
+        topic: `/tenants/${vault.tenantId}/providers/Microsoft.KeyVault/vaults/${vault.name}`,
+        subject: d.objectName,
+        eventType: type,
+        eventTime: new Date().toISOString(),
+        data: {
+          Id: objectPath, VaultName: vault.name, ObjectType: d.objectType, ObjectName: d.objectName,
+          Version: d.version ?? '', NBF: d.nbf ?? null, EXP: d.exp ?? null,
+        },
+        dataVersion: '1',
+        metadataVersion: '1',
+      };
+      for (const sub of opts.repo.subscriptions(vault.id)) {
+        if (sub.eventTypes.length && !sub.eventTypes.includes(type)) continue;
+        const p = deliver(sub.endpoint, event).finally(() => pending.delete(p));
+        pending.add(p);
+      }
+      return event;
+    },
+    /** Waits for deliveries in flight (used at shutdown). */
+    async drain(): Promise<void> {
+      await Promise.allSettled([...pending]);
+    },
+  };
+}
+
+export type EventBus = ReturnType<typeof createEventBus>;

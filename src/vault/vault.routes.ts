@@ -1,0 +1,266 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { errors } from '../lib/errors.js';
+import {
+  fastifyOptions, installAuditHook, installErrorHandler, installJsonParser, queryOf, requestOrigin, sourceAddress,
+} from '../api/http-common.js';
+import type { AuditLog } from '../audit/audit.js';
+import type { Caller, IdentityService } from '../identity/identity.service.js';
+import { RESOURCES, TokenError } from '../identity/tokens.js';
+import { TRUSTED_SERVICE_CN } from '../pki/ca.js';
+import type { CryptoOp, KeyService } from './keys.service.js';
+import {
+  deletedKeyBundle, deletedKeyItem, keyBundle, keyId, keyItem, page, rotationPolicyWire,
+} from './keys.wire.js';
+import type { VaultService } from './vaults.service.js';
+import type { KeyPermission, Vault } from './vault.types.js';
+
+const API_VERSIONS = new Set(['7.0', '7.1', '7.2', '7.3', '7.4', '7.5', '7.6', '2025-07-01']);
+/** Marks the "latest version" in a rewritten URL: `/keys/k/` and `/keys/k//wrapkey` carry an empty version. */
+const LATEST = '~latest';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    vault?: Vault;
+    caller?: Caller;
+    origin: string;
+  }
+  interface FastifyContextConfig {
+    operation?: string;
+    permission?: KeyPermission;
+  }
+}
+
+export interface VaultAppDeps {
+  logger: Logger;
+  identity: IdentityService;
+  vaults: VaultService;
+  keys: KeyService;
+  audit: AuditLog;
+  platformOrigin: string;
+  /** Receives Fastify's request handler; the platform attaches it to one HTTPS listener per vault. */
+  serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) => Server;
+}
+
+type Params = { name: string; version?: string };
+
+const attributesSchema = {
+  type: 'object',
+  properties: {
+    enabled: { type: 'boolean' },
+    nbf: { type: ['integer', 'null'] },
+    exp: { type: ['integer', 'null'] },
+  },
+};
+const tagsSchema = { type: 'object', additionalProperties: { type: 'string' }, maxProperties: 15 };
+const keyOpsSchema = { type: 'array', items: { type: 'string' }, maxItems: 16 };
+const cryptoSchema = {
+  type: 'object', required: ['alg', 'value'],
+  properties: { alg: { type: 'string' }, value: { type: 'string' }, digest: { type: 'string' } },
+};
+
+function isTrustedService(req: FastifyRequest): boolean {
+  const socket = req.raw.socket as TLSSocket;
+  if (!socket.authorized || typeof socket.getPeerCertificate !== 'function') return false;
+  return socket.getPeerCertificate()?.subject?.CN === TRUSTED_SERVICE_CN;
+}
+
+function paging(req: FastifyRequest): { limit: number; offset: number; apiVersion: string } {
+  const q = queryOf(req);
+  const max = q.get('maxresults');
+  const limit = max === null ? 25 : Number(max);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 25) throw errors.badParameter('maxresults must be a whole number from 1 to 25.');
+  const skip = q.get('$skiptoken');
+  const offset = skip === null ? 0 : Number(skip);
+  if (!Number.isInteger(offset) || offset < 0) throw errors.badParameter('$skiptoken is invalid.');
+  return { limit, offset, apiVersion: q.get('api-version')! };
+}
+
+function nextLink(req: FastifyRequest, path: string, items: unknown[], p: { limit: number; offset: number; apiVersion: string }) {
+  if (items.length <= p.limit) return null;
+  items.length = p.limit;
+  return `${req.origin}${path}?api-version=${p.apiVersion}&$skiptoken=${p.offset + p.limit}&maxresults=${p.limit}`;
+}
+
+/**
+ * The Key Vault data plane. One Fastify app serves every vault; each vault listens on its own port and
+ * a request finds its vault by the local port it arrived on. Order per request: vault → bearer token
+ * (401 challenge before the body is read) → firewall → api-version → access policy → handler → audit.
+ */
+export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
+  const app = Fastify({
+    ...fastifyOptions(d.logger),
+    serverFactory: d.serverFactory,
+    rewriteUrl: (req) => {
+      const url = req.url ?? '/';
+      const q = url.indexOf('?');
+      const path = q < 0 ? url : url.slice(0, q);
+      const rest = q < 0 ? '' : url.slice(q);
+      const fixed = path.replace(/^\/keys\/([^/]+)\/(?=\/|$)/, `/keys/$1/${LATEST}`);
+      return fixed + rest;
+    },
+  });
+  installJsonParser(app);
+  installErrorHandler(app);
+  app.decorateRequest('vault', undefined);
+  app.decorateRequest('caller', undefined);
+  app.decorateRequest('origin', '');
+
+  const challenge = (v: Vault) => `Bearer authorization="${d.platformOrigin}/${v.tenantId}", resource="${RESOURCES.vault}"`;
+
+  app.addHook('onRequest', async (req) => {
+    const vault = d.vaults.byPort(req.socket.localPort ?? 0);
+    if (!vault || vault.deletedAt != null) throw errors.notFound('VaultNotFound', 'No vault is served at this address.');
+    req.vault = vault;
+    req.origin = requestOrigin(req, `https://127.0.0.1:${vault.port}`);
+    const auth = req.headers.authorization;
+    if (!auth || !/^Bearer\s+\S+$/i.test(auth)) {
+      throw errors.unauthorized('AKV10000: Request is missing a Bearer or PoP token.', challenge(vault));
+    }
+    try {
+      req.caller = await d.identity.authenticate(auth.replace(/^Bearer\s+/i, ''), RESOURCES.vault);
+    } catch (e) {
+      if (e instanceof TokenError) throw errors.unauthorized(`AKV10022: ${e.message}`, challenge(vault));
+      throw e;
+    }
+    if (req.caller.principal.tenantId !== vault.tenantId) {
+      throw errors.unauthorized(
+        `AKV10032: Invalid issuer. This vault belongs to tenant ${vault.tenantId}; the token was issued by tenant ${req.caller.principal.tenantId}.`,
+        challenge(vault),
+      );
+    }
+    if (!d.vaults.admits(vault, sourceAddress(req), isTrustedService(req))) {
+      throw errors.forbidden(
+        `Client address is not authorized and caller is not a trusted service. Client address: ${sourceAddress(req)}. Caller: appid=${req.caller.principal.clientId};oid=${req.caller.principal.objectId}. Vault: ${vault.name}.`,
+        'ForbiddenByFirewall',
+      );
+    }
+    const apiVersion = queryOf(req).get('api-version');
+    if (!apiVersion) throw errors.badParameter('The api-version query parameter is missing.');
+    if (!API_VERSIONS.has(apiVersion)) {
+      throw errors.badParameter(`The specified version (${apiVersion}) is not recognized. Consider using one of: ${[...API_VERSIONS].join(', ')}.`);
+    }
+  });
+
+  app.addHook('preHandler', async (req) => {
+    const perm = req.routeOptions.config.permission;
+    if (!perm) return;
+    const { vault, caller } = req as Required<Pick<FastifyRequest, 'vault' | 'caller'>> & FastifyRequest;
+    if (!d.vaults.permissionsOf(vault, caller.principal.objectId).includes(perm)) {
+      throw errors.forbidden(
+        `The user, group or application 'appid=${caller.principal.clientId};oid=${caller.principal.objectId};iss=${caller.claims.iss}' does not have keys ${perm} permission on key vault '${vault.name};location=${vault.location}'.`,
+        'AccessDenied',
+      );
+    }
+  });
+
+  installAuditHook(app, d.audit, 'vault', (req) => {
+    const params = (req.params ?? {}) as Partial<Params>;
+    return {
+      tenantId: req.vault?.tenantId,
+      vault: req.vault?.name,
+      callerObjectId: req.caller?.principal.objectId,
+      callerClientId: req.caller?.principal.clientId,
+      callerName: req.caller?.principal.name,
+      key: params.name,
+      version: params.version && params.version !== LATEST ? params.version : undefined,
+    };
+  });
+
+  const route = <B = Record<string, unknown>>(
+    method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
+    url: string,
+    operation: string,
+    permission: KeyPermission,
+    handler: (req: FastifyRequest<{ Params: Params; Body: B }> & { vault: Vault; caller: Caller }, reply: FastifyReply) => unknown,
+    body?: object,
+  ) => {
+    app.route<{ Params: Params; Body: B }>({
+      method, url, config: { operation, permission },
+      schema: body ? { body } : undefined,
+      handler: (req, reply) => handler(req as any, reply),
+    });
+  };
+  const ver = (v?: string) => (v === LATEST || !v ? undefined : v);
+
+  route('POST', '/keys/:name/create', 'KeyCreate', 'create', async (req) =>
+    keyBundle(req.origin, req.vault, await d.keys.createKey(req.vault, req.params.name, req.body as any)),
+  {
+    type: 'object', required: ['kty'],
+    properties: { kty: { type: 'string' }, key_size: { type: 'integer' }, public_exponent: { type: 'integer' }, key_ops: keyOpsSchema, attributes: attributesSchema, tags: tagsSchema },
+  });
+  route('PUT', '/keys/:name', 'KeyImport', 'import', (req) =>
+    keyBundle(req.origin, req.vault, d.keys.importKey(req.vault, req.params.name, req.body as any)),
+  { type: 'object', required: ['key'], properties: { key: { type: 'object' }, Hsm: { type: 'boolean' }, attributes: attributesSchema, tags: tagsSchema } });
+  route('GET', '/keys', 'KeyList', 'list', (req) => {
+    const p = paging(req);
+    const items = d.keys.listKeys(req.vault, p.limit + 1, p.offset);
+    const link = nextLink(req, '/keys', items, p);
+    return page(items.map((v) => keyItem(req.origin, req.vault, v, false)), link);
+  });
+  route('GET', '/keys/:name/versions', 'KeyListVersions', 'list', (req) => {
+    const p = paging(req);
+    const items = d.keys.listVersions(req.vault, req.params.name, p.limit + 1, p.offset);
+    const link = nextLink(req, `/keys/${req.params.name}/versions`, items, p);
+    return page(items.map((v) => keyItem(req.origin, req.vault, v, true)), link);
+  });
+  route('GET', '/keys/:name/:version', 'KeyGet', 'get', (req) =>
+    keyBundle(req.origin, req.vault, d.keys.getKey(req.vault, req.params.name, ver(req.params.version))));
+  route('GET', '/keys/:name', 'KeyGet', 'get', (req) =>
+    keyBundle(req.origin, req.vault, d.keys.getKey(req.vault, req.params.name)));
+  route('PATCH', '/keys/:name/:version', 'KeyUpdate', 'update', (req) =>
+    keyBundle(req.origin, req.vault, d.keys.updateKey(req.vault, req.params.name, ver(req.params.version), req.body as any)),
+  { type: 'object', properties: { key_ops: keyOpsSchema, attributes: attributesSchema, tags: tagsSchema } });
+  route('DELETE', '/keys/:name', 'KeyDelete', 'delete', (req) => {
+    const { key, latest } = d.keys.deleteKey(req.vault, req.params.name);
+    return deletedKeyBundle(req.origin, req.vault, key, latest);
+  });
+  route('GET', '/deletedkeys', 'KeyListDeleted', 'list', (req) => {
+    const p = paging(req);
+    const items = d.keys.listDeletedKeys(req.vault, p.limit + 1, p.offset);
+    const link = nextLink(req, '/deletedkeys', items, p);
+    return page(items.map(({ key, latest }) => deletedKeyItem(req.origin, req.vault, key, latest)), link);
+  });
+  route('GET', '/deletedkeys/:name', 'KeyGetDeleted', 'get', (req) => {
+    const { key, latest } = d.keys.getDeletedKey(req.vault, req.params.name);
+    return deletedKeyBundle(req.origin, req.vault, key, latest);
+  });
+  route('POST', '/deletedkeys/:name/recover', 'KeyRecover', 'recover', (req) =>
+    keyBundle(req.origin, req.vault, d.keys.recoverKey(req.vault, req.params.name)));
+  route('DELETE', '/deletedkeys/:name', 'KeyPurge', 'purge', (req, reply) => {
+    d.keys.purgeKey(req.vault, req.params.name);
+    reply.code(204).send();
+  });
+  route('POST', '/keys/:name/backup', 'KeyBackup', 'backup', (req) => ({ value: d.keys.backupKey(req.vault, req.params.name) }));
+  route('POST', '/keys/restore', 'KeyRestore', 'restore', (req) =>
+    keyBundle(req.origin, req.vault, d.keys.restoreKey(req.vault, (req.body as { value: string }).value)),
+  { type: 'object', required: ['value'], properties: { value: { type: 'string' } } });
+  route('POST', '/keys/:name/rotate', 'KeyRotate', 'rotate', async (req) =>
+    keyBundle(req.origin, req.vault, await d.keys.rotateKey(req.vault, req.params.name)));
+  route('GET', '/keys/:name/rotationpolicy', 'KeyRotationPolicyGet', 'getrotationpolicy', (req) =>
+    rotationPolicyWire(req.origin, req.params.name, d.keys.getRotationPolicy(req.vault, req.params.name)));
+  route('PUT', '/keys/:name/rotationpolicy', 'KeyRotationPolicySet', 'setrotationpolicy', (req) =>
+    rotationPolicyWire(req.origin, req.params.name, d.keys.setRotationPolicy(req.vault, req.params.name, req.body as any)),
+  {
+    type: 'object',
+    properties: {
+      lifetimeActions: { type: 'array', maxItems: 8, items: { type: 'object', required: ['trigger', 'action'], properties: { trigger: { type: 'object' }, action: { type: 'object' } } } },
+      attributes: { type: 'object', properties: { expiryTime: { type: 'string' } } },
+    },
+  });
+
+  const cryptoRoutes: [string, CryptoOp, string][] = [
+    ['encrypt', 'encrypt', 'KeyEncrypt'], ['decrypt', 'decrypt', 'KeyDecrypt'], ['wrapkey', 'wrapKey', 'KeyWrap'],
+    ['unwrapkey', 'unwrapKey', 'KeyUnwrap'], ['sign', 'sign', 'KeySign'], ['verify', 'verify', 'KeyVerify'],
+  ];
+  for (const [path, op, operation] of cryptoRoutes) {
+    route('POST', `/keys/:name/:version/${path}`, operation, op, (req) => {
+      const { version, out } = d.keys.crypto(req.vault, req.params.name, ver(req.params.version), op, req.body as any);
+      if (typeof out === 'boolean') return { value: out };
+      return { kid: keyId(req.origin, req.params.name, version.version), value: out.toString('base64url') };
+    }, cryptoSchema);
+  }
+  return app;
+}

@@ -1,0 +1,103 @@
+/** Domain model of vaults and keys. Azure's wire shapes live in `keys.wire.ts` / `vault.wire.ts`, not here. */
+
+export const KEY_PERMISSIONS = [
+  'get', 'list', 'create', 'update', 'import', 'delete', 'recover', 'backup', 'restore', 'purge',
+  'rotate', 'getrotationpolicy', 'setrotationpolicy', 'wrapKey', 'unwrapKey', 'encrypt', 'decrypt', 'sign', 'verify',
+] as const;
+export type KeyPermission = (typeof KEY_PERMISSIONS)[number];
+
+export interface NetworkAcls {
+  defaultAction: 'Allow' | 'Deny';
+  bypass: 'AzureServices' | 'None';
+  ipRules: string[];
+}
+
+export interface Vault {
+  id: string;
+  tenantId: string;
+  name: string;
+  location: string;
+  port: number;
+  retentionDays: number;
+  purgeProtection: boolean;
+  publicNetworkAccess: 'Enabled' | 'Disabled';
+  networkAcls: NetworkAcls;
+  created: number;
+  updated: number;
+  deletedAt?: number;
+  scheduledPurge?: number;
+}
+
+export interface AccessPolicy {
+  tenantId: string;
+  objectId: string;
+  keyPermissions: KeyPermission[];
+}
+
+export const KEY_OPS = ['encrypt', 'decrypt', 'sign', 'verify', 'wrapKey', 'unwrapKey'] as const;
+export type KeyOp = (typeof KEY_OPS)[number];
+export const RSA_SIZES = [2048, 3072, 4096] as const;
+
+export interface KeyVersion {
+  vaultId: string;
+  name: string;
+  version: string;
+  seq: number;
+  kty: 'RSA';
+  keySize: number;
+  keyOps: KeyOp[];
+  enabled: boolean;
+  nbf?: number;
+  exp?: number;
+  created: number;
+  updated: number;
+  tags?: Record<string, string>;
+  n: string;
+  e: string;
+}
+
+export interface LifetimeAction {
+  trigger: { timeAfterCreate?: string; timeBeforeExpiry?: string };
+  action: { type: 'Rotate' | 'Notify' };
+}
+
+export interface RotationPolicy {
+  lifetimeActions: LifetimeAction[];
+  expiryTime?: string;
+  created: number;
+  updated: number;
+}
+
+export interface KeyRecord {
+  vaultId: string;
+  name: string;
+  created: number;
+  rotationPolicy?: RotationPolicy;
+  deletedAt?: number;
+  scheduledPurge?: number;
+}
+
+export interface EventSubscription {
+  vaultId: string;
+  name: string;
+  endpoint: string;
+  eventTypes: string[];
+  created: number;
+}
+
+/** Events a vault emits, named as Azure Event Grid names Key Vault's (plus the ones Azure lacks). */
+export const VAULT_EVENT_TYPES = [
+  'Microsoft.KeyVault.KeyNewVersionCreated',
+  'Microsoft.KeyVault.KeyNearExpiry',
+  'Microsoft.KeyVault.KeyExpired',
+  'Microsoft.KeyVault.KeyDisabled',
+  'Microsoft.KeyVault.KeyEnabled',
+  'Microsoft.KeyVault.KeyDeleted',
+  'Microsoft.KeyVault.KeyRecovered',
+  'Microsoft.KeyVault.KeyPurged',
+  'Microsoft.KeyVault.VaultAccessPolicyChanged',
+  'Microsoft.KeyVault.VaultNetworkRulesChanged',
+  'Microsoft.KeyVault.VaultDeleted',
+  'Microsoft.KeyVault.VaultRecovered',
+] as const;
+export type VaultEventType = (typeof VAULT_EVENT_TYPES)[number];

@@ -1,0 +1,284 @@
+import { randomUUID } from 'node:crypto';
+import { BlockList, isIP } from 'node:net';
+import { errors } from '../lib/errors.js';
+import type { EventBus } from './events.js';
+import type { VaultRepo } from './vault.repo.js';
+import {
+  KEY_PERMISSIONS, VAULT_EVENT_TYPES, type AccessPolicy, type KeyPermission, type NetworkAcls, type Vault,
+} from './vault.types.js';
+
+const VAULT_NAME_RE = /^[a-zA-Z][a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$/;
+const SUB_NAME_RE = /^[A-Za-z0-9-]{3,64}$/;
+const DAY = 86400;
+
+/** Opens and closes the HTTPS listener of a vault; a vault is served at the root of its own port. */
+export interface VaultListeners {
+  open(port?: number): Promise<number>;
+  close(port: number): Promise<void>;
+}
+
+export interface CreateVaultInput {
+  name: string;
+  location: string;
+  retentionDays?: number;
+  purgeProtection?: boolean;
+  publicNetworkAccess?: 'Enabled' | 'Disabled';
+  networkAcls?: Partial<NetworkAcls>;
+}
+
+export interface UpdateVaultInput {
+  purgeProtection?: boolean;
+  publicNetworkAccess?: 'Enabled' | 'Disabled';
+  networkAcls?: Partial<NetworkAcls>;
+  retentionDays?: number;
+}
+
+/** Normalises an IP rule to CIDR form and rejects anything else, so the firewall never guesses. */
+export function normaliseIpRule(rule: string): string {
+  const [addr, prefix] = rule.split('/');
+  const family = isIP(addr);
+  if (!family) throw errors.badParameter(`'${rule}' is not an IP address or CIDR range.`);
+  const max = family === 4 ? 32 : 128;
+  const bits = prefix === undefined ? max : Number(prefix);
+  if (!Number.isInteger(bits) || bits < 0 || bits > max || (prefix !== undefined && !/^\d+$/.test(prefix))) {
+    throw errors.badParameter(`'${rule}' has an invalid prefix length.`);
+  }
+  return `${addr}/${bits}`;
+}
+
+function checkAcls(input: Partial<NetworkAcls> | undefined, base: NetworkAcls): NetworkAcls {
+  const acls = { ...base, ...(input ?? {}) };
+  if (!['Allow', 'Deny'].includes(acls.defaultAction)) throw errors.badParameter(`defaultAction must be Allow or Deny, not '${acls.defaultAction}'.`);
+  if (!['AzureServices', 'None'].includes(acls.bypass)) throw errors.badParameter(`bypass must be AzureServices or None, not '${acls.bypass}'.`);
+  if (!Array.isArray(acls.ipRules)) throw errors.badParameter('ipRules must be a list.');
+  return { ...acls, ipRules: [...new Set(acls.ipRules.map(normaliseIpRule))] };
+}
+
+function checkNetworkAccess(v: string | undefined): 'Enabled' | 'Disabled' | undefined {
+  if (v === undefined) return undefined;
+  if (v !== 'Enabled' && v !== 'Disabled') throw errors.badParameter(`publicNetworkAccess must be Enabled or Disabled, not '${v}'.`);
+  return v;
+}
+
+export function expandPermissions(perms: string[]): KeyPermission[] {
+  if (perms.some((p) => p.toLowerCase() === 'all')) return [...KEY_PERMISSIONS];
+  return [...new Set(perms.map((p) => {
+    const match = KEY_PERMISSIONS.find((k) => k.toLowerCase() === p.toLowerCase());
+    if (!match) throw errors.badParameter(`Unknown key permission '${p}'. Valid: ${KEY_PERMISSIONS.join(', ')}, all.`);
+    return match;
+  }))];
+}
+
+export interface VaultServiceDeps {
+  repo: VaultRepo;
+  listeners: VaultListeners;
+  events: EventBus;
+  principalExists: (tenantId: string, objectId: string) => boolean;
+  now?: () => number;
+}
+
+/** Vault resources: creation with its own listener, network rules, access policies, soft-delete, events. */
+export function createVaultService({ repo, listeners, events, principalExists, now = () => Math.floor(Date.now() / 1000) }: VaultServiceDeps) {
+  const firewallCache = new Map<string, { updated: number; list: BlockList }>();
+
+  const get = (tenantId: string, name: string): Vault => {
+    const v = repo.vaultByName(name);
+    if (!v || v.tenantId !== tenantId || v.deletedAt != null) {
+      throw errors.notFound('ResourceNotFound', `The vault '${name}' was not found in this tenant.`);
+    }
+    return v;
+  };
+
+  const save = (v: Vault) => {
+    v.updated = now();
+    repo.saveVault(v);
+    return v;
+  };
+
+  return {
+    get,
+    list: (tenantId: string) => repo.vaults(tenantId),
+    listDeleted: (tenantId: string) => repo.deletedVaults(tenantId),
+    byPort: (port: number) => repo.vaultByPort(port),
+    /** A live vault by name, in any tenant (for public name resolution only). */
+    lookup: (name: string) => {
+      const v = repo.vaultByName(name);
+      return v && v.deletedAt == null ? v : undefined;
+    },
+    byId: (id: string) => repo.vault(id),
+    policies: (v: Vault) => repo.policies(v.id),
+    permissionsOf: (v: Vault, objectId: string) => repo.permissionsOf(v.id, objectId),
+
+    async create(tenantId: string, input: CreateVaultInput, creatorObjectId?: string): Promise<Vault> {
+      if (!VAULT_NAME_RE.test(input.name)) {
+        throw errors.badParameter(`The vault name '${input.name}' is invalid: 3-24 letters, digits and '-', starting with a letter and not ending with '-'.`, 'VaultNameNotValid');
+      }
+      if (repo.vaultByName(input.name)) {
+        throw errors.conflict(`The vault name '${input.name}' is already in use (vault names are unique, including soft-deleted vaults).`, 'VaultAlreadyExists');
+      }
+      const retentionDays = input.retentionDays ?? 90;
+      if (!Number.isInteger(retentionDays) || retentionDays < 7 || retentionDays > 90) {
+        throw errors.badParameter(`softDeleteRetentionInDays must be a whole number from 7 to 90, not ${retentionDays}.`);
+      }
+      if (!input.location || !/^[a-z0-9]{2,40}$/.test(input.location)) {
+        throw errors.badParameter(`location '${input.location}' is invalid: use a lowercase region name such as eastus.`);
+      }
+      const networkAcls = checkAcls(input.networkAcls, { defaultAction: 'Allow', bypass: 'AzureServices', ipRules: [] });
+      const publicNetworkAccess = checkNetworkAccess(input.publicNetworkAccess) ?? 'Enabled';
+      const port = await listeners.open();
+      const t = now();
+      const vault: Vault = {
+        id: randomUUID(), tenantId, name: input.name, location: input.location, port, retentionDays,
+        purgeProtection: !!input.purgeProtection, publicNetworkAccess, networkAcls, created: t, updated: t,
+      };
+      try {
+        repo.transaction(() => {
+          repo.insertVault(vault);
+          // As `az keyvault create` does: the creator gets an access policy with every key permission.
+          if (creatorObjectId) repo.upsertPolicy(vault.id, { tenantId, objectId: creatorObjectId, keyPermissions: [...KEY_PERMISSIONS] });
+        });
+      } catch (e) {
+        await listeners.close(port);
+        throw e;
+      }
+      return vault;
+    },
+
+    update(tenantId: string, name: string, input: UpdateVaultInput): Vault {
+      const v = get(tenantId, name);
+      if (input.retentionDays !== undefined && input.retentionDays !== v.retentionDays) {
+        throw errors.badParameter('softDeleteRetentionInDays cannot be changed after the vault is created; create a new vault.');
+      }
+      if (input.purgeProtection === false && v.purgeProtection) {
+        throw errors.badParameter('Purge protection cannot be disabled once it is enabled.', 'PurgeProtectionCannotBeDisabled');
+      }
+      if (input.purgeProtection) v.purgeProtection = true;
+      const pna = checkNetworkAccess(input.publicNetworkAccess);
+      const networkChanged = pna !== undefined || input.networkAcls !== undefined;
+      if (pna) v.publicNetworkAccess = pna;
+      if (input.networkAcls) v.networkAcls = checkAcls(input.networkAcls, v.networkAcls);
+      save(v);
+      if (networkChanged) events.emit(v, 'Microsoft.KeyVault.VaultNetworkRulesChanged', { objectType: 'Vault', objectName: v.name });
+      return v;
+    },
+
+    /** add: union of permissions; replace: exactly these; remove: take these away (none left removes the entry). */
+    updatePolicies(tenantId: string, name: string, kind: 'add' | 'replace' | 'remove', policies: { objectId: string; tenantId?: string; keyPermissions: string[] }[]): Vault {
+      const v = get(tenantId, name);
+      if (!['add', 'replace', 'remove'].includes(kind)) throw errors.badParameter(`Access policy operation must be add, replace or remove, not '${kind}'.`);
+      repo.transaction(() => {
+        for (const p of policies) {
+          if ((p.tenantId ?? tenantId) !== v.tenantId) {
+            throw errors.badParameter(`Access policies may only name principals of the vault's tenant ${v.tenantId}.`);
+          }
+          if (kind !== 'remove' && !principalExists(v.tenantId, p.objectId)) {
+            throw errors.badParameter(`No principal with object id '${p.objectId}' exists in tenant ${v.tenantId}.`);
+          }
+          const perms = expandPermissions(p.keyPermissions);
+          const current = repo.permissionsOf(v.id, p.objectId) as KeyPermission[];
+          const next = kind === 'replace' ? perms : kind === 'add' ? [...new Set([...current, ...perms])] : current.filter((c) => !perms.includes(c));
+          if (next.length === 0) repo.deletePolicy(v.id, p.objectId);
+          else repo.upsertPolicy(v.id, { tenantId: v.tenantId, objectId: p.objectId, keyPermissions: next } satisfies AccessPolicy);
+        }
+        save(v);
+      });
+      events.emit(v, 'Microsoft.KeyVault.VaultAccessPolicyChanged', { objectType: 'Vault', objectName: v.name });
+      return v;
+    },
+
+    async delete(tenantId: string, name: string): Promise<Vault> {
+      const v = get(tenantId, name);
+      const t = now();
+      v.deletedAt = t;
+      v.scheduledPurge = t + v.retentionDays * DAY;
+      save(v);
+      await listeners.close(v.port);
+      events.emit(v, 'Microsoft.KeyVault.VaultDeleted', { objectType: 'Vault', objectName: v.name });
+      return v;
+    },
+
+    async recover(tenantId: string, name: string): Promise<Vault> {
+      const v = repo.vaultByName(name);
+      if (!v || v.tenantId !== tenantId || v.deletedAt == null) {
+        throw errors.notFound('ResourceNotFound', `No deleted vault '${name}' exists in this tenant.`);
+      }
+      await listeners.open(v.port);
+      v.deletedAt = undefined;
+      v.scheduledPurge = undefined;
+      save(v);
+      events.emit(v, 'Microsoft.KeyVault.VaultRecovered', { objectType: 'Vault', objectName: v.name });
+      return v;
+    },
+
+    purge(tenantId: string, name: string, force = false): void {
+      const v = repo.vaultByName(name);
+      if (!v || v.tenantId !== tenantId || v.deletedAt == null) {
+        throw errors.notFound('ResourceNotFound', `No deleted vault '${name}' exists in this tenant.`);
+      }
+      if (v.purgeProtection && !force) {
+        throw errors.conflict(`Vault '${name}' has purge protection; it will be purged automatically on ${new Date(v.scheduledPurge! * 1000).toISOString()}.`, 'PurgeProtectionEnabled');
+      }
+      repo.deleteVault(v.id);
+    },
+
+    /** Purges vaults whose retention has run out. */
+    purgeExpired(): void {
+      const t = now();
+      for (const v of repo.allVaults()) if (v.deletedAt != null && v.scheduledPurge! <= t) repo.deleteVault(v.id);
+    },
+
+    /**
+     * The vault firewall. Public access disabled admits only trusted services (when bypass allows them);
+     * default action Deny admits the IP rules and trusted services; Allow admits everyone.
+     */
+    admits(v: Vault, sourceAddress: string, trustedService: boolean): boolean {
+      const trustedOk = trustedService && v.networkAcls.bypass === 'AzureServices';
+      if (v.publicNetworkAccess === 'Disabled') return trustedOk;
+      if (v.networkAcls.defaultAction === 'Allow') return true;
+      if (trustedOk) return true;
+      let entry = firewallCache.get(v.id);
+      if (!entry || entry.updated !== v.updated) {
+        const list = new BlockList();
+        for (const rule of v.networkAcls.ipRules) {
+          const [addr, bits] = rule.split('/');
+          list.addSubnet(addr, Number(bits), isIP(addr) === 6 ? 'ipv6' : 'ipv4');
+        }
+        entry = { updated: v.updated, list };
+        firewallCache.set(v.id, entry);
+      }
+      const addr = sourceAddress.startsWith('::ffff:') ? sourceAddress.slice(7) : sourceAddress;
+      return entry.list.check(addr, isIP(addr) === 6 ? 'ipv6' : 'ipv4');
+    },
+
+    subscriptions: (tenantId: string, name: string) => repo.subscriptions(get(tenantId, name).id),
+
+    putSubscription(tenantId: string, vaultName: string, name: string, endpoint: string, eventTypes: string[] = []) {
+      const v = get(tenantId, vaultName);
+      if (!SUB_NAME_RE.test(name)) throw errors.badParameter(`Event subscription name '${name}' is invalid: 3-64 letters, digits and '-'.`);
+      let url: URL;
+      try {
+        url = new URL(endpoint);
+      } catch {
+        throw errors.badParameter(`'${endpoint}' is not a URL.`);
+      }
+      if (url.protocol !== 'https:' && url.protocol !== 'http:') throw errors.badParameter('The endpoint must be an http(s) URL.');
+      const types = eventTypes.map((t) => {
+        const full = t.startsWith('Microsoft.KeyVault.') ? t : `Microsoft.KeyVault.${t}`;
+        if (!(VAULT_EVENT_TYPES as readonly string[]).includes(full)) {
+          throw errors.badParameter(`Unknown event type '${t}'. Known: ${VAULT_EVENT_TYPES.join(', ')}.`);
+        }
+        return full;
+      });
+      const sub = { vaultId: v.id, name, endpoint: url.toString(), eventTypes: types, created: now() };
+      repo.upsertSubscription(sub);
+      return sub;
+    },
+
+    deleteSubscription(tenantId: string, vaultName: string, name: string): void {
+      const v = get(tenantId, vaultName);
+      if (!repo.deleteSubscription(v.id, name)) throw errors.notFound('ResourceNotFound', `No event subscription '${name}' on vault '${vaultName}'.`);
+    },
+  };
+}
+
+export type VaultService = ReturnType<typeof createVaultService>;
