@@ -1,0 +1,164 @@
+/**
+ * Test harness: runs the real `bin/pgbyok up` in a child process with its own PGBYOK_HOME, and talks to it
+ * over HTTPS exactly as a user or an SDK would. Everything it starts is stopped by `stop()`, also on failure.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ClientSecretCredential } from '@azure/identity';
+import { httpCall, type HttpResponse } from '../src/lib/http-client.js';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const BIN = join(ROOT, 'bin', 'pgbyok');
+export const VAULT_RESOURCE = 'https://vault.azure.net';
+export const MGMT_RESOURCE = 'https://management.azure.com';
+
+export interface Cred {
+  tenantId: string;
+  clientId: string;
+  clientSecret: string;
+}
+
+export interface Pgbyok {
+  home: string;
+  origin: string;
+  ca: string;
+  admin: Cred & { objectId: string };
+  /** Runs the CLI against this instance; returns parsed JSON (or undefined for no output). Throws on non-zero exit. */
+  cli(...args: string[]): any;
+  /** Runs the CLI and returns its exit status and output without throwing. */
+  cliRaw(args: string[], env?: Record<string, string>): { status: number | null; stdout: string; stderr: string };
+  /** A bearer token for a principal and resource, from the token endpoint. */
+  token(cred: Cred, resource?: string): Promise<string>;
+  /** An HTTPS request with our CA. */
+  http(method: string, url: string, opts?: { token?: string; body?: unknown; rawBody?: string | Buffer; headers?: Record<string, string>; localAddress?: string; cert?: string; key?: string }): Promise<HttpResponse & { json: any }>;
+  /** An @azure/identity credential for a principal, trusting our CA. */
+  credential(cred: Cred): ClientSecretCredential;
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+  child: () => ChildProcess;
+}
+
+async function waitFor<T>(fn: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}: ${String(last)}`);
+}
+
+export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgbyok> {
+  const home = mkdtempSync(join(tmpdir(), 'pgbyok-test-'));
+  const childEnv = { ...process.env, PGBYOK_HOME: home, PGBYOK_LOG_LEVEL: 'warn', ...env };
+  let child: ChildProcess;
+  let output = '';
+
+  const launch = async () => {
+    child = spawn(process.execPath, [BIN, 'up'], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (d) => (output += d));
+    child.stderr!.on('data', (d) => (output += d));
+    await waitFor(async () => {
+      if (child.exitCode !== null) throw new Error(`pgbyok up exited ${child.exitCode}: ${output}`);
+      return output.includes('pgbyok is up.') ? true : undefined;
+    }, 30_000, 'pgbyok up');
+  };
+  await launch();
+
+  const ca = readFileSync(join(home, 'tls', 'ca.pem'), 'utf8');
+  const admin = JSON.parse(readFileSync(join(home, 'secrets', 'admin.json'), 'utf8'));
+  const settings = JSON.parse(readFileSync(join(home, 'settings.json'), 'utf8'));
+  const origin = `https://${settings.host}:${settings.port}`;
+
+  const cliRaw = (args: string[], extraEnv: Record<string, string> = {}) => {
+    const r = spawnSync(process.execPath, [BIN, ...args], { env: { ...childEnv, ...extraEnv }, encoding: 'utf8' });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  };
+
+  const http: Pgbyok['http'] = async (method, url, opts = {}) => {
+    const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+    let body: string | Buffer | undefined = opts.rawBody;
+    if (opts.body !== undefined) {
+      body = JSON.stringify(opts.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    const res = await httpCall({ method, url, headers, body, ca, localAddress: opts.localAddress, cert: opts.cert, key: opts.key });
+    let json: any;
+    try {
+      json = res.text ? JSON.parse(res.text) : undefined;
+    } catch {
+      json = undefined;
+    }
+    return { ...res, json };
+  };
+
+  return {
+    home,
+    origin,
+    ca,
+    admin,
+    child: () => child,
+    cli: (...args) => {
+      const r = cliRaw(args);
+      if (r.status !== 0) throw new Error(`pgbyok ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+      return r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
+    },
+    cliRaw,
+    async token(cred, resource = VAULT_RESOURCE) {
+      const res = await http('POST', `${origin}/${cred.tenantId}/oauth2/v2.0/token`, {
+        rawBody: new URLSearchParams({ grant_type: 'client_credentials', client_id: cred.clientId, client_secret: cred.clientSecret, scope: `${resource}/.default` }).toString(),
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      });
+      if (res.status !== 200) throw new Error(`token request failed: ${res.status} ${res.text}`);
+      return res.json.access_token;
+    },
+    http,
+    credential: (cred) =>
+      new ClientSecretCredential(cred.tenantId, cred.clientId, cred.clientSecret, {
+        authorityHost: origin, disableInstanceDiscovery: true, tlsOptions: { ca },
+      }),
+    async restart() {
+      await stop();
+      output = '';
+      await launch();
+    },
+    async stop() {
+      await stop();
+      rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Client options every SDK client needs against a loopback vault. */
+export function sdkOptions(p: Pgbyok) {
+  return { disableChallengeResourceVerification: true, tlsOptions: { ca: p.ca } };
+}
+
+/** A fresh vault name (vault names are unique per installation). */
+export function vaultName(prefix = 'v'): string {
+  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`.slice(0, 24);
+}
+
+/** Creates an identity and returns its credential and object id. */
+export function createIdentity(p: Pgbyok, name: string): Cred & { objectId: string; id: string } {
+  const r = p.cli('identity', 'create', '--name', name);
+  return { tenantId: r.tenantId, clientId: r.clientId, clientSecret: r.clientSecret, objectId: r.principalId, id: r.id };
+}
