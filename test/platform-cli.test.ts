@@ -263,6 +263,47 @@ test('a rotation policy rotates the key on its own, and expiry raises near-expir
   assert.ok(!events.some((e) => e.eventType === 'Microsoft.KeyVault.KeyDisabled' && e.data.VaultName === name), 'the subscription filter holds');
 });
 
+test('a deleted vault stops answering, is recovered with its keys, and purge obeys purge protection', async () => {
+  const name = vaultName('del');
+  const v = p.cli('vault', 'create', '--name', name, '--location', 'eastus', '--enable-purge-protection');
+  const k = p.cli('key', 'create', '--vault-name', name, '--name', 'k');
+  const token = await p.token(p.admin);
+  const get = () => p.http('GET', `${k.key.kid}?api-version=7.6`, { token });
+  assert.equal((await get()).status, 200);
+
+  const deleted = p.cli('vault', 'delete', '--name', name);
+  assert.ok(deleted.properties.scheduledPurgeDate);
+  await assert.rejects(get(), /ECONNREFUSED|socket hang up|ECONNRESET/);
+  assert.ok(p.cli('vault', 'list-deleted').some((d: any) => d.name === name));
+  assert.notEqual(p.cliRaw(['vault', 'show', '--name', name]).status, 0);
+  assert.match(p.cliRaw(['vault', 'create', '--name', name, '--location', 'eastus']).stderr, /already in use/);
+  const purge = p.cliRaw(['vault', 'purge', '--name', name]);
+  assert.notEqual(purge.status, 0);
+  assert.match(purge.stderr, /purge protection/);
+
+  const recovered = p.cli('vault', 'recover', '--name', name);
+  assert.equal(recovered.properties.vaultUri, v.properties.vaultUri);
+  assert.equal((await get()).status, 200, 'keys come back with the vault');
+
+  const mgmt = await p.token(p.admin, 'https://management.azure.com');
+  const off = await p.http('PATCH', `${p.origin}/tenants/${p.admin.tenantId}/providers/Microsoft.KeyVault/vaults/${name}?api-version=2023-07-01`, {
+    token: mgmt, body: { properties: { enablePurgeProtection: false } },
+  });
+  assert.equal(off.status, 400);
+  assert.match(off.json.error.message, /cannot be disabled/);
+  const retention = await p.http('PATCH', `${p.origin}/tenants/${p.admin.tenantId}/providers/Microsoft.KeyVault/vaults/${name}?api-version=2023-07-01`, {
+    token: mgmt, body: { properties: { softDeleteRetentionInDays: 30 } },
+  });
+  assert.equal(retention.status, 400);
+
+  const plain = vaultName('delp');
+  p.cli('vault', 'create', '--name', plain, '--location', 'eastus');
+  p.cli('vault', 'delete', '--name', plain);
+  p.cli('vault', 'purge', '--name', plain);
+  assert.ok(!p.cli('vault', 'list-deleted').some((d: any) => d.name === plain));
+  p.cli('vault', 'create', '--name', plain, '--location', 'eastus');
+});
+
 test('after a restart the same vaults, keys, identities and tokens still work', async () => {
   const name = vaultName('rs');
   const v = p.cli('vault', 'create', '--name', name, '--location', 'eastus');

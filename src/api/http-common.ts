@@ -74,7 +74,9 @@ export function sourceAddress(req: FastifyRequest): string {
 function errorCodeOf(payload: unknown): string | undefined {
   if (typeof payload !== 'string' || !payload.startsWith('{"error"')) return undefined;
   try {
-    const body = JSON.parse(payload) as { error?: { code?: string; innererror?: { code?: string } } };
+    const body = JSON.parse(payload) as { error?: string | { code?: string; innererror?: { code?: string } } };
+    // The token endpoint answers in the identity platform's shape: {"error":"invalid_client",...}.
+    if (typeof body.error === 'string') return body.error;
     return [body.error?.code, body.error?.innererror?.code].filter(Boolean).join('/');
   } catch {
     return undefined;

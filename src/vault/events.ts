@@ -40,7 +40,6 @@ export interface EventBusOptions {
  */
 export function createEventBus(opts: EventBusOptions) {
   const delays = opts.retryDelaysMs ?? [1000, 2000, 4000, 8000, 16000];
-  const pending = new Set<Promise<void>>();
 
   const deliver = async (endpoint: string, event: EventGridEvent) => {
     const body = JSON.stringify([event]);
@@ -79,14 +78,9 @@ export function createEventBus(opts: EventBusOptions) {
       };
       for (const sub of opts.repo.subscriptions(vault.id)) {
         if (sub.eventTypes.length && !sub.eventTypes.includes(type)) continue;
-        const p = deliver(sub.endpoint, event).finally(() => pending.delete(p));
-        pending.add(p);
+        void deliver(sub.endpoint, event);
       }
       return event;
-    },
-    /** Waits for deliveries in flight (used at shutdown). */
-    async drain(): Promise<void> {
-      await Promise.allSettled([...pending]);
     },
   };
 }
