@@ -49,11 +49,11 @@ export interface AdminCredential {
   authorityHost: string;
 }
 
-function intEnv(name: string, fallback: number): number {
+function intEnv(name: string, fallback: number, min = 1): number {
   const v = process.env[name];
   if (v === undefined || v === '') return fallback;
   const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, not '${v}'`);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a whole number of at least ${min}, not '${v}'`);
   return n;
 }
 
@@ -90,7 +90,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     origin,
     lifetimeSeconds: intEnv('PGBYOK_TOKEN_LIFETIME_SECONDS', 3599),
     keyRotationSeconds: intEnv('PGBYOK_SIGNING_KEY_ROTATION_SECONDS', 24 * 3600),
-    clockToleranceSeconds: intEnv('PGBYOK_CLOCK_TOLERANCE_SECONDS', 30),
+    clockToleranceSeconds: intEnv('PGBYOK_CLOCK_TOLERANCE_SECONDS', 30, 0),
   });
   await tokens.rotateIfDue();
   const identityRepo = createIdentityRepo(db);
@@ -165,9 +165,13 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     'management',
     (req) => {
       const p = req.caller?.principal ?? (req as any).tokenPrincipal;
+      const params = (req.params ?? {}) as { tid?: string; tenant?: string };
+      // The record belongs to the tenant whose resource was addressed, so a refused caller from elsewhere
+      // (or a failed sign-in) shows up in that tenant's log, not only in the caller's.
+      const addressed = params.tid ?? (params.tenant ? identity.tenants().find((t) => t.id === params.tenant || t.name === params.tenant)?.id : undefined);
       return {
         surface: req.url.includes('/oauth2/') ? 'identity' : 'management',
-        tenantId: p?.tenantId ?? (req.params as { tid?: string })?.tid,
+        tenantId: addressed ?? p?.tenantId,
         callerObjectId: p?.objectId,
         callerClientId: p?.clientId,
         callerName: p?.name,
@@ -177,7 +181,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     (req) => req.method === 'GET' && !req.url.startsWith('/tenants'),
   );
   registerIdentityRoutes(platformApp, identity, tokens, origin);
-  registerManagementRoutes(platformApp, { identity, vaults, audit, host: HOST });
+  registerManagementRoutes(platformApp, { identity, vaults, audit, host: HOST, platformTenantId: () => settings!.defaultTenantId });
   await platformApp.listen({ port, host: HOST });
 
   for (const v of vaultRepo.allVaults()) {

@@ -23,6 +23,8 @@ export interface ManagementDeps {
   audit: AuditLog;
   /** Host that vault URIs name (loopback by IP). */
   host: string;
+  /** The platform's own tenant: only its Owners manage tenants. */
+  platformTenantId: () => string;
 }
 
 type TenantParams = { tid: string };
@@ -62,6 +64,9 @@ export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps
       throw errors.unauthorized(`The access token is from tenant ${caller.principal.tenantId}; this resource belongs to tenant ${tid}.`);
     }
     const duty = req.routeOptions.config.duty;
+    if (duty === 'manageTenants' && caller.principal.tenantId !== d.platformTenantId()) {
+      throw errors.authorizationFailed('Tenants are managed by Owners of the platform tenant only.');
+    }
     if (duty) d.identity.requireDuty(caller, duty);
   });
 

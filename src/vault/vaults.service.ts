@@ -79,7 +79,7 @@ export interface VaultServiceDeps {
 
 /** Vault resources: creation with its own listener, network rules, access policies, soft-delete, events. */
 export function createVaultService({ repo, listeners, events, principalExists, now = () => Math.floor(Date.now() / 1000) }: VaultServiceDeps) {
-  const firewallCache = new Map<string, { updated: number; list: BlockList }>();
+  const firewallCache = new Map<string, { rules: string; list: BlockList }>();
 
   const get = (tenantId: string, name: string): Vault => {
     const v = repo.vaultByName(name);
@@ -236,14 +236,15 @@ export function createVaultService({ repo, listeners, events, principalExists, n
       if (v.publicNetworkAccess === 'Disabled') return trustedOk;
       if (v.networkAcls.defaultAction === 'Allow') return true;
       if (trustedOk) return true;
+      const rules = v.networkAcls.ipRules.join(',');
       let entry = firewallCache.get(v.id);
-      if (!entry || entry.updated !== v.updated) {
+      if (!entry || entry.rules !== rules) {
         const list = new BlockList();
         for (const rule of v.networkAcls.ipRules) {
           const [addr, bits] = rule.split('/');
           list.addSubnet(addr, Number(bits), isIP(addr) === 6 ? 'ipv6' : 'ipv4');
         }
-        entry = { updated: v.updated, list };
+        entry = { rules, list };
         firewallCache.set(v.id, entry);
       }
       const addr = sourceAddress.startsWith('::ffff:') ? sourceAddress.slice(7) : sourceAddress;
