@@ -42,7 +42,9 @@ export function homePaths(root: string): HomePaths {
 }
 
 export function ensureHomeDirs(p: HomePaths): void {
-  mkdirSync(p.root, { recursive: true, mode: 0o700 });
+  // 0711: the postgres OS user must traverse to its data directory inside a volume, but may list nothing.
+  mkdirSync(p.root, { recursive: true, mode: 0o711 });
+  chmodSync(p.root, 0o711);
   mkdirSync(join(p.root, 'secrets'), { recursive: true, mode: 0o700 });
   chmodSync(join(p.root, 'secrets'), 0o700);
   mkdirSync(join(p.root, 'tls'), { recursive: true, mode: 0o755 });

@@ -71,32 +71,9 @@ export async function ensureTls(p: HomePaths): Promise<TlsMaterial & { trustedCe
 
   const issue = async (certPath: string, keyPath: string, cn: string, server: boolean) => {
     if (existsSync(certPath) && existsSync(keyPath) && !expiresSoon(readFileSync(certPath, 'utf8'))) return;
-    const keys = await newKeys();
-    const cert = await x509.X509CertificateGenerator.create({
-      serialNumber: serial(),
-      subject: `CN=${cn}`,
-      issuer: caCert.subject,
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 2 * YEAR_MS),
-      signingAlgorithm: ALG,
-      publicKey: keys.publicKey,
-      signingKey: caKey,
-      extensions: [
-        new x509.BasicConstraintsExtension(false, undefined, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
-        new x509.ExtendedKeyUsageExtension([server ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth]),
-        ...(server
-          ? [new x509.SubjectAlternativeNameExtension([
-              { type: 'dns', value: 'localhost' },
-              { type: 'ip', value: '127.0.0.1' },
-              { type: 'ip', value: '::1' },
-            ])]
-          : []),
-        await x509.AuthorityKeyIdentifierExtension.create(caCert),
-      ],
-    });
-    writeFileAtomic(keyPath, await exportKeyPem(keys.privateKey), 0o600);
-    writeFileAtomic(certPath, cert.toString('pem') + '\n', 0o644);
+    const leaf = await signLeaf(caCert, caKey, { cn, server, dnsNames: server ? ['localhost'] : [], ips: server ? ['127.0.0.1', '::1'] : [] });
+    writeFileAtomic(keyPath, leaf.key, 0o600);
+    writeFileAtomic(certPath, leaf.cert, 0o644);
   };
   await issue(p.serverCert, p.serverKey, 'localhost', true);
   await issue(p.trustedServiceCert, p.trustedServiceKey, TRUSTED_SERVICE_CN, false);
@@ -108,6 +85,46 @@ export async function ensureTls(p: HomePaths): Promise<TlsMaterial & { trustedCe
     trustedCert: readFileSync(p.trustedServiceCert, 'utf8'),
     trustedKey: readFileSync(p.trustedServiceKey, 'utf8'),
   };
+}
+
+interface LeafOptions {
+  cn: string;
+  server: boolean;
+  dnsNames: string[];
+  ips: string[];
+}
+
+async function signLeaf(caCert: x509.X509Certificate, caKey: CryptoKey, o: LeafOptions): Promise<{ cert: string; key: string }> {
+  const keys = await newKeys();
+  const names = [...o.dnsNames.map((value) => ({ type: 'dns' as const, value })), ...o.ips.map((value) => ({ type: 'ip' as const, value }))];
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serial(),
+    subject: `CN=${o.cn}`,
+    issuer: caCert.subject,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 2 * YEAR_MS),
+    signingAlgorithm: ALG,
+    publicKey: keys.publicKey,
+    signingKey: caKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
+      new x509.ExtendedKeyUsageExtension([o.server ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth]),
+      ...(names.length ? [new x509.SubjectAlternativeNameExtension(names)] : []),
+      await x509.AuthorityKeyIdentifierExtension.create(caCert),
+    ],
+  });
+  return { cert: cert.toString('pem') + '\n', key: await exportKeyPem(keys.privateKey) };
+}
+
+/**
+ * A server certificate from the local CA (for a PostgreSQL server: its host names and loopback). The key is
+ * returned, not stored: the caller puts it where it belongs (inside the server's encrypted directory).
+ */
+export async function issueServerCertificate(p: HomePaths, cn: string, dnsNames: string[], ips: string[]): Promise<{ cert: string; key: string }> {
+  const caCert = new x509.X509Certificate(readFileSync(p.caCert, 'utf8'));
+  const caKey = await importKeyPem(readFileSync(p.caKey, 'utf8'));
+  return signLeaf(caCert, caKey, { cn, server: true, dnsNames, ips });
 }
 
 function expiresSoon(pem: string): boolean {

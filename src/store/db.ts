@@ -1,3 +1,4 @@
+import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 
 export type Db = Database.Database;
@@ -113,6 +114,8 @@ const MIGRATIONS: string[] = [
 ];
 
 export function openDb(path: string): Db {
+  // SQLite gives its -wal and -shm files the database file's mode, so creating it 0600 covers all three.
+  if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');

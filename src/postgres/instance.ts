@@ -1,0 +1,254 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+/**
+ * One PostgreSQL 15 instance of the machine's own packages, run as the `postgres` OS user. Its data
+ * directory (with WAL, temp files, server logs, TLS key) lives inside an encrypted volume; only the unix
+ * socket and its lock file live outside, in `socketDir`.
+ */
+
+export class PostgresError extends Error {
+  constructor(message: string, readonly code: 'PrerequisiteMissing' | 'Invalid' | 'Locked' | 'StartFailed' | 'Failed') {
+    super(message);
+  }
+}
+
+export type StopMode = 'smart' | 'fast' | 'immediate';
+
+let cachedBin: string | undefined;
+/** The PostgreSQL 15 binaries: `pg_config --bindir`, else Debian's path; a clear error when absent. */
+export function postgresBinDir(): string {
+  if (cachedBin) return cachedBin;
+  const candidates: string[] = [];
+  try {
+    candidates.push(execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim());
+  } catch {
+    // pg_config is optional: fall back to the Debian layout.
+  }
+  candidates.push('/usr/lib/postgresql/15/bin');
+  for (const dir of candidates) {
+    if (['initdb', 'pg_ctl', 'postgres'].every((b) => existsSync(join(dir, b)))) {
+      const version = execFileSync(join(dir, 'postgres'), ['--version'], { encoding: 'utf8' });
+      if (!/\(PostgreSQL\) 15\./.test(version)) continue;
+      cachedBin = dir;
+      return dir;
+    }
+  }
+  throw new PostgresError('PostgreSQL 15 server binaries were not found (initdb, pg_ctl, postgres). Install them with: apt-get install postgresql-15', 'PrerequisiteMissing');
+}
+
+function postgresUser(): { uid: number; gid: number } {
+  try {
+    const [uid, gid] = execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim().split('\n').concat(
+      execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim(),
+    );
+    return { uid: Number(uid), gid: Number(gid) };
+  } catch {
+    throw new PostgresError('The postgres OS user does not exist; it comes with the postgresql-15 package.', 'PrerequisiteMissing');
+  }
+}
+
+const RESERVED_LOGINS = new Set(['postgres', 'admin', 'administrator', 'root', 'guest', 'public', 'azure_superuser', 'azure_pg_admin', 'pgbyok', 'replication']);
+
+/** Azure's rules for the administrator login: 1-63 letters, digits, '_'; not reserved; not pg_*. */
+export function validateAdminLogin(login: string): void {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/i.test(login) || /^pg_/i.test(login) || RESERVED_LOGINS.has(login.toLowerCase())) {
+    throw new PostgresError(`The administrator login '${login}' is not allowed: use 1-63 letters, digits or '_', not starting with pg_, and not one of ${[...RESERVED_LOGINS].join(', ')}.`, 'Invalid');
+  }
+}
+
+/** Azure's rules for the administrator password: 8-128 characters from three of: upper, lower, digit, other. */
+export function validateAdminPassword(password: string): void {
+  const classes = [/[A-Z]/, /[a-z]/, /[0-9]/, /[^A-Za-z0-9]/].filter((r) => r.test(password)).length;
+  if (password.length < 8 || password.length > 128 || classes < 3 || /[\n\r\0]/.test(password)) {
+    throw new PostgresError('The administrator password must be 8-128 characters and contain three of: upper-case letters, lower-case letters, digits, other characters.', 'Invalid');
+  }
+}
+
+export interface InstanceOptions {
+  /** PGDATA: a directory inside the volume's encrypted directory (it must not exist before `init`). */
+  dataDir: string;
+  /** Where the unix socket and its lock file go (outside the encrypted directory). */
+  socketDir: string;
+  port: number;
+  listenAddresses?: string;
+  clusterName: string;
+}
+
+export class PostgresInstance {
+  readonly listenAddresses: string;
+
+  constructor(readonly opts: InstanceOptions) {
+    if (!Number.isInteger(opts.port) || opts.port < 1024 || opts.port > 65535) throw new PostgresError(`invalid port ${opts.port}`, 'Invalid');
+    if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(opts.clusterName)) throw new PostgresError(`invalid cluster name '${opts.clusterName}'`, 'Invalid');
+    this.listenAddresses = opts.listenAddresses ?? 'localhost';
+    if (!/^[A-Za-z0-9.:*, -]+$/.test(this.listenAddresses)) throw new PostgresError(`invalid listen_addresses '${this.listenAddresses}'`, 'Invalid');
+  }
+
+  private bin(name: string): string {
+    return join(postgresBinDir(), name);
+  }
+
+  /** Runs a PostgreSQL tool as the postgres OS user. */
+  private asPostgres(tool: string, args: string[], input?: string) {
+    // Node feeds stdin through a socket, which /dev/stdin cannot reopen; `cat |` turns it into a real pipe.
+    const argv = input === undefined ? [this.bin(tool), ...args] : ['sh', '-c', 'cat | "$@"', 'sh', this.bin(tool), ...args];
+    return spawnSync('runuser', ['-u', 'postgres', '--', ...argv], {
+      encoding: 'utf8', input, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], timeout: 120_000,
+    });
+  }
+
+  /** Refuses to go on unless the encrypted directory that holds PGDATA is readable (the volume unlocked). */
+  private requireUnlockedParent(): void {
+    if (!existsSync(dirname(this.opts.dataDir))) {
+      throw new PostgresError(`${dirname(this.opts.dataDir)} is not readable: the volume is locked or not mounted`, 'Locked');
+    }
+  }
+
+  /**
+   * initdb with data checksums and SCRAM authentication, as the postgres user. The password reaches initdb
+   * on a pipe, never a file or an argument; PostgreSQL keeps only its SCRAM verifier.
+   */
+  init(admin: { login: string; password: string }, tls: { cert: string; key: string; ca: string }): void {
+    validateAdminLogin(admin.login);
+    validateAdminPassword(admin.password);
+    this.requireUnlockedParent();
+    if (existsSync(this.opts.dataDir)) {
+      throw new PostgresError(`${this.opts.dataDir} already exists; refusing to run initdb over it`, 'Invalid');
+    }
+    const { uid, gid } = postgresUser();
+    mkdirSync(this.opts.dataDir, { mode: 0o700 });
+    chownSync(this.opts.dataDir, uid, gid);
+    const r = this.asPostgres('initdb', [
+      '-D', this.opts.dataDir, '-U', admin.login, '--pwfile=/dev/stdin', '--data-checksums', '-E', 'UTF8', '--locale=C.UTF-8',
+      '--auth-local=scram-sha-256', '--auth-host=scram-sha-256',
+    ], admin.password + '\n');
+    if (r.status !== 0) throw new PostgresError(`initdb failed: ${(r.stderr || r.stdout).trim()}`, 'Failed');
+
+    const write = (name: string, content: string, mode = 0o600) => {
+      const path = join(this.opts.dataDir, name);
+      writeFileSync(path, content, { mode });
+      chownSync(path, uid, gid);
+    };
+    write('server.crt', tls.cert);
+    write('server.key', tls.key);
+    write('root.crt', tls.ca);
+    // pgbyok's own maintenance connects over the socket as the postgres OS user (peer), mapped to the admin.
+    write('pg_ident.conf', `pgbyok postgres ${admin.login}\n`);
+    write('pg_hba.conf', [
+      '# Managed by pgbyok.',
+      `local   all   ${admin.login}   peer map=pgbyok`,
+      'local   all   all   scram-sha-256',
+      'hostssl all   all   all   scram-sha-256',
+      'hostnossl all all   all   reject',
+      '',
+    ].join('\n'));
+    const conf = readFileSync(join(this.opts.dataDir, 'postgresql.conf'), 'utf8');
+    write('postgresql.conf', conf + "\ninclude 'pgbyok.conf'\n");
+    this.writeManagedConfig();
+  }
+
+  /** The settings pgbyok owns; rewritten on every start so they cannot drift. */
+  private writeManagedConfig(): void {
+    const { uid, gid } = postgresUser();
+    const lines = {
+      port: String(this.opts.port),
+      listen_addresses: `'${this.listenAddresses}'`,
+      unix_socket_directories: `'${this.opts.socketDir}'`,
+      unix_socket_permissions: '0777',
+      cluster_name: `'${this.opts.clusterName}'`,
+      ssl: 'on',
+      ssl_cert_file: "'server.crt'",
+      ssl_key_file: "'server.key'",
+      ssl_min_protocol_version: "'TLSv1.2'",
+      password_encryption: "'scram-sha-256'",
+      logging_collector: 'on',
+      log_directory: "'log'",
+      log_filename: "'postgresql-%a.log'",
+      log_truncate_on_rotation: 'on',
+      // Temp files and stats stay inside PGDATA, inside the encrypted directory.
+      temp_tablespaces: "''",
+    };
+    const logDir = join(this.opts.dataDir, 'log');
+    if (!existsSync(logDir)) {
+      mkdirSync(logDir, { mode: 0o700 });
+      chownSync(logDir, uid, gid);
+    }
+    const path = join(this.opts.dataDir, 'pgbyok.conf');
+    writeFileSync(path, '# Managed by pgbyok; changes here are overwritten.\n' + Object.entries(lines).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n', { mode: 0o600 });
+    chownSync(path, uid, gid);
+  }
+
+  isRunning(): boolean {
+    if (!existsSync(this.opts.dataDir)) return false;
+    return this.asPostgres('pg_ctl', ['status', '-D', this.opts.dataDir]).status === 0;
+  }
+
+  /** The postmaster's pid, if it is running. */
+  pid(): number | undefined {
+    try {
+      const pid = Number(readFileSync(join(this.opts.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+      process.kill(pid, 0);
+      return pid;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Starts and waits until it accepts connections. A stale pid file after a crash is handled by pg_ctl. */
+  start(): void {
+    this.requireUnlockedParent();
+    if (!existsSync(join(this.opts.dataDir, 'PG_VERSION'))) {
+      throw new PostgresError(`${this.opts.dataDir} holds no PostgreSQL data directory`, 'Invalid');
+    }
+    if (this.isRunning()) return;
+    const { uid, gid } = postgresUser();
+    mkdirSync(this.opts.socketDir, { recursive: true, mode: 0o755 });
+    chownSync(this.opts.socketDir, uid, gid);
+    this.writeManagedConfig();
+    const r = this.asPostgres('pg_ctl', ['start', '-D', this.opts.dataDir, '-w', '-t', '120', '-l', join(this.opts.dataDir, 'log', 'pg_ctl.log')]);
+    if (r.status !== 0) {
+      let tail = '';
+      try {
+        tail = readFileSync(join(this.opts.dataDir, 'log', 'pg_ctl.log'), 'utf8').split('\n').slice(-6).join('\n');
+      } catch {
+        // No log yet.
+      }
+      throw new PostgresError(`PostgreSQL did not start: ${(r.stderr || r.stdout).trim()}\n${tail}`.trim(), 'StartFailed');
+    }
+  }
+
+  stop(mode: StopMode = 'fast'): void {
+    if (!existsSync(this.opts.dataDir) || !this.isRunning()) return;
+    const r = this.asPostgres('pg_ctl', ['stop', '-D', this.opts.dataDir, '-m', mode, '-w', '-t', '120']);
+    if (r.status !== 0 && this.isRunning()) throw new PostgresError(`PostgreSQL did not stop: ${(r.stderr || r.stdout).trim()}`, 'Failed');
+  }
+
+  restart(mode: StopMode = 'fast'): void {
+    this.stop(mode);
+    this.start();
+  }
+
+  /** Runs SQL as the administrator over the unix socket (peer-mapped); returns unaligned output. */
+  sql(sql: string, database = 'postgres'): string {
+    const login = readFileSync(join(this.opts.dataDir, 'pg_ident.conf'), 'utf8').trim().split(/\s+/)[2];
+    const r = this.asPostgres('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', this.opts.socketDir, '-p', String(this.opts.port), '-U', login, '-d', database, '-At', '-c', sql]);
+    if (r.status !== 0) throw new PostgresError(`query failed: ${r.stderr.trim()}`, 'Failed');
+    return r.stdout.trim();
+  }
+
+  /** pg_isready plus a real query. */
+  health(): { accepting: boolean; query: boolean } {
+    const ready = this.asPostgres('pg_isready', ['-q', '-h', this.opts.socketDir, '-p', String(this.opts.port)]).status === 0;
+    let query = false;
+    if (ready) {
+      try {
+        query = this.sql('SELECT 1') === '1';
+      } catch {
+        query = false;
+      }
+    }
+    return { accepting: ready, query };
+  }
+}
