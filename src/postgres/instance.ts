@@ -74,6 +74,11 @@ export interface InstanceOptions {
   port: number;
   listenAddresses?: string;
   clusterName: string;
+  /**
+   * Whether the encrypted directory is open. A locked fscrypt directory looks like a missing one, so
+   * without this nothing could tell "locked" from "not there yet".
+   */
+  isUnlocked: () => boolean;
 }
 
 export class PostgresInstance {
@@ -101,7 +106,7 @@ export class PostgresInstance {
 
   /** Refuses to go on unless the encrypted directory that holds PGDATA is readable (the volume unlocked). */
   private requireUnlockedParent(): void {
-    if (!existsSync(dirname(this.opts.dataDir))) {
+    if (!this.opts.isUnlocked() || !existsSync(dirname(this.opts.dataDir))) {
       throw new PostgresError(`${dirname(this.opts.dataDir)} is not readable: the volume is locked or not mounted`, 'Locked');
     }
   }
@@ -180,28 +185,54 @@ export class PostgresInstance {
     chownSync(path, uid, gid);
   }
 
+  /**
+   * The postmaster named by postmaster.pid: running, stopped, or dead but not yet reaped (a zombie still
+   * answers kill(pid, 0), which pg_ctl and the postmaster's own lock check would take for a live server).
+   */
+  private postmasterState(): { state: 'running' | 'stopped' | 'zombie'; pid?: number } {
+    let pid: number;
+    try {
+      pid = Number(readFileSync(join(this.opts.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    } catch {
+      return { state: 'stopped' };
+    }
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+      if (state === 'Z' || state === 'X') return { state: 'zombie', pid };
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('postgres')) return { state: 'stopped' };
+      return { state: 'running', pid };
+    } catch {
+      return { state: 'stopped' };
+    }
+  }
+
   isRunning(): boolean {
-    if (!existsSync(this.opts.dataDir)) return false;
-    return this.asPostgres('pg_ctl', ['status', '-D', this.opts.dataDir]).status === 0;
+    return this.postmasterState().state === 'running';
   }
 
   /** The postmaster's pid, if it is running. */
   pid(): number | undefined {
-    try {
-      const pid = Number(readFileSync(join(this.opts.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-      process.kill(pid, 0);
-      return pid;
-    } catch {
-      return undefined;
+    const s = this.postmasterState();
+    return s.state === 'running' ? s.pid : undefined;
+  }
+
+  /** After a crash the dead postmaster may linger until init reaps it; its lock file must not block a start. */
+  private async waitForReap(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.postmasterState().state === 'zombie') {
+      if (Date.now() > deadline) throw new PostgresError('the previous postmaster died but was never reaped', 'StartFailed');
+      await new Promise((r) => setTimeout(r, 100));
     }
   }
 
   /** Starts and waits until it accepts connections. A stale pid file after a crash is handled by pg_ctl. */
-  start(): void {
+  async start(): Promise<void> {
     this.requireUnlockedParent();
     if (!existsSync(join(this.opts.dataDir, 'PG_VERSION'))) {
       throw new PostgresError(`${this.opts.dataDir} holds no PostgreSQL data directory`, 'Invalid');
     }
+    await this.waitForReap();
     if (this.isRunning()) return;
     const { uid, gid } = postgresUser();
     mkdirSync(this.opts.socketDir, { recursive: true, mode: 0o755 });
@@ -225,9 +256,9 @@ export class PostgresInstance {
     if (r.status !== 0 && this.isRunning()) throw new PostgresError(`PostgreSQL did not stop: ${(r.stderr || r.stdout).trim()}`, 'Failed');
   }
 
-  restart(mode: StopMode = 'fast'): void {
+  async restart(mode: StopMode = 'fast'): Promise<void> {
     this.stop(mode);
-    this.start();
+    await this.start();
   }
 
   /** Runs SQL as the administrator over the unix socket (peer-mapped); returns unaligned output. */

@@ -249,6 +249,15 @@ export class Volume {
    * the key is in the keyring, and every unlock proves the directory works with a probe file.
    */
   unlock(dek: Buffer): void {
+    try {
+      this.unlockWith(dek);
+    } finally {
+      // The DEK is consumed: once the kernel has it, no copy stays in this process.
+      dek.fill(0);
+    }
+  }
+
+  private unlockWith(dek: Buffer): void {
     this.attach();
     const header = this.readHeader();
     const id = keyIdentifier(dek);
@@ -311,6 +320,13 @@ export class Volume {
       if (Date.now() > deadline) throw new VolumeError(`volume ${this.name} could not be locked: files stay open`, 'Busy');
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  /** Mounted with its key present in the kernel: the encrypted directory is readable. */
+  isUnlocked(): boolean {
+    if (!this.mountEntry()) return false;
+    const id = this.readHeader().keyIdentifier;
+    return !!id && keyStatus(this.mountpoint, Buffer.from(id, 'hex')).status === 'present';
   }
 
   status(): VolumeStatus {
