@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { ensureHomeDirs, homePaths } from '../src/lib/home.js';
 import { ensureTls, issueServerCertificate } from '../src/pki/ca.js';
 import { keyStatus } from '../src/storage/fscrypt.js';
-import { Volume, VolumeError, volumePaths } from '../src/storage/volume.js';
+import { newDek, Volume, VolumeError, volumePaths } from '../src/storage/volume.js';
 import { PostgresError, PostgresInstance } from '../src/postgres/instance.js';
 import { ROOT } from './harness.js';
 
@@ -40,7 +40,7 @@ async function makeServer(name: string, sizeGiB = 1) {
   const volume = new Volume(name, volumePaths(home, 'eastus', name));
   volumes.push(volume);
   volume.create(sizeGiB);
-  const dek = randomBytes(64);
+  const dek = newDek();
   volume.unlock(Buffer.from(dek));
   const port = await freePort();
   const pg = new PostgresInstance({ dataDir: join(volume.dataDir, 'pgdata'), socketDir: join(home, 'regions', 'eastus', 'run', name), port, clusterName: name, isUnlocked: () => volume.isUnlocked() });
@@ -249,6 +249,24 @@ test('a volume grows to a larger size and keeps its data', async () => {
   const sizeAfter = statfsSync(volume.mountpoint).blocks * statfsSync(volume.mountpoint).bsize;
   assert.ok(sizeAfter > sizeBefore * 1.8, `${sizeBefore} -> ${sizeAfter}`);
   assert.equal(psql(port, 'SELECT count(*) FROM t'), '100');
+});
+
+test('attach after a crash reuses the mount, or cleans a stale loop device and mounts once', async () => {
+  const { volume, pg, dek } = await makeServer('stale1');
+  pg.stop('fast');
+  await volume.lock();
+  volume.detach();
+  // A crash between losetup and mount leaves loop devices of the image that nothing mounts.
+  const stale = [1, 2].map(() => execFileSync('losetup', ['--find', '--show', volume.image], { encoding: 'utf8' }).trim());
+  volume.attach();
+  const loops = execFileSync('losetup', ['-j', volume.image, '-n', '-O', 'NAME'], { encoding: 'utf8' }).trim().split('\n');
+  assert.equal(loops.length, 1, `one loop device is left: ${loops.join(',')}`);
+  assert.ok(stale.includes(loops[0]));
+  volume.attach();
+  assert.equal(volume.status().mounted, true);
+  volume.unlock(Buffer.from(dek));
+  await pg.start();
+  assert.equal(pg.health().query, true);
 });
 
 test('destroy crypto-shreds: the key leaves the kernel, the loop device and mount go, the image is deleted', async () => {

@@ -48,6 +48,11 @@ export interface VolumeStatus {
 
 const GIB = 1024 ** 3;
 
+/** A new DEK: 64 random bytes, the fscrypt master-key size that every kernel accepts for AES-256-XTS. */
+export function newDek(): Buffer {
+  return randomBytes(64);
+}
+
 function run(cmd: string, args: string[]): string {
   try {
     return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
