@@ -16,6 +16,7 @@ import { ensureTls, issueServerCertificate } from '../src/pki/ca.js';
 import { keyStatus } from '../src/storage/fscrypt.js';
 import { newDek, Volume, VolumeError, volumePaths } from '../src/storage/volume.js';
 import { PostgresError, PostgresInstance } from '../src/postgres/instance.js';
+import { scramSha256Verifier } from '../src/postgres/scram.js';
 import { ROOT } from './harness.js';
 
 const home = mkdtempSync(join(tmpdir(), 'pgbyok-storage-'));
@@ -46,9 +47,10 @@ async function makeServer(name: string, sizeGiB = 1) {
   const pg = new PostgresInstance({ dataDir: join(volume.dataDir, 'pgdata'), socketDir: join(home, 'regions', 'eastus', 'run', name), port, clusterName: name, isUnlocked: () => volume.isUnlocked() });
   instances.push(pg);
   const tls = await issueServerCertificate(paths, name, ['localhost'], ['127.0.0.1']);
-  pg.init({ login: 'dbadmin', password: PASSWORD }, { ...tls, ca: readFileSync(paths.caCert, 'utf8') });
+  pg.init('dbadmin', { ...tls, ca: readFileSync(paths.caCert, 'utf8') });
   volume.updateHeader((h) => ({ ...h, initialized: true }));
   await pg.start();
+  pg.setAdminPassword(scramSha256Verifier(PASSWORD));
   return { volume, pg, dek, port };
 }
 

@@ -3,6 +3,8 @@ import { LogController, type FastifyBaseLogger, type FastifyInstance, type Fasti
 import type { Logger } from 'pino';
 import { ApiError, errors, isApiError } from '../lib/errors.js';
 import type { AuditRecord } from '../audit/audit.js';
+import type { TLSSocket } from 'node:tls';
+import { TRUSTED_SERVICE_CN } from '../pki/ca.js';
 
 /** Largest request body any pgbyok HTTP surface accepts (a 4096-bit JWK import is ~3.5 KB; backups are larger). */
 export const BODY_LIMIT = 256 * 1024;
@@ -118,4 +120,11 @@ export function installAuditHook(
     }
     return payload;
   });
+}
+
+/** The caller presented the platform's trusted-service client certificate, issued by our CA. */
+export function isTrustedService(req: FastifyRequest): boolean {
+  const socket = req.raw.socket as TLSSocket;
+  if (!socket.authorized || typeof socket.getPeerCertificate !== 'function') return false;
+  return socket.getPeerCertificate()?.subject?.CN === TRUSTED_SERVICE_CN;
 }

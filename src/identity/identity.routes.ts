@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { requestOrigin } from '../api/http-common.js';
+import { isTrustedService, queryOf, requestOrigin } from '../api/http-common.js';
+import { errors } from '../lib/errors.js';
 import type { IdentityService } from './identity.service.js';
 import { RESOURCES, type TokenService } from './tokens.js';
 
@@ -90,4 +91,32 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
       return { token_type: 'Bearer', expires_in: expiresIn, ext_expires_in: expiresIn, access_token: token };
     },
   );
+
+  /**
+   * Managed-identity tokens for the platform's own services, as Azure's instance metadata service hands
+   * them to a resource that has a user-assigned identity: no secret, but only a caller presenting the
+   * trusted-service certificate may ask. A deleted identity gets no token.
+   */
+  app.get('/metadata/identity/oauth2/token', { config: { operation: 'ManagedIdentityToken' } }, async (req, reply) => {
+    if (!isTrustedService(req)) throw errors.forbidden('Only the platform\'s trusted services may obtain managed-identity tokens here.', 'NotTrustedService');
+    const q = queryOf(req);
+    const resource = q.get('resource')?.replace(/\/$/, '') ?? '';
+    if (!Object.values(RESOURCES).includes(resource as any)) throw errors.badParameter(`Unknown resource '${resource}'.`);
+    const resId = q.get('msi_res_id') ?? q.get('mi_res_id');
+    const m = resId?.match(/^\/tenants\/([^/]+)\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/([^/]+)$/i);
+    const clientId = q.get('client_id');
+    const principal = m
+      ? identity.principals(m[1]).find((p) => p.kind === 'UserAssignedIdentity' && p.name === m[2])
+      : clientId ? identity.tenants().map((t) => identity.principals(t.id).find((p) => p.clientId === clientId)).find(Boolean) : undefined;
+    if (!principal || principal.kind !== 'UserAssignedIdentity') {
+      throw errors.notFound('IdentityNotFound', `The managed identity ${resId ?? clientId ?? ''} does not exist.`);
+    }
+    (req as any).tokenPrincipal = principal;
+    const { token, expiresIn } = await tokens.issue({ tid: principal.tenantId, oid: principal.objectId, appid: principal.clientId, aud: resource });
+    reply.header('cache-control', 'no-store');
+    return {
+      access_token: token, expires_in: String(expiresIn), expires_on: String(Math.floor(Date.now() / 1000) + expiresIn),
+      resource, token_type: 'Bearer', client_id: principal.clientId,
+    };
+  });
 }

@@ -1,6 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { SCRAM_VERIFIER_RE } from './scram.js';
 
 /**
  * One PostgreSQL 15 instance of the machine's own packages, run as the `postgres` OS user. Its data
@@ -61,8 +62,8 @@ export function validateAdminLogin(login: string): void {
 /** Azure's rules for the administrator password: 8-128 characters from three of: upper, lower, digit, other. */
 export function validateAdminPassword(password: string): void {
   const classes = [/[A-Z]/, /[a-z]/, /[0-9]/, /[^A-Za-z0-9]/].filter((r) => r.test(password)).length;
-  if (password.length < 8 || password.length > 128 || classes < 3 || /[\n\r\0]/.test(password)) {
-    throw new PostgresError('The administrator password must be 8-128 characters and contain three of: upper-case letters, lower-case letters, digits, other characters.', 'Invalid');
+  if (password.length < 8 || password.length > 128 || classes < 3 || !/^[\x20-\x7e]+$/.test(password)) {
+    throw new PostgresError('The administrator password must be 8-128 printable ASCII characters and contain three of: upper-case letters, lower-case letters, digits, other characters.', 'Invalid');
   }
 }
 
@@ -112,12 +113,12 @@ export class PostgresInstance {
   }
 
   /**
-   * initdb with data checksums and SCRAM authentication, as the postgres user. The password reaches initdb
-   * on a pipe, never a file or an argument; PostgreSQL keeps only its SCRAM verifier.
+   * initdb with data checksums, as the postgres user, inside the encrypted directory. The administrator
+   * gets no password here: `setAdminPassword` installs a SCRAM verifier once the server runs, so no
+   * password ever passes through a file, an argument or pgbyok's store.
    */
-  init(admin: { login: string; password: string }, tls: { cert: string; key: string; ca: string }): void {
-    validateAdminLogin(admin.login);
-    validateAdminPassword(admin.password);
+  init(adminLogin: string, tls: { cert: string; key: string; ca: string }): void {
+    validateAdminLogin(adminLogin);
     this.requireUnlockedParent();
     if (existsSync(this.opts.dataDir)) {
       throw new PostgresError(`${this.opts.dataDir} already exists; refusing to run initdb over it`, 'Invalid');
@@ -126,10 +127,11 @@ export class PostgresInstance {
     mkdirSync(this.opts.dataDir, { mode: 0o700 });
     chownSync(this.opts.dataDir, uid, gid);
     const r = this.asPostgres('initdb', [
-      '-D', this.opts.dataDir, '-U', admin.login, '--pwfile=/dev/stdin', '--data-checksums', '-E', 'UTF8', '--locale=C.UTF-8',
-      '--auth-local=scram-sha-256', '--auth-host=scram-sha-256',
-    ], admin.password + '\n');
+      '-D', this.opts.dataDir, '-U', adminLogin, '--data-checksums', '-E', 'UTF8', '--locale=C.UTF-8',
+      '--auth-local=peer', '--auth-host=reject',
+    ]);
     if (r.status !== 0) throw new PostgresError(`initdb failed: ${(r.stderr || r.stdout).trim()}`, 'Failed');
+    const admin = { login: adminLogin };
 
     const write = (name: string, content: string, mode = 0o600) => {
       const path = join(this.opts.dataDir, name);
@@ -263,10 +265,26 @@ export class PostgresInstance {
 
   /** Runs SQL as the administrator over the unix socket (peer-mapped); returns unaligned output. */
   sql(sql: string, database = 'postgres'): string {
-    const login = readFileSync(join(this.opts.dataDir, 'pg_ident.conf'), 'utf8').trim().split(/\s+/)[2];
+    const login = this.adminLogin();
     const r = this.asPostgres('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', this.opts.socketDir, '-p', String(this.opts.port), '-U', login, '-d', database, '-At', '-c', sql]);
     if (r.status !== 0) throw new PostgresError(`query failed: ${r.stderr.trim()}`, 'Failed');
     return r.stdout.trim();
+  }
+
+  /** Installs the administrator's SCRAM verifier (computed from the password by `scramSha256Verifier`). */
+  setAdminPassword(verifier: string): void {
+    if (!SCRAM_VERIFIER_RE.test(verifier)) throw new PostgresError('not a SCRAM-SHA-256 verifier', 'Invalid');
+    const login = this.adminLogin();
+    this.sql(`ALTER ROLE "${login}" PASSWORD '${verifier}'`);
+  }
+
+  private adminLogin(): string {
+    return readFileSync(join(this.opts.dataDir, 'pg_ident.conf'), 'utf8').trim().split(/\s+/)[2];
+  }
+
+  /** Ends every client session (before a stop that must not wait for them). */
+  terminateSessions(): void {
+    this.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()");
   }
 
   /** pg_isready plus a real query. */

@@ -111,6 +111,69 @@ const MIGRATIONS: string[] = [
   );
   CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
   `,
+  `
+  CREATE TABLE servers (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    name TEXT NOT NULL UNIQUE,
+    location TEXT NOT NULL,
+    state TEXT NOT NULL,
+    version TEXT NOT NULL,
+    storage_gb INTEGER NOT NULL,
+    admin_login TEXT NOT NULL,
+    admin_verifier TEXT NOT NULL,
+    port INTEGER NOT NULL UNIQUE,
+    encryption TEXT NOT NULL,
+    wrapped_dek TEXT NOT NULL,
+    wrapped_by TEXT NOT NULL,
+    pending_encryption TEXT,
+    pending_wrapped_dek TEXT,
+    pending_wrapped_by TEXT,
+    key_status TEXT NOT NULL,
+    inaccessible_reason TEXT,
+    key_unreachable_since INTEGER,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL
+  );
+  CREATE TABLE operations (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    server_name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    step TEXT,
+    started INTEGER NOT NULL,
+    ended INTEGER
+  );
+  CREATE TABLE activity_log (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    status TEXT NOT NULL,
+    level TEXT NOT NULL,
+    caller TEXT,
+    message TEXT NOT NULL
+  );
+  CREATE INDEX activity_by_resource ON activity_log (tenant_id, resource_id, id);
+  CREATE TABLE action_groups (
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    webhooks TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+  );
+  CREATE TABLE alert_rules (
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    server_name TEXT,
+    action_group TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+  );
+  `,
 ];
 
 export function openDb(path: string): Db {

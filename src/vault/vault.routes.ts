@@ -1,15 +1,13 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { errors } from '../lib/errors.js';
 import {
-  fastifyOptions, installAuditHook, installErrorHandler, installJsonParser, queryOf, requestOrigin, sourceAddress,
+  fastifyOptions, installAuditHook, installErrorHandler, installJsonParser, isTrustedService, queryOf, requestOrigin, sourceAddress,
 } from '../api/http-common.js';
 import type { AuditLog } from '../audit/audit.js';
 import type { Caller, IdentityService } from '../identity/identity.service.js';
 import { RESOURCES, TokenError } from '../identity/tokens.js';
-import { TRUSTED_SERVICE_CN } from '../pki/ca.js';
 import type { CryptoOp, KeyService } from './keys.service.js';
 import {
   deletedKeyBundle, deletedKeyItem, keyBundle, keyId, keyItem, page, rotationPolicyWire,
@@ -60,12 +58,6 @@ const cryptoSchema = {
   type: 'object', required: ['alg', 'value'],
   properties: { alg: { type: 'string' }, value: { type: 'string' }, digest: { type: 'string' } },
 };
-
-function isTrustedService(req: FastifyRequest): boolean {
-  const socket = req.raw.socket as TLSSocket;
-  if (!socket.authorized || typeof socket.getPeerCertificate !== 'function') return false;
-  return socket.getPeerCertificate()?.subject?.CN === TRUSTED_SERVICE_CN;
-}
 
 function paging(req: FastifyRequest): { limit: number; offset: number; apiVersion: string } {
   const q = queryOf(req);
