@@ -14,7 +14,7 @@ import { createTokenService } from './identity/tokens.js';
 import {
   ensureHomeDirs, homePaths, originOf, readSettings, writeFileAtomic, writeSettings, type HomePaths, type Settings,
 } from './lib/home.js';
-import { ensureTls } from './pki/ca.js';
+import { ensureTls, issueServerCertificate } from './pki/ca.js';
 import { openDb } from './store/db.js';
 import { fastifyOptions, installAuditHook, installErrorHandler, installJsonParser } from './api/http-common.js';
 import { registerManagementRoutes } from './api/management.routes.js';
@@ -23,6 +23,15 @@ import { createKeyService } from './vault/keys.service.js';
 import { createVaultRepo } from './vault/vault.repo.js';
 import { buildVaultApp } from './vault/vault.routes.js';
 import { createVaultService, type VaultListeners } from './vault/vaults.service.js';
+import { registerServerRoutes } from './api/servers.routes.js';
+import { createDirectory } from './servers/directory.js';
+import { createKeyAccess } from './servers/key-access.js';
+import { createMonitoring } from './servers/monitoring.js';
+import { createServersRepo } from './servers/servers.repo.js';
+import { createServersService } from './servers/servers.service.js';
+import { errors } from './lib/errors.js';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
 const HOST = '127.0.0.1';
 
@@ -108,6 +117,20 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     defaultTenant = tenant;
   }
   if (!existsSync(paths.adminCredential)) logger.warn('the bootstrap admin credential file is missing; use a principal you created');
+
+  // The platform's own tenant and service principal: it owns the service-managed keys' vaults. Customers'
+  // tenants never see it; its credential is a 0600 file like the administrator's.
+  const platformCredentialPath = join(paths.root, 'secrets', 'platform.json');
+  const writePlatformCredential = (tenantId: string, clientId: string, clientSecret: string) =>
+    writeFileAtomic(platformCredentialPath, JSON.stringify({ tenantId, clientId, clientSecret }, null, 2) + '\n', 0o600);
+  const systemTenant = identityRepo.tenantByName('pgbyok-system');
+  if (!systemTenant) {
+    await identity.createTenant('pgbyok-system', (t, admin) => writePlatformCredential(t.id, admin.principal.clientId, admin.clientSecret));
+  } else if (!existsSync(platformCredentialPath)) {
+    const sp = identityRepo.principalByName(systemTenant.id, 'ServicePrincipal', 'pgbyok-admin')!;
+    writePlatformCredential(systemTenant.id, sp.clientId, await identity.resetSecret(sp));
+  }
+  const platformCredential = JSON.parse(readFileSync(platformCredentialPath, 'utf8')) as { tenantId: string; clientId: string; clientSecret: string };
   settings = { port, host: HOST, defaultLocation: opts.location ?? settings?.defaultLocation ?? 'eastus', defaultTenantId: defaultTenant.id };
   writeSettings(paths, settings);
 
@@ -157,7 +180,24 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
   });
   await vaultApp.ready();
 
-  const platformApp = Fastify({ ...fastifyOptions(logger), https: { key: tls.key, cert: tls.cert } });
+  const serversRepo = createServersRepo(db);
+  const monitoring = createMonitoring({ repo: serversRepo, logger, ca: tls.ca });
+  const trusted = { platformOrigin: origin, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };
+  const hookCode = randomBytes(24).toString('base64url');
+  const setting = (env: string, key: string, fallbackSeconds: number) => () =>
+    process.env[env] ? intEnv(env, fallbackSeconds * 1000) : Number(serversRepo.setting(key) ?? fallbackSeconds) * 1000;
+  const servers = createServersService({
+    repo: serversRepo, home: paths, logger, monitoring,
+    keys: createKeyAccess(trusted),
+    directory: createDirectory(trusted),
+    tlsFor: async (name) => ({ ...(await issueServerCertificate(paths, name, ['localhost'], ['127.0.0.1', '::1'])), ca: tls.ca }),
+    eventsEndpoint: () => `${origin}/hooks/vault-events?code=${hookCode}`,
+    monitorIntervalMs: setting('PGBYOK_KEY_MONITOR_INTERVAL_MS', 'keyMonitorIntervalSeconds', 30),
+    vaultGraceMs: setting('PGBYOK_VAULT_GRACE_MS', 'vaultUnreachableGraceSeconds', 60),
+    responderTls: { key: tls.key, cert: tls.cert },
+  });
+
+  const platformApp = Fastify({ ...fastifyOptions(logger), https: { key: tls.key, cert: tls.cert, ca: [tls.ca], requestCert: true, rejectUnauthorized: false } });
   installJsonParser(platformApp);
   installErrorHandler(platformApp);
   installAuditHook(
@@ -182,6 +222,28 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
   );
   registerIdentityRoutes(platformApp, identity, tokens, origin);
   registerManagementRoutes(platformApp, { identity, vaults, audit, host: HOST, platformTenantId: () => settings!.defaultTenantId });
+  registerServerRoutes(platformApp, servers, monitoring);
+  // Vault events for the control plane (a hint to check keys now; the code keeps strangers out).
+  platformApp.post<{ Body: unknown }>('/hooks/vault-events', { config: { operation: 'VaultEventsReceived' } }, async (req) => {
+    if (new URLSearchParams(req.url.split('?')[1] ?? '').get('code') !== hookCode) throw errors.forbidden('Unknown webhook code.', 'InvalidWebhookCode');
+    if (Array.isArray(req.body)) servers.onVaultEvents(req.body as any);
+    return {};
+  });
+  // Platform settings: the system administrator's duty.
+  const SETTINGS = { keyMonitorIntervalSeconds: [5, 3600, 30], vaultUnreachableGraceSeconds: [0, 86400, 60] } as const;
+  const settingsView = () => Object.fromEntries(Object.entries(SETTINGS).map(([k, [, , dflt]]) => [k, Number(serversRepo.setting(k) ?? dflt)]));
+  platformApp.get('/tenants/:tid/platformSettings', { config: { operation: 'PlatformSettingsGet', duty: 'managePlatformSettings' } }, async () => settingsView());
+  platformApp.patch<{ Body: Record<string, number> }>('/tenants/:tid/platformSettings', {
+    config: { operation: 'PlatformSettingsUpdate', duty: 'managePlatformSettings' },
+    schema: { body: { type: 'object', additionalProperties: false, properties: Object.fromEntries(Object.keys(SETTINGS).map((k) => [k, { type: 'integer' }])) } },
+  }, async (req) => {
+    for (const [k, v] of Object.entries(req.body ?? {})) {
+      const [min, max] = SETTINGS[k as keyof typeof SETTINGS];
+      if (v < min || v > max) throw errors.badParameter(`${k} must be from ${min} to ${max}.`);
+      serversRepo.putSetting(k, String(v));
+    }
+    return settingsView();
+  });
   await platformApp.listen({ port, host: HOST });
 
   for (const v of vaultRepo.allVaults()) {
@@ -192,6 +254,8 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       logger.error({ vault: v.name, port: v.port, err: (e as Error).message }, 'vault port is taken; this vault is not served');
     }
   }
+
+  await servers.reconcile();
 
   // The scheduler: token-key rotation, key auto-rotation, expiry events, and purges past their date.
   let ticking = false;
@@ -218,6 +282,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     origin,
     async close() {
       clearInterval(timer);
+      await servers.shutdown();
       await platformApp.close();
       for (const p of [...vaultServers.keys()]) await listeners.close(p);
       await vaultApp.close();

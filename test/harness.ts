@@ -3,7 +3,7 @@
  * over HTTPS exactly as a user or an SDK would. Everything it starts is stopped by `stop()`, also on failure.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -142,9 +142,29 @@ export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgb
     },
     async stop() {
       await stop();
+      cleanupLeftovers(home);
       rmSync(home, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * What a platform killed with SIGKILL leaves behind under its home: PostgreSQL processes, mounts and loop
+ * devices. A clean shutdown leaves none of these; this makes tests clean up even when it did not happen.
+ */
+export function cleanupLeftovers(home: string): void {
+  for (const pid of readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.includes(home) && /postgres/.test(cmd)) process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // Gone already.
+    }
+  }
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m) => m?.startsWith(home));
+  for (const m of mounts) spawnSync('umount', ['-l', m]);
+  const loops = spawnSync('losetup', ['-a'], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l.includes(home));
+  for (const l of loops) spawnSync('losetup', ['-d', l.split(':')[0]]);
 }
 
 /** Client options every SDK client needs against a loopback vault. */

@@ -8,7 +8,7 @@ import type { VaultService } from '../vault/vaults.service.js';
 import {
   deletedVaultWire, eventSubscriptionWire, vaultUri, identityWire, roleAssignmentWire, servicePrincipalWire, tenantWire, vaultWire,
 } from './arm.wire.js';
-import { queryOf } from './http-common.js';
+import { isTrustedService, queryOf } from './http-common.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -64,8 +64,8 @@ export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps
       throw errors.unauthorized(`The access token is from tenant ${caller.principal.tenantId}; this resource belongs to tenant ${tid}.`);
     }
     const duty = req.routeOptions.config.duty;
-    if (duty === 'manageTenants' && caller.principal.tenantId !== d.platformTenantId()) {
-      throw errors.authorizationFailed('Tenants are managed by Owners of the platform tenant only.');
+    if ((duty === 'manageTenants' || duty === 'managePlatformSettings') && caller.principal.tenantId !== d.platformTenantId()) {
+      throw errors.authorizationFailed('Tenants and platform settings are managed from the platform tenant only.');
     }
     if (duty) d.identity.requireDuty(caller, duty);
   });
@@ -82,6 +82,25 @@ export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps
     const v = d.vaults.lookup(req.params.name);
     if (!v) throw errors.notFound('VaultNotFound', `No vault named '${req.params.name}' is being served.`);
     return { name: v.name, vaultUri: vaultUri(v, host) };
+  });
+
+  // The platform's own services (trusted-service certificate, no token) subscribe to the vaults their
+  // servers use, so that key changes reach them in seconds.
+  app.put<{ Body: { vaultOrigin: string; name: string; endpoint: string } }>('/trusted/eventSubscriptions', {
+    config: { operation: 'TrustedEventSubscriptionPut' },
+    schema: { body: { type: 'object', required: ['vaultOrigin', 'name', 'endpoint'], properties: { vaultOrigin: { type: 'string' }, name: { type: 'string' }, endpoint: { type: 'string' } } } },
+  }, async (req) => {
+    if (!isTrustedService(req)) throw errors.forbidden('Only the platform\'s trusted services may use this endpoint.', 'NotTrustedService');
+    let port: number;
+    try {
+      port = Number(new URL(req.body.vaultOrigin).port);
+    } catch {
+      throw errors.badParameter('vaultOrigin is not a URL.');
+    }
+    const v = d.vaults.byPort(port);
+    if (!v || v.deletedAt != null) throw errors.notFound('VaultNotFound', `No vault is served at ${req.body.vaultOrigin}.`);
+    const sub = d.vaults.putSubscription(v.tenantId, v.name, req.body.name, req.body.endpoint, []);
+    return eventSubscriptionWire(v.tenantId, v.name, sub);
   });
 
   // Tenants and who am I.

@@ -91,6 +91,10 @@ export class CliContext {
   }
 
   private async call(resource: string, method: string, url: string, body?: unknown): Promise<any> {
+    return (await this.callFull(resource, method, url, body)).body;
+  }
+
+  private async callFull(resource: string, method: string, url: string, body?: unknown): Promise<{ body: any; headers: Record<string, string | string[] | undefined> }> {
     const token = await this.token(resource);
     const res = await this.raw({
       method,
@@ -103,7 +107,32 @@ export class CliContext {
       const e = parsed?.error;
       throw new CliError(e ? `(${e.innererror?.code ?? e.code}) ${e.message}` : `HTTP ${res.status}: ${res.text}`);
     }
-    return parsed;
+    return { body: parsed, headers: res.headers };
+  }
+
+  /** A management call that also returns the response headers (for long operations). */
+  mgmtFull(method: string, path: string, body?: unknown) {
+    const full = path.startsWith('/') ? path : `/tenants/${this.tenantId}/${path}`;
+    const sep = full.includes('?') ? '&' : '?';
+    return this.callFull(RESOURCES.management, method, `${this.origin}${full}${sep}api-version=${MGMT_API_VERSION}`, body);
+  }
+
+  /** Polls an operation URL until it ends; returns it (the CLI shows progress on a terminal). */
+  async waitForOperation(url: string, label: string): Promise<any> {
+    const started = Date.now();
+    const tty = process.stderr.isTTY;
+    for (;;) {
+      const token = await this.token(RESOURCES.management);
+      const res = await this.raw({ method: 'GET', url: `${url}?api-version=${MGMT_API_VERSION}`, headers: { authorization: `Bearer ${token}` } });
+      const op = parseJson(res.text);
+      if (res.status !== 200) throw new CliError(op?.error?.message ?? `HTTP ${res.status} while polling ${url}`);
+      if (op.status !== 'InProgress') {
+        if (tty) process.stderr.write('\r\x1b[K');
+        return op;
+      }
+      if (tty) process.stderr.write(`\r\x1b[K${label}... ${Math.round((Date.now() - started) / 1000)}s`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
   }
 
   /** A management-plane call; `path` is relative to the caller's tenant unless it starts with '/'. */

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { CliError } from './client.js';
 import { registerPlatformCommands } from './commands-platform.js';
 import { registerVaultCommands } from './commands-vault.js';
+import { registerServerCommands } from './commands-servers.js';
 
 /** `pgbyok`: a CLI shaped like `az`, acting as the signed-in principal against the platform over HTTPS. */
 export async function main(argv: string[]): Promise<void> {
@@ -13,6 +14,7 @@ export async function main(argv: string[]): Promise<void> {
     .exitOverride();
   registerPlatformCommands(program);
   registerVaultCommands(program);
+  registerServerCommands(program);
   try {
     await program.parseAsync(argv);
   } catch (e) {

@@ -32,6 +32,10 @@ export const DUTIES = {
   manageRoles: ['Owner'],
   manageTenants: ['Owner'],
   readPlatform: ['Owner', 'Security Officer', 'DBA', 'System Administrator'],
+  manageServers: ['Owner', 'DBA'],
+  readServers: ['Owner', 'DBA', 'System Administrator'],
+  manageMonitoring: ['Owner', 'DBA', 'System Administrator'],
+  managePlatformSettings: ['Owner', 'System Administrator'],
 } as const satisfies Record<string, readonly Role[]>;
 
 export type Duty = keyof typeof DUTIES;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { httpCall } from '../lib/http-client.js';
+import { deliverWebhook } from '../lib/webhook.js';
 import type { VaultRepo } from './vault.repo.js';
 import type { Vault, VaultEventType } from './vault.types.js';
 
@@ -39,26 +39,6 @@ export interface EventBusOptions {
  * Delivery is asynchronous and never blocks or fails the operation that raised the event.
  */
 export function createEventBus(opts: EventBusOptions) {
-  const delays = opts.retryDelaysMs ?? [1000, 2000, 4000, 8000, 16000];
-
-  const deliver = async (endpoint: string, event: EventGridEvent) => {
-    const body = JSON.stringify([event]);
-    for (let attempt = 0; attempt <= delays.length; attempt++) {
-      try {
-        const res = await httpCall({
-          method: 'POST', url: endpoint, body, ca: opts.ca, timeoutMs: 10_000,
-          headers: { 'content-type': 'application/json', 'aeg-event-type': 'Notification' },
-        });
-        if (res.status >= 200 && res.status < 300) return;
-        opts.logger.warn({ endpoint, status: res.status, eventType: event.eventType }, 'event delivery refused');
-      } catch (e) {
-        opts.logger.warn({ endpoint, err: (e as Error).message, eventType: event.eventType }, 'event delivery failed');
-      }
-      if (attempt < delays.length) await new Promise((r) => setTimeout(r, delays[attempt]).unref());
-    }
-    opts.logger.error({ endpoint, eventType: event.eventType, id: event.id }, 'event dropped after retries');
-  };
-
   return {
     emit(vault: Vault, type: VaultEventType, d: VaultEventData): EventGridEvent {
       const origin = opts.vaultOrigin(vault);
@@ -78,7 +58,10 @@ export function createEventBus(opts: EventBusOptions) {
       };
       for (const sub of opts.repo.subscriptions(vault.id)) {
         if (sub.eventTypes.length && !sub.eventTypes.includes(type)) continue;
-        void deliver(sub.endpoint, event);
+        deliverWebhook(sub.endpoint, [event], {
+          ca: opts.ca, logger: opts.logger, retryDelaysMs: opts.retryDelaysMs, what: event.eventType,
+          headers: { 'aeg-event-type': 'Notification' },
+        });
       }
       return event;
     },

@@ -1,0 +1,184 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { errors } from '../lib/errors.js';
+import { queryOf } from './http-common.js';
+import type { Caller as IdentityCaller } from '../identity/identity.service.js';
+import type { Caller, ServersService } from '../servers/servers.service.js';
+import type { Operation, Server } from '../servers/servers.repo.js';
+import type { Monitoring } from '../servers/monitoring.js';
+
+/** Azure Flexible Server shapes of the servers API, kept apart from the domain model. */
+
+const FS = '/tenants/:tid/providers/Microsoft.DBforPostgreSQL/flexibleServers';
+const INSIGHTS = '/tenants/:tid/providers/Microsoft.Insights';
+
+export function serverWire(s: Server) {
+  const enc = s.current.encryption;
+  const cmk = enc.type === 'AzureKeyVault';
+  return {
+    id: `/tenants/${s.tenantId}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${s.name}`,
+    name: s.name,
+    type: 'Microsoft.DBforPostgreSQL/flexibleServers',
+    location: s.location,
+    identity: cmk ? { type: 'UserAssigned', userAssignedIdentities: { [enc.primaryUserAssignedIdentityId!]: {} } } : { type: 'None' },
+    properties: {
+      state: s.state,
+      version: s.version,
+      fullyQualifiedDomainName: 'localhost',
+      port: s.port,
+      administratorLogin: s.adminLogin,
+      storage: { storageSizeGB: s.storageGb },
+      dataEncryption: {
+        type: enc.type,
+        primaryKeyURI: enc.primaryKeyURI ?? null,
+        primaryUserAssignedIdentityId: enc.primaryUserAssignedIdentityId ?? null,
+        primaryEncryptionKeyStatus: cmk ? s.keyStatus : null,
+        geoBackupKeyURI: null,
+        geoBackupUserAssignedIdentityId: null,
+        geoBackupEncryptionKeyStatus: null,
+      },
+      ...(s.inaccessibleReason ? { inaccessibleReason: s.inaccessibleReason } : {}),
+      network: { publicNetworkAccess: 'Enabled' },
+    },
+    systemData: { createdAt: new Date(s.created * 1000).toISOString(), lastModifiedAt: new Date(s.updated * 1000).toISOString() },
+  };
+}
+
+export function operationWire(o: Operation) {
+  return {
+    id: `/tenants/${o.tenantId}/providers/Microsoft.DBforPostgreSQL/operations/${o.id}`,
+    name: o.id,
+    status: o.status,
+    operation: o.kind,
+    resource: o.serverName,
+    startTime: new Date(o.started * 1000).toISOString(),
+    ...(o.ended ? { endTime: new Date(o.ended * 1000).toISOString() } : {}),
+    ...(o.error ? { error: { code: 'OperationFailed', message: o.error } } : {}),
+  };
+}
+
+function callerOf(req: FastifyRequest): Caller {
+  const c = req.caller as IdentityCaller;
+  return { tenantId: c.principal.tenantId, objectId: c.principal.objectId, name: c.principal.name, token: req.headers.authorization!.replace(/^Bearer\s+/i, '') };
+}
+
+/** An accepted long operation, as ARM answers it: 202, the resource, and where to poll. */
+function accepted(reply: FastifyReply, req: FastifyRequest, tenantId: string, op: Operation, body: unknown) {
+  const url = `https://${req.headers.host}/tenants/${tenantId}/providers/Microsoft.DBforPostgreSQL/operations/${op.id}`;
+  return reply.code(202).header('azure-asyncoperation', url).header('location', url).send(body);
+}
+
+type NameParams = { tid: string; name: string };
+
+export function registerServerRoutes(app: FastifyInstance, servers: ServersService, monitoring: Monitoring) {
+  app.put<{ Params: NameParams; Body: any }>(`${FS}/:name`, {
+    config: { operation: 'ServerCreate', duty: 'manageServers' },
+    schema: {
+      body: {
+        type: 'object', required: ['location', 'properties'],
+        properties: {
+          location: { type: 'string' },
+          identity: { type: 'object' },
+          properties: {
+            type: 'object', required: ['administratorLogin', 'administratorLoginPassword'],
+            properties: {
+              version: { type: 'string' },
+              administratorLogin: { type: 'string' },
+              administratorLoginPassword: { type: 'string' },
+              storage: { type: 'object', properties: { storageSizeGB: { type: 'integer' } } },
+              dataEncryption: { type: 'object', properties: { type: { type: 'string' }, primaryKeyURI: { type: 'string' }, primaryUserAssignedIdentityId: { type: 'string' } } },
+            },
+          },
+        },
+      },
+    },
+  }, async (req, reply) => {
+    const body = req.body as any;
+    const p = body.properties;
+    const enc = p.dataEncryption ?? {};
+    if (enc.type && !['SystemManaged', 'AzureKeyVault'].includes(enc.type)) throw errors.badParameter(`dataEncryption.type must be SystemManaged or AzureKeyVault, not '${enc.type}'.`);
+    if (enc.type === 'AzureKeyVault' && (!enc.primaryKeyURI || !enc.primaryUserAssignedIdentityId)) {
+      throw errors.badParameter('dataEncryption of type AzureKeyVault needs primaryKeyURI and primaryUserAssignedIdentityId.', 'KeyAndIdentityRequired');
+    }
+    if (enc.type === 'SystemManaged' && (enc.primaryKeyURI || enc.primaryUserAssignedIdentityId)) {
+      throw errors.badParameter('dataEncryption of type SystemManaged takes no key or identity.');
+    }
+    const { server, operation } = await servers.create(callerOf(req), {
+      name: req.params.name, location: body.location, version: p.version, storageSizeGB: p.storage?.storageSizeGB,
+      administratorLogin: p.administratorLogin, administratorLoginPassword: p.administratorLoginPassword,
+      keyUri: enc.primaryKeyURI, identity: enc.primaryUserAssignedIdentityId,
+    });
+    return accepted(reply, req, req.params.tid, operation, serverWire(server));
+  });
+
+  app.patch<{ Params: NameParams; Body: any }>(`${FS}/:name`, {
+    config: { operation: 'ServerUpdate', duty: 'manageServers' },
+    schema: {
+      body: {
+        type: 'object',
+        properties: {
+          properties: {
+            type: 'object',
+            properties: {
+              storage: { type: 'object', properties: { storageSizeGB: { type: 'integer' } } },
+              dataEncryption: { type: 'object', properties: { type: { type: 'string' }, primaryKeyURI: { type: 'string' }, primaryUserAssignedIdentityId: { type: 'string' } } },
+            },
+          },
+        },
+      },
+    },
+  }, async (req, reply) => {
+    const p = (req.body as any)?.properties ?? {};
+    const { server, operation } = await servers.update(callerOf(req), req.params.name, {
+      storageSizeGB: p.storage?.storageSizeGB, keyUri: p.dataEncryption?.primaryKeyURI,
+      identity: p.dataEncryption?.primaryUserAssignedIdentityId, encryptionType: p.dataEncryption?.type,
+    });
+    return accepted(reply, req, req.params.tid, operation, serverWire(server));
+  });
+
+  app.get<{ Params: { tid: string } }>(FS, { config: { operation: 'ServerList', duty: 'readServers' } }, async (req) => ({
+    value: servers.list(req.params.tid).map(serverWire),
+  }));
+  app.get<{ Params: NameParams }>(`${FS}/:name`, { config: { operation: 'ServerGet', duty: 'readServers' } }, async (req) =>
+    serverWire(servers.get(req.params.tid, req.params.name)));
+  app.delete<{ Params: NameParams }>(`${FS}/:name`, { config: { operation: 'ServerDelete', duty: 'manageServers' } }, async (req, reply) => {
+    const op = servers.delete(callerOf(req), req.params.name);
+    return accepted(reply, req, req.params.tid, op, {});
+  });
+  for (const action of ['stop', 'start', 'restart', 'revalidate'] as const) {
+    app.post<{ Params: NameParams }>(`${FS}/:name/${action}`, { config: { operation: `Server${action[0].toUpperCase()}${action.slice(1)}`, duty: 'manageServers' } }, async (req, reply) => {
+      const op = servers[action](callerOf(req), req.params.name);
+      return accepted(reply, req, req.params.tid, op, {});
+    });
+  }
+  app.get<{ Params: NameParams }>(`${FS}/:name/health`, { config: { operation: 'ServerHealth', duty: 'readServers' } }, async (req) =>
+    servers.health(callerOf(req), req.params.name));
+  app.get<{ Params: { tid: string; id: string } }>('/tenants/:tid/providers/Microsoft.DBforPostgreSQL/operations/:id', {
+    config: { operation: 'OperationGet', duty: 'readServers' },
+  }, async (req) => operationWire(servers.operation(req.params.tid, req.params.id)));
+
+  // Azure Monitor: activity log, action groups, activity-log alerts.
+  app.get<{ Params: { tid: string } }>(`${INSIGHTS}/eventtypes/management/values`, { config: { operation: 'ActivityLogList', duty: 'readServers' } }, async (req) => {
+    const q = queryOf(req);
+    const top = q.get('top');
+    if (top !== null && !/^\d+$/.test(top)) throw errors.badParameter('top must be a whole number.');
+    return { value: servers.activity(req.params.tid, q.get('resource') ?? undefined, top ? Number(top) : 100) };
+  });
+  app.put<{ Params: NameParams; Body: { properties: { webhookReceivers: { name?: string; serviceUri: string }[] } } }>(`${INSIGHTS}/actionGroups/:name`, {
+    config: { operation: 'ActionGroupPut', duty: 'manageMonitoring' },
+    schema: { body: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['webhookReceivers'], properties: { webhookReceivers: { type: 'array', maxItems: 10, items: { type: 'object', required: ['serviceUri'], properties: { name: { type: 'string' }, serviceUri: { type: 'string' } } } } } } } } },
+  }, async (req) => monitoring.putActionGroup(req.params.tid, req.params.name, req.body.properties.webhookReceivers.map((w) => w.serviceUri)));
+  app.get<{ Params: { tid: string } }>(`${INSIGHTS}/actionGroups`, { config: { operation: 'ActionGroupList', duty: 'readServers' } }, async (req) => ({ value: monitoring.actionGroups(req.params.tid) }));
+  app.delete<{ Params: NameParams }>(`${INSIGHTS}/actionGroups/:name`, { config: { operation: 'ActionGroupDelete', duty: 'manageMonitoring' } }, async (req) => {
+    monitoring.deleteActionGroup(req.params.tid, req.params.name);
+    return {};
+  });
+  app.put<{ Params: NameParams; Body: { properties: { condition: string; serverName?: string; actionGroup: string; enabled?: boolean } } }>(`${INSIGHTS}/activityLogAlerts/:name`, {
+    config: { operation: 'AlertRulePut', duty: 'manageMonitoring' },
+    schema: { body: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['condition', 'actionGroup'], properties: { condition: { type: 'string' }, serverName: { type: 'string' }, actionGroup: { type: 'string' }, enabled: { type: 'boolean' } } } } } },
+  }, async (req) => monitoring.putAlertRule(req.params.tid, { name: req.params.name, ...req.body.properties }));
+  app.get<{ Params: { tid: string } }>(`${INSIGHTS}/activityLogAlerts`, { config: { operation: 'AlertRuleList', duty: 'readServers' } }, async (req) => ({ value: monitoring.alertRules(req.params.tid) }));
+  app.delete<{ Params: NameParams }>(`${INSIGHTS}/activityLogAlerts/:name`, { config: { operation: 'AlertRuleDelete', duty: 'manageMonitoring' } }, async (req) => {
+    monitoring.deleteAlertRule(req.params.tid, req.params.name);
+    return {};
+  });
+}

@@ -1,0 +1,156 @@
+import { randomBytes, randomInt } from 'node:crypto';
+import type { Command } from 'commander';
+import { CliContext, CliError } from './client.js';
+import { action, parseIntArg } from './run.js';
+
+const FS = 'providers/Microsoft.DBforPostgreSQL/flexibleServers';
+const INSIGHTS = 'providers/Microsoft.Insights';
+const enc = encodeURIComponent;
+
+/** A password that meets Azure's rules, for when the user does not choose one (printed once). */
+function generatePassword(): string {
+  const pick = (set: string) => set[randomInt(set.length)];
+  const chars = [pick('ABCDEFGHJKLMNPQRSTUVWXYZ'), pick('abcdefghijkmnopqrstuvwxyz'), pick('23456789'), pick('!#%+-=_')];
+  return chars.join('') + randomBytes(15).toString('base64url');
+}
+
+/** Runs a long operation: waits for it (with progress) unless --no-wait, then shows the server. */
+async function longOperation(ctx: CliContext, res: { body: any; headers: Record<string, any> }, name: string, label: string, wait: boolean, show = true) {
+  const url = res.headers['azure-asyncoperation'] as string;
+  if (!wait) return res.body && Object.keys(res.body).length ? res.body : { operation: url };
+  const op = await ctx.waitForOperation(url, label);
+  if (op.status !== 'Succeeded') throw new CliError(`${label} of ${name} failed: ${op.error?.message ?? op.status}`);
+  return show ? ctx.mgmt('GET', `${FS}/${enc(name)}`) : undefined;
+}
+
+export function registerServerCommands(program: Command): void {
+  const server = program.command('server').description('PostgreSQL servers, encrypted at rest (DBA)');
+
+  server.command('create')
+    .requiredOption('--name <name>').requiredOption('--location <region>')
+    .option('--admin-user <login>', 'administrator login', 'pgadmin')
+    .option('--admin-password <password>', 'administrator password (generated and printed once if omitted)')
+    .option('--storage-size <GiB>', 'storage size in GiB', '32')
+    .option('--version <version>', 'PostgreSQL major version', '15')
+    .option('--key <keyUri>', 'customer-managed key: a key URI (versionless follows rotation, versioned stays pinned)')
+    .option('--identity <identity>', 'user-assigned identity (name or resource id) that reaches the key')
+    .option('--no-wait', 'return at once instead of waiting for Ready')
+    .action(action<{ name: string; location: string; adminUser: string; adminPassword?: string; storageSize: string; version: string; key?: string; identity?: string; wait: boolean }>(async (ctx, o) => {
+      const password = o.adminPassword ?? generatePassword();
+      const res = await ctx.mgmtFull('PUT', `${FS}/${enc(o.name)}`, {
+        location: o.location,
+        ...(o.identity ? { identity: { type: 'UserAssigned', userAssignedIdentities: { [o.identity]: {} } } } : {}),
+        properties: {
+          version: o.version,
+          administratorLogin: o.adminUser,
+          administratorLoginPassword: password,
+          storage: { storageSizeGB: parseIntArg(o.storageSize, '--storage-size') },
+          dataEncryption: o.key || o.identity
+            ? { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity }
+            : { type: 'SystemManaged' },
+        },
+      });
+      const result = await longOperation(ctx, res, o.name, 'Provisioning', o.wait);
+      return o.adminPassword ? result : { ...result, administratorLoginPassword: password };
+    }));
+
+  server.command('show').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => ctx.mgmt('GET', `${FS}/${enc(o.name)}`)));
+  server.command('list').action(action(async (ctx) => (await ctx.mgmt('GET', FS)).value,
+    ['name', 'location', 'properties.state', 'properties.port', 'properties.dataEncryption.type', 'properties.dataEncryption.primaryEncryptionKeyStatus']));
+
+  server.command('update').requiredOption('--name <name>')
+    .option('--key <keyUri>', 'change (or add) the customer-managed key; the DEK is re-wrapped, no data is rewritten')
+    .option('--identity <identity>', 'change the identity that reaches the key')
+    .option('--storage-size <GiB>', 'grow the storage')
+    .option('--remove-key', 'ask to remove the customer key (refused: restore to a server without one instead)')
+    .option('--no-wait')
+    .action(action<{ name: string; key?: string; identity?: string; storageSize?: string; removeKey?: boolean; wait: boolean }>(async (ctx, o) => {
+      const res = await ctx.mgmtFull('PATCH', `${FS}/${enc(o.name)}`, {
+        properties: {
+          ...(o.storageSize ? { storage: { storageSizeGB: parseIntArg(o.storageSize, '--storage-size') } } : {}),
+          ...(o.removeKey ? { dataEncryption: { type: 'SystemManaged' } } : {}),
+          ...(o.key || o.identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } } : {}),
+        },
+      });
+      return longOperation(ctx, res, o.name, 'Updating', o.wait);
+    }));
+
+  for (const [verb, label] of [['stop', 'Stopping'], ['start', 'Starting'], ['restart', 'Restarting'], ['revalidate', 'Revalidating']] as const) {
+    server.command(verb).requiredOption('--name <name>').option('--no-wait')
+      .action(action<{ name: string; wait: boolean }>(async (ctx, o) => longOperation(ctx, await ctx.mgmtFull('POST', `${FS}/${enc(o.name)}/${verb}`), o.name, label, o.wait)));
+  }
+
+  server.command('delete').description('delete a server: its volume is destroyed and its wrapped DEK erased (crypto-shredding)')
+    .requiredOption('--name <name>').option('--yes', 'do not ask for confirmation').option('--no-wait')
+    .action(action<{ name: string; yes?: boolean; wait: boolean }>(async (ctx, o) => {
+      if (!o.yes) {
+        if (!process.stdin.isTTY) throw new CliError('Deleting a server destroys its data for good; confirm with --yes.');
+        process.stderr.write(`Delete server ${o.name} and destroy its data for good? [y/N] `);
+        const answer = await new Promise<string>((r) => process.stdin.once('data', (d) => r(String(d).trim())));
+        process.stdin.pause();
+        if (!/^y(es)?$/i.test(answer)) throw new CliError('Not deleted.');
+      }
+      return longOperation(ctx, await ctx.mgmtFull('DELETE', `${FS}/${enc(o.name)}`), o.name, 'Deleting', o.wait, false);
+    }));
+
+  server.command('show-connection-string').requiredOption('--name <name>')
+    .action(action<{ name: string }>(async (ctx, o) => {
+      const s = await ctx.mgmt('GET', `${FS}/${enc(o.name)}`);
+      const host = s.properties.fullyQualifiedDomainName;
+      const port = s.properties.port;
+      const user = s.properties.administratorLogin;
+      const ca = ctx.paths.caCert;
+      return {
+        connectionStrings: {
+          psql: `psql "host=${host} port=${port} dbname=postgres user=${user} sslmode=verify-full sslrootcert=${ca}"`,
+          libpq: `host=${host} port=${port} dbname=postgres user=${user} password={your_password} sslmode=verify-full sslrootcert=${ca}`,
+          uri: `postgresql://${user}:{your_password}@${host}:${port}/postgres?sslmode=verify-full&sslrootcert=${encodeURIComponent(ca)}`,
+          jdbc: `jdbc:postgresql://${host}:${port}/postgres?user=${user}&password={your_password}&sslmode=verify-full&sslrootcert=${ca}`,
+          node: `new pg.Client({ host: '${host}', port: ${port}, database: 'postgres', user: '${user}', password: '{your_password}', ssl: { ca: fs.readFileSync('${ca}') } })`,
+        },
+      };
+    }));
+
+  server.command('health').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => ctx.mgmt('GET', `${FS}/${enc(o.name)}/health`)));
+
+  const activity = program.command('activity-log').description('who did what to which resource, and every key-access failure');
+  activity.command('list').option('--resource <server>', 'a server name or resource id').option('--top <n>', 'most recent N', '50')
+    .action(action<{ resource?: string; top: string }>(async (ctx, o) => {
+      const q = new URLSearchParams({ top: String(parseIntArg(o.top, '--top')) });
+      if (o.resource) q.set('resource', o.resource);
+      return (await ctx.mgmt('GET', `${INSIGHTS}/eventtypes/management/values?${q}`)).value;
+    }, ['time', 'operation', 'status', 'level', 'message']));
+
+  const monitor = program.command('monitor').description('alerts on server and key events');
+  const groups = monitor.command('action-group').description('where alerts go (webhooks)');
+  groups.command('create').requiredOption('--name <name>').requiredOption('--webhook <urls...>')
+    .action(action<{ name: string; webhook: string[] }>(async (ctx, o) =>
+      ctx.mgmt('PUT', `${INSIGHTS}/actionGroups/${enc(o.name)}`, { properties: { webhookReceivers: o.webhook.map((serviceUri, i) => ({ name: `webhook${i + 1}`, serviceUri })) } })));
+  groups.command('list').action(action(async (ctx) => (await ctx.mgmt('GET', `${INSIGHTS}/actionGroups`)).value));
+  groups.command('delete').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => {
+    await ctx.mgmt('DELETE', `${INSIGHTS}/actionGroups/${enc(o.name)}`);
+    return undefined;
+  }));
+  const alerts = monitor.command('alert').description('activity-log alert rules');
+  alerts.command('create').requiredOption('--name <name>').requiredOption('--action-group <name>')
+    .option('--condition <condition>', 'ServerInaccessible, KeyAccessFailure, ServerAvailable or Any', 'ServerInaccessible')
+    .option('--server <name>', 'only this server (default: every server)')
+    .action(action<{ name: string; actionGroup: string; condition: string; server?: string }>(async (ctx, o) =>
+      ctx.mgmt('PUT', `${INSIGHTS}/activityLogAlerts/${enc(o.name)}`, { properties: { condition: o.condition, actionGroup: o.actionGroup, ...(o.server ? { serverName: o.server } : {}) } })));
+  alerts.command('list').action(action(async (ctx) => (await ctx.mgmt('GET', `${INSIGHTS}/activityLogAlerts`)).value));
+  alerts.command('delete').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => {
+    await ctx.mgmt('DELETE', `${INSIGHTS}/activityLogAlerts/${enc(o.name)}`);
+    return undefined;
+  }));
+
+  const platform = program.command('platform').description('platform settings (system administrator)');
+  const settings = platform.command('settings');
+  settings.command('show').action(action(async (ctx) => ctx.mgmt('GET', 'platformSettings')));
+  settings.command('update')
+    .option('--key-monitor-interval <seconds>', 'how often every customer key is checked')
+    .option('--vault-grace <seconds>', 'how long an unreachable vault is tolerated before servers go Inaccessible')
+    .action(action<{ keyMonitorInterval?: string; vaultGrace?: string }>(async (ctx, o) => ctx.mgmt('PATCH', 'platformSettings', {
+      ...(o.keyMonitorInterval ? { keyMonitorIntervalSeconds: parseIntArg(o.keyMonitorInterval, '--key-monitor-interval') } : {}),
+      ...(o.vaultGrace ? { vaultUnreachableGraceSeconds: parseIntArg(o.vaultGrace, '--vault-grace') } : {}),
+    })));
+}

@@ -1,0 +1,134 @@
+import { httpCall } from '../lib/http-client.js';
+import { RESOURCES } from '../identity/tokens.js';
+import { errors } from '../lib/errors.js';
+
+/**
+ * What the control plane asks the management plane, over HTTPS like any client: vault properties and
+ * identities (on behalf of the caller, with the caller's own token), event subscriptions on a customer's
+ * vault (as the platform's trusted service), and the platform's own vault for service-managed keys.
+ */
+export interface DirectoryDeps {
+  platformOrigin: string;
+  ca: string;
+  trustedCert: string;
+  trustedKey: string;
+  platformCredential: () => { tenantId: string; clientId: string; clientSecret: string };
+}
+
+export interface VaultInfo {
+  name: string;
+  location: string;
+  tenantId: string;
+  vaultUri: string;
+  softDeleteRetentionInDays: number;
+  enableSoftDelete: boolean;
+  enablePurgeProtection: boolean;
+}
+
+export interface IdentityInfo {
+  id: string;
+  name: string;
+  location: string;
+  tenantId: string;
+  principalId: string;
+  clientId: string;
+}
+
+const MGMT_API = 'api-version=2023-07-01';
+
+export function createDirectory(d: DirectoryDeps) {
+  const get = async (path: string, token: string) => {
+    const res = await httpCall({ method: 'GET', url: `${d.platformOrigin}${path}${path.includes('?') ? '&' : '?'}${MGMT_API}`, ca: d.ca, headers: { authorization: `Bearer ${token}` } });
+    return { status: res.status, body: res.text ? JSON.parse(res.text) : undefined };
+  };
+  const send = async (method: string, url: string, token: string | undefined, body?: unknown) => {
+    const res = await httpCall({
+      method, url, ca: d.ca, cert: d.trustedCert, key: d.trustedKey,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: res.text ? JSON.parse(res.text) : undefined };
+  };
+
+  let platformTokens: Record<string, { token: string; until: number }> = {};
+  const platformToken = async (resource: string) => {
+    const cached = platformTokens[resource];
+    if (cached && cached.until > Date.now()) return cached.token;
+    const c = d.platformCredential();
+    const res = await httpCall({
+      method: 'POST', url: `${d.platformOrigin}/${c.tenantId}/oauth2/v2.0/token`, ca: d.ca,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: c.clientId, client_secret: c.clientSecret, scope: `${resource}/.default` }).toString(),
+    });
+    if (res.status !== 200) throw new Error(`the platform could not sign in: ${res.text}`);
+    const token = JSON.parse(res.text).access_token as string;
+    platformTokens = { ...platformTokens, [resource]: { token, until: Date.now() + 30 * 60_000 } };
+    return token;
+  };
+
+  return {
+    /** The vault of the caller's tenant that serves this key URI, or undefined (another tenant, or none). */
+    async vaultForKey(tenantId: string, callerToken: string, origin: string): Promise<VaultInfo | undefined> {
+      const r = await get(`/tenants/${tenantId}/providers/Microsoft.KeyVault/vaults`, callerToken);
+      if (r.status !== 200) throw errors.authorizationFailed(`Could not read the tenant's vaults to validate the key: ${r.body?.error?.message ?? r.status}`);
+      const v = (r.body.value as any[]).find((x) => new URL(x.properties.vaultUri).origin === origin);
+      return v && {
+        name: v.name, location: v.location, tenantId: v.properties.tenantId, vaultUri: v.properties.vaultUri,
+        softDeleteRetentionInDays: v.properties.softDeleteRetentionInDays, enableSoftDelete: v.properties.enableSoftDelete,
+        enablePurgeProtection: v.properties.enablePurgeProtection,
+      };
+    },
+
+    /** A user-assigned identity of the caller's tenant, by resource id or name. */
+    async identity(tenantId: string, callerToken: string, ref: string): Promise<IdentityInfo | undefined> {
+      const m = ref.match(/^\/tenants\/([^/]+)\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/([^/]+)$/i);
+      if (m && m[1] !== tenantId) return undefined;
+      const name = m ? m[2] : ref;
+      if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/.test(name)) return undefined;
+      const r = await get(`/tenants/${tenantId}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${encodeURIComponent(name)}`, callerToken);
+      if (r.status === 404) return undefined;
+      if (r.status !== 200) throw errors.authorizationFailed(`Could not read the identity: ${r.body?.error?.message ?? r.status}`);
+      return { id: r.body.id, name: r.body.name, location: r.body.location, ...r.body.properties };
+    },
+
+    /** Subscribes the control plane to a vault's events (a trusted-service call; events are hints only). */
+    async subscribeVaultEvents(vaultOrigin: string, name: string, endpoint: string): Promise<void> {
+      const r = await send('PUT', `${d.platformOrigin}/trusted/eventSubscriptions`, undefined, { vaultOrigin, name, endpoint });
+      if (r.status !== 200) throw new Error(`event subscription failed: ${r.body?.error?.message ?? r.status}`);
+    },
+
+    /**
+     * The service-managed key of a region: a key in the platform's own vault, in the platform's own tenant,
+     * created the first time a server without a customer key needs one.
+     */
+    async platformKey(region: string): Promise<string> {
+      const c = d.platformCredential();
+      const mgmt = await platformToken(RESOURCES.management);
+      const vaultName = `pgbyok-sys-${region}`.slice(0, 24).replace(/-$/, '');
+      const path = `/tenants/${c.tenantId}/providers/Microsoft.KeyVault/vaults/${vaultName}`;
+      let v = await get(path, mgmt);
+      if (v.status === 404) {
+        const created = await send('PUT', `${d.platformOrigin}${path}?${MGMT_API}`, mgmt, {
+          location: region, properties: { softDeleteRetentionInDays: 90, enablePurgeProtection: true },
+        });
+        if (created.status !== 200) throw new Error(`could not create the platform vault: ${created.body?.error?.message ?? created.status}`);
+        v = created;
+      } else if (v.status !== 200) {
+        throw new Error(`could not read the platform vault: ${v.body?.error?.message ?? v.status}`);
+      }
+      const vaultUri = (v.body.properties.vaultUri as string).replace(/\/$/, '');
+      const keyUri = `${vaultUri}/keys/service-managed-kek`;
+      const vaultToken = await platformToken(RESOURCES.vault);
+      const existing = await send('GET', `${keyUri}/?api-version=7.6`, vaultToken);
+      if (existing.status === 404) {
+        const k = await send('POST', `${keyUri}/create?api-version=7.6`, vaultToken, { kty: 'RSA', key_size: 3072, key_ops: ['wrapKey', 'unwrapKey'], attributes: {} });
+        if (k.status !== 200) throw new Error(`could not create the service-managed key: ${k.body?.error?.message ?? k.status}`);
+      } else if (existing.status !== 200) {
+        throw new Error(`could not read the service-managed key: ${existing.body?.error?.message ?? existing.status}`);
+      }
+      return keyUri;
+    },
+  };
+}
+
+export type Directory = ReturnType<typeof createDirectory>;

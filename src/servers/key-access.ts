@@ -1,0 +1,177 @@
+import { httpCall } from '../lib/http-client.js';
+import { RESOURCES } from '../identity/tokens.js';
+
+/**
+ * The control plane's only way to a key: HTTPS to the vault with a bearer token, exactly like any other
+ * client. Tokens for a server's user-assigned identity come from the identity service's managed-identity
+ * endpoint (the platform proves itself with its trusted-service certificate, which the vault's firewall
+ * also honours); the service-managed key is reached as the platform's own service principal.
+ */
+
+export type KeyFailure =
+  | 'KeyDisabled' | 'KeyNotFound' | 'KeyExpired' | 'KeyNotYetValid' | 'PermissionDenied' | 'IdentityNotFound'
+  | 'Unauthorized' | 'ForbiddenByFirewall' | 'VaultUnreachable' | 'VaultNotFound' | 'InvalidKey' | 'WrongKey';
+
+export class KeyAccessError extends Error {
+  constructor(readonly reason: KeyFailure, message: string) {
+    super(message);
+  }
+  /** Failures that may pass on their own (network, vault restarting): the monitor allows a grace period. */
+  get transient(): boolean {
+    return this.reason === 'VaultUnreachable';
+  }
+}
+
+export type KeyPrincipal = { kind: 'identity'; resourceId: string } | { kind: 'platform' };
+
+export interface KeyAccessDeps {
+  platformOrigin: string;
+  ca: string;
+  trustedCert: string;
+  trustedKey: string;
+  platformCredential: () => { tenantId: string; clientId: string; clientSecret: string };
+}
+
+export interface KeyInfo {
+  kid: string;
+  kty: string;
+  keySize: number;
+  keyOps: string[];
+  enabled: boolean;
+  nbf?: number;
+  exp?: number;
+}
+
+/** `https://host:port/keys/name[/version]` → its parts; anything else is refused. */
+export function parseKeyUri(uri: string): { origin: string; name: string; version?: string } {
+  let u: URL;
+  try {
+    u = new URL(uri);
+  } catch {
+    throw new KeyAccessError('InvalidKey', `'${uri}' is not a key URI such as https://127.0.0.1:PORT/keys/NAME[/VERSION].`);
+  }
+  const m = u.pathname.match(/^\/keys\/([0-9a-zA-Z-]{1,127})(?:\/([0-9a-f]{32}))?\/?$/);
+  if (u.protocol !== 'https:' || !m || u.search || u.hash) {
+    throw new KeyAccessError('InvalidKey', `'${uri}' is not a key URI such as https://127.0.0.1:PORT/keys/NAME[/VERSION].`);
+  }
+  return { origin: u.origin, name: m[1], version: m[2] };
+}
+
+function mapVaultError(status: number, body: any, op: string): KeyAccessError {
+  const code: string | undefined = body?.error?.code;
+  const inner: string | undefined = body?.error?.innererror?.code;
+  const message: string = body?.error?.message ?? `HTTP ${status}`;
+  if (status === 401) {
+    if (/no longer exists/.test(message)) return new KeyAccessError('IdentityNotFound', `the identity was deleted (${message})`);
+    return new KeyAccessError('Unauthorized', `the vault refused the identity's token: ${message}`);
+  }
+  if (status === 403) {
+    if (inner === 'KeyDisabled') return new KeyAccessError('KeyDisabled', 'the key is disabled');
+    if (inner === 'KeyExpired') return new KeyAccessError('KeyExpired', 'the key has expired');
+    if (inner === 'KeyNotYetValid') return new KeyAccessError('KeyNotYetValid', 'the key is not active yet');
+    if (inner === 'ForbiddenByFirewall') return new KeyAccessError('ForbiddenByFirewall', "the vault's firewall refuses the server");
+    if (inner === 'AccessDenied') return new KeyAccessError('PermissionDenied', `the identity lacks the ${op} permission on the vault (${message})`);
+    return new KeyAccessError('PermissionDenied', message);
+  }
+  if (status === 404) {
+    if (code === 'VaultNotFound') return new KeyAccessError('VaultNotFound', 'the vault does not exist');
+    return new KeyAccessError('KeyNotFound', 'the key does not exist (deleted?)');
+  }
+  if (status >= 500) return new KeyAccessError('VaultUnreachable', `the vault answered ${status}: ${message}`);
+  return new KeyAccessError('InvalidKey', `${op} failed: ${message}`);
+}
+
+export function createKeyAccess(d: KeyAccessDeps) {
+  const tokens = new Map<string, { token: string; until: number }>();
+  const keyOf = (p: KeyPrincipal) => (p.kind === 'platform' ? 'platform' : p.resourceId);
+
+  const fetchToken = async (p: KeyPrincipal): Promise<string> => {
+    const cached = tokens.get(keyOf(p));
+    if (cached && cached.until > Date.now()) return cached.token;
+    let res;
+    try {
+      if (p.kind === 'identity') {
+        res = await httpCall({
+          method: 'GET',
+          url: `${d.platformOrigin}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${encodeURIComponent(RESOURCES.vault)}&msi_res_id=${encodeURIComponent(p.resourceId)}`,
+          headers: { metadata: 'true' }, ca: d.ca, cert: d.trustedCert, key: d.trustedKey, timeoutMs: 10_000,
+        });
+      } else {
+        const c = d.platformCredential();
+        res = await httpCall({
+          method: 'POST', url: `${d.platformOrigin}/${c.tenantId}/oauth2/v2.0/token`, ca: d.ca, timeoutMs: 10_000,
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ grant_type: 'client_credentials', client_id: c.clientId, client_secret: c.clientSecret, scope: `${RESOURCES.vault}/.default` }).toString(),
+        });
+      }
+    } catch (e) {
+      throw new KeyAccessError('VaultUnreachable', `the identity service is unreachable: ${(e as Error).message}`);
+    }
+    const body = JSON.parse(res.text || '{}');
+    if (res.status === 404) throw new KeyAccessError('IdentityNotFound', 'the server\'s identity does not exist (deleted?)');
+    if (res.status !== 200) throw new KeyAccessError('Unauthorized', `no token for the identity: ${body.error?.message ?? body.error_description ?? res.status}`);
+    // Refresh well before expiry; a deleted identity is caught by the vault on the next call anyway.
+    tokens.set(keyOf(p), { token: body.access_token, until: Date.now() + Math.min(Number(body.expires_in) * 1000 - 300_000, 600_000) });
+    return body.access_token;
+  };
+
+  const call = async (p: KeyPrincipal, method: string, url: string, op: string, body?: unknown): Promise<any> => {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const token = await fetchToken(p);
+      let res;
+      try {
+        res = await httpCall({
+          method, url: `${url}${url.includes('?') ? '&' : '?'}api-version=7.6`, ca: d.ca, cert: d.trustedCert, key: d.trustedKey, timeoutMs: 10_000,
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-ms-client-request-id': `pgbyok-${op}` },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      } catch (e) {
+        throw new KeyAccessError('VaultUnreachable', `the vault at ${new URL(url).origin} is unreachable: ${(e as Error).message}`);
+      }
+      const parsed = res.text ? JSON.parse(res.text) : undefined;
+      if (res.status === 200) return parsed;
+      // A cached token of an identity that was re-created, or of rotated signing keys: fetch anew once.
+      if (res.status === 401 && attempt === 0) {
+        tokens.delete(keyOf(p));
+        continue;
+      }
+      throw mapVaultError(res.status, parsed, op);
+    }
+  };
+
+  return {
+    forget: (p: KeyPrincipal) => void tokens.delete(keyOf(p)),
+
+    /** GET of the key (latest or pinned version) with its attributes. */
+    async getKey(keyUri: string, p: KeyPrincipal): Promise<KeyInfo> {
+      const { origin, name, version } = parseKeyUri(keyUri);
+      const b = await call(p, 'GET', `${origin}/keys/${name}/${version ?? ''}`, 'get');
+      return {
+        kid: b.key.kid, kty: b.key.kty, keySize: Buffer.from(b.key.n, 'base64url').length * 8, keyOps: b.key.key_ops ?? [],
+        enabled: b.attributes.enabled, nbf: b.attributes.nbf, exp: b.attributes.exp,
+      };
+    },
+
+    async listVersions(keyUri: string, p: KeyPrincipal): Promise<number> {
+      const { origin, name } = parseKeyUri(keyUri);
+      const b = await call(p, 'GET', `${origin}/keys/${name}/versions?maxresults=1`, 'list');
+      return b.value.length;
+    },
+
+    /** Wraps with RSA-OAEP-256 in the vault (never locally); returns the versioned kid that wrapped it. */
+    async wrap(keyUri: string, dek: Buffer, p: KeyPrincipal): Promise<{ kid: string; wrapped: string }> {
+      const { origin, name, version } = parseKeyUri(keyUri);
+      const b = await call(p, 'POST', `${origin}/keys/${name}/${version ?? ''}/wrapkey`, 'wrapKey', { alg: 'RSA-OAEP-256', value: dek.toString('base64url') });
+      return { kid: b.kid, wrapped: b.value };
+    },
+
+    /** Unwraps with the version that wrapped it. The caller zeroes the returned DEK after use. */
+    async unwrap(kid: string, wrapped: string, p: KeyPrincipal): Promise<Buffer> {
+      const { origin, name, version } = parseKeyUri(kid);
+      const b = await call(p, 'POST', `${origin}/keys/${name}/${version ?? ''}/unwrapkey`, 'unwrapKey', { alg: 'RSA-OAEP-256', value: wrapped });
+      return Buffer.from(b.value, 'base64url');
+    },
+  };
+}
+
+export type KeyAccess = ReturnType<typeof createKeyAccess>;

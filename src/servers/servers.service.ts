@@ -1,0 +1,898 @@
+import { randomUUID } from 'node:crypto';
+import { existsSync, rmSync } from 'node:fs';
+import { createServer as createNetServer } from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { ApiError, errors } from '../lib/errors.js';
+import type { HomePaths } from '../lib/home.js';
+import { PostgresError, PostgresInstance, validateAdminLogin, validateAdminPassword } from '../postgres/instance.js';
+import { scramSha256Verifier } from '../postgres/scram.js';
+import { keyIdentifier } from '../storage/fscrypt.js';
+import { newDek, Volume, VolumeError, volumePaths } from '../storage/volume.js';
+import type { Directory, IdentityInfo } from './directory.js';
+import { KeyAccessError, parseKeyUri, type KeyAccess, type KeyPrincipal } from './key-access.js';
+import { ACTIVITY_OPERATIONS, type Monitoring } from './monitoring.js';
+import { startResponder, type Responder } from './responder.js';
+import type { DataEncryption, Operation, Server, ServersRepo, WrappedDek } from './servers.repo.js';
+
+/** Who asked, with the token they asked with (used to read vaults and identities on their behalf). */
+export interface Caller {
+  tenantId: string;
+  objectId: string;
+  name: string;
+  token: string;
+}
+
+export interface CreateServerInput {
+  name: string;
+  location: string;
+  version?: string;
+  storageSizeGB?: number;
+  administratorLogin: string;
+  administratorLoginPassword: string;
+  keyUri?: string;
+  identity?: string;
+}
+
+export interface UpdateServerInput {
+  storageSizeGB?: number;
+  keyUri?: string;
+  identity?: string;
+  /** 'SystemManaged' asks to remove the customer key, which is refused (restore is the way). */
+  encryptionType?: string;
+}
+
+export interface ServersDeps {
+  repo: ServersRepo;
+  home: HomePaths;
+  logger: Logger;
+  keys: KeyAccess;
+  directory: Directory;
+  monitoring: Monitoring;
+  tlsFor: (serverName: string) => Promise<{ cert: string; key: string; ca: string }>;
+  /** Where the vaults should send events for the control plane. */
+  eventsEndpoint: () => string;
+  monitorIntervalMs: () => number;
+  vaultGraceMs: () => number;
+  /** A certificate for localhost, so clients that insist on TLS can read why a server refuses them. */
+  responderTls: { key: string; cert: string };
+}
+
+const SERVER_NAME_RE = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
+const RSA_SIZES = [2048, 3072, 4096];
+const LOOPBACK = ['127.0.0.1', '::1'];
+
+export const serverResourceId = (tenantId: string, name: string) => `/tenants/${tenantId}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${name}`;
+
+async function freePort(used: Set<number>): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const s = createNetServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => resolve(p));
+      });
+    });
+    if (!used.has(port)) return port;
+  }
+}
+
+/** Whether a key URI (versioned or not) names the key that made a versioned kid. */
+function sameKey(keyUri: string, kid: string): boolean {
+  const a = parseKeyUri(keyUri);
+  const b = parseKeyUri(kid);
+  return a.origin === b.origin && a.name === b.name && (!a.version || a.version === b.version);
+}
+
+function describe(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * The server lifecycle under a customer's key: create (validated as Azure validates), the key monitor,
+ * Inaccessible and revalidate, re-wrap on rotation or key change, stop/start/restart/delete, and
+ * reconciliation after a restart of the platform. Every operation on one server runs under that server's
+ * lock, and every multi-step change is recorded before it is made, so a kill at any point is recoverable.
+ */
+export function createServersService(d: ServersDeps) {
+  const locks = new Map<string, Promise<unknown>>();
+  const responders = new Map<string, Responder>();
+  const platformKeys = new Map<string, string>();
+  const checkTimers = new Map<string, NodeJS.Timeout>();
+  let monitorTimer: NodeJS.Timeout | undefined;
+  let stopping = false;
+
+  /** Runs `fn` after every earlier operation on the same server. */
+  const withLock = <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    const prev = locks.get(name) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    locks.set(name, next);
+    void next.finally(() => { if (locks.get(name) === next) locks.delete(name); }).catch(() => undefined);
+    return next;
+  };
+
+  const volumeOf = (s: Server) => new Volume(s.name, volumePaths(d.home.root, s.location, s.name));
+  const pgOf = (s: Server, volume = volumeOf(s)) => new PostgresInstance({
+    dataDir: join(volume.dataDir, 'pgdata'),
+    socketDir: join(d.home.root, 'regions', s.location, 'run', s.name),
+    port: s.port,
+    clusterName: s.name,
+    isUnlocked: () => volume.isUnlocked(),
+  });
+  const principalOf = (enc: DataEncryption): KeyPrincipal =>
+    enc.type === 'SystemManaged' ? { kind: 'platform' } : { kind: 'identity', resourceId: enc.primaryUserAssignedIdentityId! };
+  const keyUriOf = async (enc: DataEncryption, region: string): Promise<string> => {
+    if (enc.type === 'AzureKeyVault') return enc.primaryKeyURI!;
+    let uri = platformKeys.get(region);
+    if (!uri) {
+      uri = await d.directory.platformKey(region);
+      platformKeys.set(region, uri);
+    }
+    return uri;
+  };
+
+  const save = (s: Server) => {
+    s.updated = Math.floor(Date.now() / 1000);
+    d.repo.save(s);
+  };
+
+  const activity = (s: Server, operation: string, status: 'Started' | 'Succeeded' | 'Failed' | 'Warning', message: string, caller?: string) => {
+    d.monitoring.record({
+      tenantId: s.tenantId, resourceId: serverResourceId(s.tenantId, s.name), serverName: s.name, operation, status,
+      level: status === 'Failed' ? 'Error' : status === 'Warning' ? 'Warning' : 'Informational', caller, message,
+    });
+  };
+
+  /** The volume header mirrors the wrapped DEK, so a volume says by itself which key opens it. */
+  const writeHeaderMeta = (s: Server, volume = volumeOf(s)) => {
+    volume.updateHeader((h) => ({
+      ...h,
+      meta: {
+        server: s.name,
+        dataEncryption: s.current.encryption,
+        wrappedDek: s.current.wrappedDek,
+        wrappedBy: s.current.wrappedBy,
+        ...(s.pending ? { pending: s.pending } : {}),
+      },
+    }));
+  };
+
+  /**
+   * Unwraps the server's DEK through the vault. A re-wrap cut short leaves two wraps of the same DEK; either
+   * opens the server, and the pending one is promoted once it has proved itself. The DEK is checked
+   * against the volume's key identifier, so a wrong key never reaches the kernel.
+   */
+  const openDek = async (s: Server, volume = volumeOf(s), alternate?: DataEncryption): Promise<Buffer> => {
+    let expected: string | undefined;
+    try {
+      volume.attach();
+      expected = volume.readHeader().keyIdentifier;
+    } catch (e) {
+      if (!(e instanceof VolumeError && e.code === 'NotFound')) throw e;
+    }
+    let last: unknown = new KeyAccessError('KeyNotFound', 'the server has no wrapped DEK');
+    // With a new identity for the same key (the old one deleted), the new identity may unwrap the current wrap.
+    const attempts: [WrappedDek, KeyPrincipal][] = [];
+    for (const w of [s.current, s.pending].filter(Boolean) as WrappedDek[]) {
+      attempts.push([w, principalOf(w.encryption)]);
+      if (alternate?.type === 'AzureKeyVault' && w.encryption.type === 'AzureKeyVault' && sameKey(alternate.primaryKeyURI!, w.wrappedBy)) {
+        attempts.push([w, principalOf(alternate)]);
+      }
+    }
+    for (const [w, principal] of attempts) {
+      let dek: Buffer;
+      try {
+        dek = await d.keys.unwrap(w.wrappedBy, w.wrappedDek, principal);
+      } catch (e) {
+        last = e;
+        continue;
+      }
+      if (expected && keyIdentifier(dek).toString('hex') !== expected) {
+        dek.fill(0);
+        last = new KeyAccessError('WrongKey', 'the unwrapped key does not open this server\'s volume');
+        continue;
+      }
+      if (w === s.pending) {
+        s.current = s.pending;
+        s.pending = undefined;
+        save(s);
+        if (expected) writeHeaderMeta(s, volume);
+      }
+      return dek;
+    }
+    throw last;
+  };
+
+  /** The customer's key must be usable for new protection too: enabled, active, not expired. */
+  const checkKeyAttributes = async (s: Server): Promise<string | undefined> => {
+    const enc = s.current.encryption;
+    if (enc.type !== 'AzureKeyVault') return undefined;
+    const info = await d.keys.getKey(enc.primaryKeyURI!, principalOf(enc));
+    const now = Date.now() / 1000;
+    if (!info.enabled) throw new KeyAccessError('KeyDisabled', 'the key is disabled');
+    if (info.exp !== undefined && info.exp <= now) throw new KeyAccessError('KeyExpired', `the key expired at ${new Date(info.exp * 1000).toISOString()}`);
+    if (info.nbf !== undefined && info.nbf > now) throw new KeyAccessError('KeyNotYetValid', 'the key is not active yet');
+    return info.kid;
+  };
+
+  const stopResponder = async (s: Server) => {
+    const r = responders.get(s.name);
+    if (r) {
+      responders.delete(s.name);
+      await r.close();
+    }
+  };
+
+  const startResponderFor = async (s: Server) => {
+    if (responders.has(s.name)) return;
+    try {
+      responders.set(s.name, await startResponder(s.port, LOOPBACK, () => {
+        const current = d.repo.byName(s.name);
+        return {
+          message: `server "${s.name}" is inaccessible: its customer-managed key cannot be reached (${current?.inaccessibleReason ?? s.inaccessibleReason ?? 'unknown reason'})`,
+          detail: `Key: ${s.current.encryption.primaryKeyURI ?? 'service-managed'}`,
+          hint: `Restore access to the key in its vault, then revalidate: pgbyok server revalidate --name ${s.name} (the server also comes back by itself once access returns).`,
+        };
+      }, d.responderTls));
+    } catch (e) {
+      d.logger.error({ server: s.name, err: describe(e) }, 'could not start the inaccessible responder');
+    }
+  };
+
+  /** Stops PostgreSQL (sessions first) and removes the DEK from the kernel; never leaves plaintext reachable. */
+  const shutdownData = async (s: Server, mode: 'fast' | 'immediate' = 'fast') => {
+    const volume = volumeOf(s);
+    const pg = pgOf(s, volume);
+    try {
+      if (pg.isRunning()) {
+        try {
+          pg.terminateSessions();
+        } catch {
+          // Sessions end with the stop anyway.
+        }
+        try {
+          pg.stop(mode);
+        } catch {
+          pg.stop('immediate');
+        }
+      }
+    } catch (e) {
+      const pid = pg.pid();
+      if (pid) process.kill(pid, 'SIGKILL');
+      d.logger.warn({ server: s.name, err: describe(e) }, 'PostgreSQL did not stop cleanly; killed');
+    }
+    if (existsSync(volume.image)) {
+      volume.attach();
+      await volume.lock({ killHolders: true });
+    }
+  };
+
+  /** Key access is gone: sessions end, PostgreSQL stops, the key leaves the kernel, the port explains. */
+  const goInaccessible = async (s: Server, reason: string) => {
+    const was = s.state;
+    s.state = 'Inaccessible';
+    s.keyStatus = 'Invalid';
+    s.inaccessibleReason = reason;
+    save(s);
+    if (was !== 'Inaccessible') {
+      activity(s, ACTIVITY_OPERATIONS.ServerInaccessible, 'Failed', `Server ${s.name} is Inaccessible: its customer-managed key cannot be reached (${reason}).`);
+    }
+    await shutdownData(s, 'fast');
+    await startResponderFor(s);
+  };
+
+  /** Unwrap, unlock, start; the server is Ready afterwards. Throws KeyAccessError when the key refuses. */
+  const bringUp = async (s: Server) => {
+    await checkKeyAttributes(s);
+    const volume = volumeOf(s);
+    const dek = await openDek(s, volume);
+    await stopResponder(s);
+    volume.unlock(dek);
+    const pg = pgOf(s, volume);
+    await pg.start();
+  };
+
+  const subscribeEvents = async (s: Server) => {
+    const enc = s.current.encryption;
+    if (enc.type !== 'AzureKeyVault') return;
+    try {
+      await d.directory.subscribeVaultEvents(parseKeyUri(enc.primaryKeyURI!).origin, `pgbyok-server-${s.name}`.slice(0, 64), d.eventsEndpoint());
+    } catch (e) {
+      // Events are a speed-up; polling still watches the key.
+      d.logger.warn({ server: s.name, err: describe(e) }, 'could not subscribe to vault events');
+    }
+  };
+
+  const keyFailureMessage = (e: unknown) => (e instanceof KeyAccessError ? e.message : describe(e));
+
+  /** Validates a customer key as Azure does before anything is created; every refusal names its rule. */
+  const validateCmk = async (caller: Caller, keyUri: string | undefined, identityRef: string | undefined, region: string): Promise<{ encryption: DataEncryption; identity: IdentityInfo }> => {
+    if (!keyUri || !identityRef) {
+      throw errors.badParameter('A customer-managed key needs both --key (the key URI) and --identity (a user-assigned identity that can reach it).', 'KeyAndIdentityRequired');
+    }
+    let parsed;
+    try {
+      parsed = parseKeyUri(keyUri);
+    } catch (e) {
+      throw errors.badParameter((e as Error).message, 'InvalidKeyUri');
+    }
+    const identity = await d.directory.identity(caller.tenantId, caller.token, identityRef);
+    if (!identity) {
+      throw errors.badParameter(`The identity '${identityRef}' is not a user-assigned managed identity of tenant ${caller.tenantId}.`, 'IdentityNotFound');
+    }
+    const vault = await d.directory.vaultForKey(caller.tenantId, caller.token, parsed.origin);
+    if (!vault) {
+      throw errors.badParameter(`The key's vault ${parsed.origin} is not a vault of tenant ${caller.tenantId}: the vault and the server must be in the same tenant (cross-tenant key vaults are not supported).`, 'CrossTenantKeyVault');
+    }
+    if (!vault.enableSoftDelete) throw errors.badParameter(`Vault '${vault.name}' must have soft-delete enabled.`, 'KeyVaultSoftDeleteDisabled');
+    if (vault.softDeleteRetentionInDays !== 90) {
+      throw errors.badParameter(`Vault '${vault.name}' keeps deleted keys ${vault.softDeleteRetentionInDays} days; a customer-managed key needs a vault with 90 retention days (it cannot be changed after creation: create a new vault).`, 'KeyVaultRetentionNot90Days');
+    }
+    if (!vault.enablePurgeProtection) {
+      throw errors.badParameter(`Vault '${vault.name}' must have purge protection enabled (pgbyok vault update --name ${vault.name} --enable-purge-protection).`, 'KeyVaultPurgeProtectionDisabled');
+    }
+    void region;
+    const principal: KeyPrincipal = { kind: 'identity', resourceId: identity.id };
+    const step = async <T>(permission: string, fn: () => Promise<T>): Promise<T> => {
+      try {
+        return await fn();
+      } catch (e) {
+        if (e instanceof KeyAccessError) {
+          if (e.reason === 'PermissionDenied') {
+            throw errors.badParameter(`The identity '${identity.name}' lacks the '${permission}' key permission on vault '${vault.name}'; it needs get, list, wrapKey and unwrapKey (pgbyok vault set-policy --name ${vault.name} --object-id ${identity.principalId} --key-permissions get list wrapKey unwrapKey).`, 'IdentityMissingKeyPermissions');
+          }
+          if (e.reason === 'KeyDisabled') throw errors.badParameter('The key is disabled; it must be enabled.', 'KeyDisabled');
+          if (e.reason === 'KeyNotFound') throw errors.badParameter(`The key ${keyUri} does not exist.`, 'KeyNotFound');
+          if (e.reason === 'KeyExpired') throw errors.badParameter('The key has expired; its expiration date must be in the future.', 'KeyExpired');
+          if (e.reason === 'KeyNotYetValid') throw errors.badParameter('The key\'s activation date is in the future; it must be in the past.', 'KeyNotYetActive');
+          throw errors.badParameter(`The key cannot be reached with identity '${identity.name}': ${e.message}`, e.reason);
+        }
+        throw e;
+      }
+    };
+    const info = await step('get', () => d.keys.getKey(keyUri, principal));
+    if (info.kty !== 'RSA' && info.kty !== 'RSA-HSM') throw errors.badParameter(`The key must be an RSA key; it is ${info.kty}.`, 'KeyNotRsa');
+    if (!RSA_SIZES.includes(info.keySize)) throw errors.badParameter(`The key must be RSA ${RSA_SIZES.join(', ')}; it is ${info.keySize} bits.`, 'KeySizeNotSupported');
+    if (!info.enabled) throw errors.badParameter('The key is disabled; it must be enabled.', 'KeyDisabled');
+    const now = Date.now() / 1000;
+    if (info.nbf !== undefined && info.nbf > now) throw errors.badParameter('The key\'s activation date is in the future; it must be in the past.', 'KeyNotYetActive');
+    if (info.exp !== undefined && info.exp <= now) throw errors.badParameter('The key has expired; its expiration date must be in the future.', 'KeyExpired');
+    for (const op of ['wrapKey', 'unwrapKey']) {
+      if (!info.keyOps.includes(op)) throw errors.badParameter(`The key does not permit ${op} (its key_ops are ${info.keyOps.join(', ')}).`, 'KeyOperationNotPermitted');
+    }
+    await step('list', () => d.keys.listVersions(keyUri, principal));
+    const probe = newDek();
+    try {
+      const w = await step('wrapKey', () => d.keys.wrap(keyUri, probe, principal));
+      const back = await step('unwrapKey', () => d.keys.unwrap(w.kid, w.wrapped, principal));
+      if (!back.equals(probe)) throw errors.badParameter('The key did not unwrap what it wrapped.', 'KeyRoundTripFailed');
+      back.fill(0);
+    } finally {
+      probe.fill(0);
+    }
+    return {
+      encryption: { type: 'AzureKeyVault', primaryKeyURI: keyUri, primaryUserAssignedIdentityId: identity.id },
+      identity,
+    };
+  };
+
+  /** Wraps the DEK under the target key and swaps it in, in two recorded steps; no data is re-encrypted. */
+  const rewrap = async (s: Server, target: DataEncryption, why: string, caller?: string) => {
+    const volume = volumeOf(s);
+    const dek = await openDek(s, volume, target);
+    try {
+      const { kid, wrapped } = await d.keys.wrap(await keyUriOf(target, s.location), dek, principalOf(target));
+      s.pending = { encryption: target, wrappedDek: wrapped, wrappedBy: kid };
+      save(s);
+      writeHeaderMeta(s, volume);
+      const before = s.current.wrappedBy;
+      s.current = s.pending;
+      s.pending = undefined;
+      save(s);
+      writeHeaderMeta(s, volume);
+      activity(s, ACTIVITY_OPERATIONS.rewrap, 'Succeeded', `Data-encryption key of ${s.name} re-wrapped (${why}): ${before} -> ${kid}. No data was re-encrypted.`, caller);
+    } finally {
+      dek.fill(0);
+    }
+  };
+
+  const newOperation = (s: Server, kind: string): Operation => {
+    const op: Operation = { id: randomUUID(), tenantId: s.tenantId, serverName: s.name, kind, status: 'InProgress', started: Math.floor(Date.now() / 1000) };
+    d.repo.insertOp(op);
+    return op;
+  };
+  const finishOp = (op: Operation, error?: unknown) => {
+    op.status = error ? 'Failed' : 'Succeeded';
+    op.error = error ? describe(error) : undefined;
+    op.ended = Math.floor(Date.now() / 1000);
+    d.repo.saveOp(op);
+  };
+
+  /** Runs an operation on a server in the background, under its lock, recording the outcome. */
+  const runOp = (s: Server, kind: string, fn: (s: Server) => Promise<void>, existing?: Operation): Operation => {
+    const op = existing ?? newOperation(s, kind);
+    void withLock(s.name, async () => {
+      const fresh = d.repo.byId(s.id) ?? s;
+      try {
+        await fn(fresh);
+        finishOp(op);
+      } catch (e) {
+        d.logger.error({ server: s.name, op: kind, err: describe(e) }, 'operation failed');
+        finishOp(op, e);
+      }
+    });
+    return op;
+  };
+
+  /** Creates (or, after a crash, finishes creating) the volume, PostgreSQL and its admin; resumable. */
+  const provision = async (s: Server) => {
+    const volume = volumeOf(s);
+    try {
+      if (existsSync(volume.image)) {
+        volume.attach();
+        if (!volume.readHeader().initialized) {
+          // Nothing of the user's is on a volume that never finished initdb: start it afresh.
+          await volume.destroy();
+        }
+      }
+      if (!existsSync(volume.image)) {
+        volume.create(s.storageGb);
+        writeHeaderMeta(s, volume);
+      }
+      const dek = await openDek(s, volume);
+      volume.unlock(dek);
+      const pg = pgOf(s, volume);
+      if (!volume.readHeader().initialized) {
+        if (existsSync(pg.opts.dataDir)) rmSync(pg.opts.dataDir, { recursive: true, force: true });
+        pg.init(s.adminLogin, await d.tlsFor(s.name));
+        volume.updateHeader((h) => ({ ...h, initialized: true }));
+      }
+      await pg.start();
+      pg.setAdminPassword(s.adminVerifier);
+      await subscribeEvents(s);
+      s.state = 'Ready';
+      s.keyStatus = 'Valid';
+      s.inaccessibleReason = undefined;
+      save(s);
+      activity(s, ACTIVITY_OPERATIONS.write, 'Succeeded', `Server ${s.name} created (${s.current.encryption.type}).`);
+    } catch (e) {
+      activity(s, ACTIVITY_OPERATIONS.write, 'Failed', `Creating server ${s.name} failed: ${describe(e)}`);
+      await stopResponder(s);
+      try {
+        await shutdownData(s, 'immediate');
+        await volume.destroy();
+      } catch (cleanup) {
+        d.logger.error({ server: s.name, err: describe(cleanup) }, 'cleanup after a failed create failed');
+      }
+      d.repo.delete(s.id);
+      throw e;
+    }
+  };
+
+  /** One look at a server's key: definitive failures make it Inaccessible; a blip gets a grace period. */
+  const checkServer = async (s: Server): Promise<void> => {
+    if (s.current.encryption.type !== 'AzureKeyVault' || !['Ready', 'Inaccessible'].includes(s.state)) return;
+    try {
+      const latestKid = await checkKeyAttributes(s);
+      const dek = await openDek(s);
+      dek.fill(0);
+      const enc = s.current.encryption;
+      await d.keys.wrap(enc.primaryKeyURI!, newDek(), principalOf(enc));
+      if (s.keyUnreachableSince) {
+        s.keyUnreachableSince = undefined;
+        save(s);
+      }
+      if (s.state === 'Inaccessible') {
+        activity(s, ACTIVITY_OPERATIONS.ServerAvailable, 'Succeeded', `Access to the key of ${s.name} is back; revalidating automatically.`);
+        await revalidateNow(s);
+      } else if (!parseKeyUri(enc.primaryKeyURI!).version && latestKid && latestKid !== s.current.wrappedBy) {
+        await rewrap(s, enc, 'the key has a new version');
+      }
+    } catch (e) {
+      if (!(e instanceof KeyAccessError)) {
+        d.logger.error({ server: s.name, err: describe(e) }, 'key check failed');
+        return;
+      }
+      if (e.transient) {
+        const now = Date.now();
+        if (!s.keyUnreachableSince) {
+          s.keyUnreachableSince = now;
+          save(s);
+          activity(s, ACTIVITY_OPERATIONS.KeyAccessFailure, 'Warning', `Key of ${s.name} unreachable: ${e.message}; grace period ${d.vaultGraceMs() / 1000}s.`);
+        }
+        if (s.state === 'Ready' && now - s.keyUnreachableSince > d.vaultGraceMs()) await goInaccessible(s, `${e.message} for longer than the grace period`);
+        return;
+      }
+      if (s.state !== 'Inaccessible' || s.inaccessibleReason !== e.message) {
+        activity(s, ACTIVITY_OPERATIONS.KeyAccessFailure, 'Failed', `Key access for ${s.name} failed: ${e.message}.`);
+      }
+      if (s.state === 'Inaccessible') {
+        if (s.inaccessibleReason !== e.message) {
+          s.inaccessibleReason = e.message;
+          save(s);
+        }
+        return;
+      }
+      await goInaccessible(s, e.message);
+    }
+  };
+
+  const revalidateNow = async (s: Server, caller?: string) => {
+    try {
+      await bringUp(s);
+    } catch (e) {
+      if (e instanceof KeyAccessError) {
+        s.inaccessibleReason = e.message;
+        save(s);
+        await startResponderFor(s);
+        throw errors.badParameter(`Revalidation failed: ${e.message}. The server stays Inaccessible.`, 'KeyAccessFailed');
+      }
+      throw e;
+    }
+    s.state = 'Ready';
+    s.keyStatus = 'Valid';
+    s.inaccessibleReason = undefined;
+    s.keyUnreachableSince = undefined;
+    save(s);
+    activity(s, ACTIVITY_OPERATIONS.revalidate, 'Succeeded', `Data encryption of ${s.name} revalidated; the server is Ready.`, caller);
+  };
+
+  /** Schedules an immediate key check (debounced), e.g. when the vault announces a change. */
+  const checkSoon = (name: string, delayMs = 100) => {
+    if (checkTimers.has(name) || stopping) return;
+    checkTimers.set(name, setTimeout(() => {
+      checkTimers.delete(name);
+      const s = d.repo.byName(name);
+      if (s) void withLock(name, async () => checkServer(d.repo.byName(name) ?? s)).catch(() => undefined);
+    }, delayMs));
+  };
+
+  const requireServer = (tenantId: string, name: string): Server => {
+    const s = d.repo.byName(name);
+    if (!s || s.tenantId !== tenantId) throw errors.notFound('ResourceNotFound', `The server '${name}' was not found.`);
+    return s;
+  };
+
+  const requireState = (s: Server, allowed: string[], action: string) => {
+    if (!allowed.includes(s.state)) {
+      throw new ApiError(409, 'ServerStateConflict', `Cannot ${action} server ${s.name} while it is ${s.state}${s.state === 'Inaccessible' ? ' (revalidate it first)' : ''}.`);
+    }
+  };
+
+  const monitorPass = async () => {
+    for (const s of d.repo.all()) {
+      if (stopping) return;
+      if (s.state === 'Ready' || s.state === 'Inaccessible') {
+        await withLock(s.name, async () => {
+          const fresh = d.repo.byName(s.name);
+          if (!fresh) return;
+          await checkServer(fresh);
+          // The supervisor half: a Ready server whose PostgreSQL died is started again.
+          if (fresh.state === 'Ready') {
+            const pg = pgOf(fresh);
+            if (!pg.isRunning()) {
+              activity(fresh, ACTIVITY_OPERATIONS.start, 'Warning', `PostgreSQL of ${fresh.name} was not running; starting it.`);
+              try {
+                await bringUp(fresh);
+              } catch (e) {
+                if (e instanceof KeyAccessError) await goInaccessible(fresh, e.message);
+                else d.logger.error({ server: fresh.name, err: describe(e) }, 'restart failed');
+              }
+            }
+          }
+        }).catch((e) => d.logger.error({ server: s.name, err: describe(e) }, 'monitor pass failed'));
+      }
+    }
+  };
+
+  const scheduleMonitor = () => {
+    if (stopping) return;
+    monitorTimer = setTimeout(async () => {
+      await monitorPass();
+      scheduleMonitor();
+    }, d.monitorIntervalMs());
+    monitorTimer.unref();
+  };
+
+  return {
+    resourceId: serverResourceId,
+    get: requireServer,
+    list: (tenantId: string) => d.repo.list(tenantId),
+    operation: (tenantId: string, id: string) => {
+      const op = d.repo.op(id);
+      if (!op || op.tenantId !== tenantId) throw errors.notFound('OperationNotFound', `No operation ${id}.`);
+      return op;
+    },
+
+    async create(caller: Caller, input: CreateServerInput): Promise<{ server: Server; operation: Operation; identity?: IdentityInfo }> {
+      if (!SERVER_NAME_RE.test(input.name)) {
+        throw errors.badParameter(`The server name '${input.name}' is invalid: 3-63 lowercase letters, digits and '-', not starting or ending with '-'.`, 'InvalidServerName');
+      }
+      if (!/^[a-z0-9]{2,40}$/.test(input.location ?? '')) throw errors.badParameter(`location '${input.location}' is invalid: use a region name such as eastus.`);
+      if ((input.version ?? '15') !== '15') throw errors.badParameter(`PostgreSQL version ${input.version} is not offered; pgbyok runs the machine's PostgreSQL 15.`, 'UnsupportedVersion');
+      const storageGb = input.storageSizeGB ?? 32;
+      if (!Number.isInteger(storageGb) || storageGb < 1 || storageGb > 16384) throw errors.badParameter('storageSizeGB must be a whole number from 1 to 16384.');
+      try {
+        validateAdminLogin(input.administratorLogin);
+        validateAdminPassword(input.administratorLoginPassword);
+      } catch (e) {
+        if (e instanceof PostgresError) throw errors.badParameter(e.message, 'InvalidAdministrator');
+        throw e;
+      }
+      if (d.repo.byName(input.name)) throw errors.conflict(`A server named '${input.name}' already exists.`, 'ServerNameInUse');
+
+      let encryption: DataEncryption = { type: 'SystemManaged' };
+      let identity: IdentityInfo | undefined;
+      if (input.keyUri || input.identity) {
+        ({ encryption, identity } = await validateCmk(caller, input.keyUri, input.identity, input.location));
+      }
+      const dek = newDek();
+      let wrapped: { kid: string; wrapped: string };
+      try {
+        wrapped = await d.keys.wrap(await keyUriOf(encryption, input.location), dek, principalOf(encryption));
+      } catch (e) {
+        throw errors.badParameter(`The DEK could not be wrapped: ${keyFailureMessage(e)}`, 'KeyAccessFailed');
+      } finally {
+        dek.fill(0);
+      }
+      const now = Math.floor(Date.now() / 1000);
+      const server: Server = {
+        id: randomUUID(), tenantId: caller.tenantId, name: input.name, location: input.location, state: 'Provisioning', version: '15',
+        storageGb, adminLogin: input.administratorLogin, adminVerifier: scramSha256Verifier(input.administratorLoginPassword),
+        port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
+        keyStatus: 'Valid', created: now, updated: now,
+      };
+      d.repo.insert(server);
+      activity(server, ACTIVITY_OPERATIONS.write, 'Started', `Creating server ${server.name} (${encryption.type}${encryption.primaryKeyURI ? ', key ' + encryption.primaryKeyURI : ''}).`, caller.name);
+      const operation = runOp(server, 'Create', provision);
+      return { server, operation, identity };
+    },
+
+    async update(caller: Caller, name: string, input: UpdateServerInput): Promise<{ server: Server; operation: Operation }> {
+      const s = requireServer(caller.tenantId, name);
+      // An Inaccessible server may get a new key or identity: that is how access is restored after an
+      // identity was deleted. Storage changes need it running or stopped.
+      requireState(s, input.keyUri || input.identity ? ['Ready', 'Stopped', 'Inaccessible'] : ['Ready', 'Stopped'], 'update');
+      if (input.encryptionType === 'SystemManaged' && s.current.encryption.type === 'AzureKeyVault') {
+        throw errors.badParameter(`Customer-managed key encryption cannot be removed from server ${name}. Restore it to a new server without a customer key instead (pgbyok server restore).`, 'CmkRemovalNotSupported');
+      }
+      let target: DataEncryption | undefined;
+      if (input.keyUri || input.identity) {
+        const keyUri = input.keyUri ?? s.current.encryption.primaryKeyURI;
+        const identity = input.identity ?? s.current.encryption.primaryUserAssignedIdentityId;
+        target = (await validateCmk(caller, keyUri, identity, s.location)).encryption;
+      }
+      if (input.storageSizeGB !== undefined && (!Number.isInteger(input.storageSizeGB) || input.storageSizeGB <= s.storageGb || input.storageSizeGB > 16384)) {
+        throw errors.badParameter(`storageSizeGB can only grow: give a whole number larger than ${s.storageGb}.`, 'StorageCannotShrink');
+      }
+      if (s.state === 'Stopped' && input.storageSizeGB !== undefined) throw new ApiError(409, 'ServerStateConflict', 'Start the server before growing its storage.');
+      let wasState = s.state;
+      s.state = 'Updating';
+      save(s);
+      const operation = runOp(s, 'Update', async (fresh) => {
+        try {
+          if (target) {
+            await rewrap(fresh, target, `data encryption changed to ${target.primaryKeyURI} with identity ${target.primaryUserAssignedIdentityId}`, caller.name);
+            await subscribeEvents(fresh);
+            if (wasState === 'Inaccessible') {
+              await revalidateNow(fresh, caller.name);
+              wasState = 'Ready';
+            }
+          }
+          if (input.storageSizeGB !== undefined) {
+            const volume = volumeOf(fresh);
+            try {
+              volume.grow(input.storageSizeGB);
+            } catch (e) {
+              if (!(e instanceof VolumeError && e.code === 'OnlineResizeUnavailable')) throw e;
+              // This kernel refuses online resize here: grow offline around a short stop.
+              await shutdownData(fresh);
+              volume.detach();
+              volume.growOffline(input.storageSizeGB);
+              await bringUp(fresh);
+            }
+            fresh.storageGb = input.storageSizeGB;
+          }
+          activity(fresh, ACTIVITY_OPERATIONS.write, 'Succeeded', `Server ${name} updated.`, caller.name);
+        } finally {
+          fresh.state = wasState;
+          save(fresh);
+        }
+      });
+      return { server: s, operation };
+    },
+
+    stop(caller: Caller, name: string) {
+      const s = requireServer(caller.tenantId, name);
+      requireState(s, ['Ready'], 'stop');
+      s.state = 'Stopping';
+      save(s);
+      return runOp(s, 'Stop', async (fresh) => {
+        await shutdownData(fresh, 'fast');
+        fresh.state = 'Stopped';
+        save(fresh);
+        activity(fresh, ACTIVITY_OPERATIONS.stop, 'Succeeded', `Server ${name} stopped; its key is out of the kernel.`, caller.name);
+      });
+    },
+
+    start(caller: Caller, name: string) {
+      const s = requireServer(caller.tenantId, name);
+      requireState(s, ['Stopped'], 'start');
+      s.state = 'Starting';
+      save(s);
+      return runOp(s, 'Start', async (fresh) => {
+        try {
+          await bringUp(fresh);
+        } catch (e) {
+          if (e instanceof KeyAccessError) {
+            await goInaccessible(fresh, e.message);
+            throw new Error(`the server could not start: ${e.message}`);
+          }
+          fresh.state = 'Stopped';
+          save(fresh);
+          throw e;
+        }
+        fresh.state = 'Ready';
+        fresh.keyStatus = 'Valid';
+        save(fresh);
+        activity(fresh, ACTIVITY_OPERATIONS.start, 'Succeeded', `Server ${name} started.`, caller.name);
+      });
+    },
+
+    restart(caller: Caller, name: string) {
+      const s = requireServer(caller.tenantId, name);
+      requireState(s, ['Ready'], 'restart');
+      return runOp(s, 'Restart', async (fresh) => {
+        await pgOf(fresh).restart('fast');
+        activity(fresh, ACTIVITY_OPERATIONS.restart, 'Succeeded', `Server ${name} restarted.`, caller.name);
+      });
+    },
+
+    revalidate(caller: Caller, name: string) {
+      const s = requireServer(caller.tenantId, name);
+      requireState(s, ['Inaccessible', 'Ready'], 'revalidate');
+      return runOp(s, 'Revalidate', async (fresh) => {
+        if (fresh.state === 'Ready') {
+          await checkServer(fresh);
+          if ((d.repo.byName(name) ?? fresh).state !== 'Ready') throw new Error('the key check failed; the server is now Inaccessible');
+          return;
+        }
+        await revalidateNow(fresh, caller.name);
+      });
+    },
+
+    /** Crypto-shredding: lock, destroy the volume, erase the wrapped DEK. */
+    delete(caller: Caller, name: string) {
+      const s = requireServer(caller.tenantId, name);
+      requireState(s, ['Ready', 'Stopped', 'Inaccessible'], 'delete');
+      s.state = 'Dropping';
+      save(s);
+      return runOp(s, 'Delete', async (fresh) => {
+        await stopResponder(fresh);
+        await shutdownData(fresh, 'immediate');
+        await volumeOf(fresh).destroy();
+        rmSync(pgOf(fresh).opts.socketDir, { recursive: true, force: true });
+        d.repo.delete(fresh.id);
+        activity(fresh, ACTIVITY_OPERATIONS.delete, 'Succeeded', `Server ${name} deleted; its volume was destroyed and its wrapped DEK erased.`, caller.name);
+      });
+    },
+
+    /** Resource health, as Azure Resource Health reports it. */
+    health(caller: Caller, name: string) {
+      const s = requireServer(caller.tenantId, name);
+      let state: 'Available' | 'Inaccessible' | 'Degraded' | 'Stopped' | 'Unknown' = 'Unknown';
+      let reason: string | undefined;
+      if (s.state === 'Inaccessible') {
+        state = 'Inaccessible';
+        reason = s.inaccessibleReason;
+      } else if (s.state === 'Stopped') {
+        state = 'Stopped';
+      } else if (s.state === 'Ready') {
+        const h = pgOf(s).health();
+        state = h.query ? (s.keyUnreachableSince ? 'Degraded' : 'Available') : 'Degraded';
+        if (!h.query) reason = h.accepting ? 'PostgreSQL accepts connections but cannot run a query' : 'PostgreSQL is not accepting connections';
+        if (s.keyUnreachableSince) reason = 'the key vault is unreachable (grace period running)';
+      } else {
+        reason = `the server is ${s.state}`;
+      }
+      return { state, reason, serverState: s.state, primaryEncryptionKeyStatus: s.keyStatus, checkedAt: new Date().toISOString() };
+    },
+
+    activity: (tenantId: string, resource: string | undefined, top?: number) =>
+      d.monitoring.activity(tenantId, resource ? (resource.startsWith('/') ? resource : serverResourceId(tenantId, resource)) : undefined, top),
+
+    /** Vault events: check every server that uses the key (or the vault) at once. */
+    onVaultEvents(events: { eventType: string; data: { Id?: string; VaultName?: string; ObjectType?: string; ObjectName?: string } }[]) {
+      for (const ev of events) {
+        let origin: string | undefined;
+        try {
+          origin = ev.data.Id ? new URL(ev.data.Id).origin : undefined;
+        } catch {
+          continue;
+        }
+        for (const s of d.repo.all()) {
+          const uri = s.current.encryption.primaryKeyURI;
+          if (!uri) continue;
+          const k = parseKeyUri(uri);
+          if (k.origin !== origin) continue;
+          if (ev.data.ObjectType === 'Key' && ev.data.ObjectName !== k.name) continue;
+          checkSoon(s.name);
+        }
+      }
+    },
+
+    /** After a restart of the platform: every server back to what it was, or Inaccessible with the reason. */
+    async reconcile(): Promise<void> {
+      for (const s of d.repo.all()) {
+        await withLock(s.name, async () => {
+          const open = d.repo.openOps(s.name);
+          try {
+            if (s.state === 'Provisioning') {
+              const op = open.find((o) => o.kind === 'Create') ?? newOperation(s, 'Create');
+              try {
+                await provision(s);
+                finishOp(op);
+              } catch (e) {
+                finishOp(op, e);
+              }
+              return;
+            }
+            for (const op of open) finishOp(op, new Error('interrupted by a restart of the platform; the server was reconciled'));
+            if (s.state === 'Dropping') {
+              await stopResponder(s);
+              await shutdownData(s, 'immediate');
+              await volumeOf(s).destroy();
+              d.repo.delete(s.id);
+              activity(s, ACTIVITY_OPERATIONS.delete, 'Succeeded', `Deletion of ${s.name} finished after a restart.`);
+              return;
+            }
+            if (s.state === 'Stopped' || s.state === 'Stopping') {
+              await shutdownData(s);
+              s.state = 'Stopped';
+              save(s);
+              return;
+            }
+            // Ready, Starting, Updating, Inaccessible: bring it up if its key allows.
+            try {
+              await bringUp(s);
+              s.state = 'Ready';
+              s.keyStatus = 'Valid';
+              s.inaccessibleReason = undefined;
+              save(s);
+              await subscribeEvents(s);
+              activity(s, ACTIVITY_OPERATIONS.reconcile, 'Succeeded', `Server ${s.name} is Ready after a restart of the platform.`);
+            } catch (e) {
+              if (!(e instanceof KeyAccessError)) throw e;
+              await subscribeEvents(s);
+              await goInaccessible(s, e.message);
+            }
+          } catch (e) {
+            d.logger.error({ server: s.name, err: describe(e) }, 'reconcile failed');
+            activity(s, ACTIVITY_OPERATIONS.reconcile, 'Failed', `Reconciling ${s.name} failed: ${describe(e)}`);
+          }
+        });
+      }
+      scheduleMonitor();
+    },
+
+    /** SIGTERM: every server stopped, every key out of the kernel, no mount and no loop device left. */
+    async shutdown(): Promise<void> {
+      stopping = true;
+      if (monitorTimer) clearTimeout(monitorTimer);
+      for (const t of checkTimers.values()) clearTimeout(t);
+      await Promise.allSettled([...locks.values()]);
+      for (const s of d.repo.all()) {
+        try {
+          await stopResponder(s);
+          await shutdownData(s, 'fast');
+          volumeOf(s).detach();
+        } catch (e) {
+          d.logger.error({ server: s.name, err: describe(e) }, 'shutdown of a server failed');
+        }
+      }
+    },
+  };
+}
+
+export type ServersService = ReturnType<typeof createServersService>;
