@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A five-minute tour: start pgbyok, make an identity, a vault and a key-encryption key, let the identity
-# wrap and unwrap a data-encryption key, then show that the customer's key decides: disable it and the
-# unwrap is refused; rotate it and old wrapped keys still open. Everything is in the audit log.
+# wrap and unwrap a data-encryption key, show that the customer's key decides (disable it and the unwrap is
+# refused; rotate it and old wraps still open), then create a PostgreSQL server encrypted under that key,
+# disable the key and watch the server go Inaccessible, enable it and read every row back. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PGBYOK_HOME="${PGBYOK_HOME:-$HOME/.pgbyok}"
@@ -75,15 +76,52 @@ AGAIN=$(run key unwrap --vault-name "$VAULT" --name kek --version "$VERSION" --v
 [ "$AGAIN" = "$DEK" ] && echo "the DEK wrapped before the rotation still unwraps."
 run logout
 
+SERVER="pg-demo-$SUFFIX"
+PASSWORD="Demo-$SUFFIX-pass!"
+KEY_URI=$(run key show --vault-name "$VAULT" --name kek | json key.kid | sed 's#/[0-9a-f]*$##')
+step "The DBA creates a PostgreSQL 15 server whose DEK is wrapped by the customer's key (versionless: it follows rotation)"
+run server create --name "$SERVER" --location eastus --admin-user dbadmin --admin-password "$PASSWORD" \
+  --key "$KEY_URI" --identity "$IDENTITY" -o json > "$PGBYOK_HOME/server.json"
+PORT=$(json properties.port < "$PGBYOK_HOME/server.json")
+run server list -o table
+CONN="host=localhost port=$PORT dbname=postgres user=dbadmin sslmode=verify-full sslrootcert=$PGBYOK_HOME/tls/ca.pem"
+psql_demo() { printf '$ psql "%s" -c "%s"\n' "$CONN" "$1" >&2; PGPASSWORD="$PASSWORD" psql "$CONN" -X -c "$1"; }
+psql_demo "CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) VALUES ('encrypted at rest under the customer''s key');"
+
+wait_state() {
+  for _ in $(seq 1 100); do
+    [ "$("$PGBYOK" server show --name "$SERVER" | json properties.state)" = "$1" ] && return 0
+    sleep 0.2
+  done
+  echo "the server did not become $1"; exit 1
+}
+step "The customer disables the key: the server goes Inaccessible within seconds and refuses connections, saying why"
+run key set-attributes --vault-name "$VAULT" --name kek --enabled false -o none
+wait_state Inaccessible
+run server show --name "$SERVER" -o table
+if psql_demo "SELECT * FROM notes;"; then echo "unexpected: the server answered with its key disabled"; exit 1; fi
+
+step "The customer enables the key again; revalidate (the monitor would also do it by itself): every row is back"
+run key set-attributes --vault-name "$VAULT" --name kek --enabled true -o none
+run server revalidate --name "$SERVER" -o none || true
+wait_state Ready
+psql_demo "SELECT * FROM notes;"
+run activity-log list --resource "$SERVER" --top 8 -o table
+
 step "Every request is in the tamper-evident audit log"
 run audit list --vault-name "$VAULT" --top 12 -o table
 run audit verify -o table
 
-rm -f "$PGBYOK_HOME/$IDENTITY.json" "$PGBYOK_HOME/wrapped.json"
+rm -f "$PGBYOK_HOME/$IDENTITY.json" "$PGBYOK_HOME/wrapped.json" "$PGBYOK_HOME/server.json"
+if [ "$KEEP" = 0 ]; then
+  step "Delete the server: its volume is destroyed and its wrapped DEK erased (crypto-shredding)"
+  run server delete --name "$SERVER" --yes -o none
+fi
 if [ "$KEEP" = 0 ] || [ -z "$UP_PID" ]; then
   step "Done."
 else
   step "Done. pgbyok keeps running (pid $UP_PID); stop it with: kill $UP_PID"
+  echo "Connect to the server: PGPASSWORD='$PASSWORD' psql \"$CONN\""
   echo "Use the official Azure SDKs against it: export NODE_EXTRA_CA_CERTS=$PGBYOK_HOME/tls/ca.pem"
   trap - EXIT
   disown "$UP_PID" 2>/dev/null || true
