@@ -29,6 +29,7 @@ import { createKeyAccess } from './servers/key-access.js';
 import { createMonitoring } from './servers/monitoring.js';
 import { createServersRepo } from './servers/servers.repo.js';
 import { createServersService } from './servers/servers.service.js';
+import { createServerRuntime } from './servers/runtime.js';
 import { errors } from './lib/errors.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -186,10 +187,12 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
   const hookCode = randomBytes(24).toString('base64url');
   const setting = (env: string, key: string, fallbackSeconds: number) => () =>
     process.env[env] ? intEnv(env, fallbackSeconds * 1000) : Number(serversRepo.setting(key) ?? fallbackSeconds) * 1000;
+  const directory = createDirectory(trusted);
+  const runtime = createServerRuntime({ home: paths, directory });
   const servers = createServersService({
-    repo: serversRepo, home: paths, logger, monitoring,
+    repo: serversRepo, home: paths, logger, monitoring, runtime,
     keys: createKeyAccess(trusted),
-    directory: createDirectory(trusted),
+    directory,
     tlsFor: async (name) => ({ ...(await issueServerCertificate(paths, name, ['localhost'], ['127.0.0.1', '::1'])), ca: tls.ca }),
     eventsEndpoint: () => `${origin}/hooks/vault-events?code=${hookCode}`,
     monitorIntervalMs: setting('PGBYOK_KEY_MONITOR_INTERVAL_MS', 'keyMonitorIntervalSeconds', 30),

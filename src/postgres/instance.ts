@@ -67,6 +67,20 @@ export function validateAdminPassword(password: string): void {
   }
 }
 
+/** Client authentication: pgbyok's maintenance over the socket (peer), everyone else with SCRAM over TLS. */
+function hbaFor(adminLogin: string): string {
+  return [
+    '# Managed by pgbyok.',
+    `local   all   ${adminLogin}   peer map=pgbyok`,
+    `local   replication   ${adminLogin}   peer map=pgbyok`,
+    'local   all   all   scram-sha-256',
+    'hostssl all   all   all   scram-sha-256',
+    'hostssl replication   all   all   scram-sha-256',
+    'hostnossl all all   all   reject',
+    '',
+  ].join('\n');
+}
+
 export interface InstanceOptions {
   /** PGDATA: a directory inside the volume's encrypted directory (it must not exist before `init`). */
   dataDir: string;
@@ -80,6 +94,11 @@ export interface InstanceOptions {
    * without this nothing could tell "locked" from "not there yet".
    */
   isUnlocked: () => boolean;
+  /**
+   * Turns WAL archiving on: each finished segment is copied here (a directory inside the encrypted
+   * volume), and pgbyok's archiver seals it into the backup store.
+   */
+  walStagingDir?: string;
 }
 
 export class PostgresInstance {
@@ -143,14 +162,7 @@ export class PostgresInstance {
     write('root.crt', tls.ca);
     // pgbyok's own maintenance connects over the socket as the postgres OS user (peer), mapped to the admin.
     write('pg_ident.conf', `pgbyok postgres ${admin.login}\n`);
-    write('pg_hba.conf', [
-      '# Managed by pgbyok.',
-      `local   all   ${admin.login}   peer map=pgbyok`,
-      'local   all   all   scram-sha-256',
-      'hostssl all   all   all   scram-sha-256',
-      'hostnossl all all   all   reject',
-      '',
-    ].join('\n'));
+    write('pg_hba.conf', hbaFor(admin.login));
     const conf = readFileSync(join(this.opts.dataDir, 'postgresql.conf'), 'utf8');
     write('postgresql.conf', conf + "\ninclude 'pgbyok.conf'\n");
     this.writeManagedConfig();
@@ -176,7 +188,17 @@ export class PostgresInstance {
       log_truncate_on_rotation: 'on',
       // Temp files and stats stay inside PGDATA, inside the encrypted directory.
       temp_tablespaces: "''",
+      ...(this.opts.walStagingDir ? {
+        archive_mode: 'on',
+        // Idempotent: a segment archived again after a crash is simply staged again.
+        archive_command: `'test -f ${this.opts.walStagingDir}/%f || (cp %p ${this.opts.walStagingDir}/%f.tmp && mv ${this.opts.walStagingDir}/%f.tmp ${this.opts.walStagingDir}/%f)'`,
+        archive_timeout: '60',
+      } : {}),
     };
+    if (this.opts.walStagingDir && !existsSync(this.opts.walStagingDir)) {
+      mkdirSync(this.opts.walStagingDir, { mode: 0o700 });
+      chownSync(this.opts.walStagingDir, uid, gid);
+    }
     const logDir = join(this.opts.dataDir, 'log');
     if (!existsSync(logDir)) {
       mkdirSync(logDir, { mode: 0o700 });

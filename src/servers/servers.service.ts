@@ -5,15 +5,16 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ApiError, errors } from '../lib/errors.js';
 import type { HomePaths } from '../lib/home.js';
-import { PostgresError, PostgresInstance, validateAdminLogin, validateAdminPassword } from '../postgres/instance.js';
+import { PostgresError, validateAdminLogin, validateAdminPassword } from '../postgres/instance.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { keyIdentifier } from '../storage/fscrypt.js';
-import { newDek, Volume, VolumeError, volumePaths } from '../storage/volume.js';
+import { newDek, VolumeError } from '../storage/volume.js';
 import type { Directory, IdentityInfo } from './directory.js';
 import { KeyAccessError, parseKeyUri, type KeyAccess, type KeyPrincipal } from './key-access.js';
 import { ACTIVITY_OPERATIONS, type Monitoring } from './monitoring.js';
 import { startResponder, type Responder } from './responder.js';
 import type { DataEncryption, Operation, Server, ServersRepo, WrappedDek } from './servers.repo.js';
+import type { ServerRuntime } from './runtime.js';
 
 /** Who asked, with the token they asked with (used to read vaults and identities on their behalf). */
 export interface Caller {
@@ -44,6 +45,7 @@ export interface UpdateServerInput {
 
 export interface ServersDeps {
   repo: ServersRepo;
+  runtime: ServerRuntime;
   home: HomePaths;
   logger: Logger;
   keys: KeyAccess;
@@ -98,7 +100,6 @@ function describe(e: unknown): string {
 export function createServersService(d: ServersDeps) {
   const locks = new Map<string, Promise<unknown>>();
   const responders = new Map<string, Responder>();
-  const platformKeys = new Map<string, string>();
   const checkTimers = new Map<string, NodeJS.Timeout>();
   let monitorTimer: NodeJS.Timeout | undefined;
   let stopping = false;
@@ -112,25 +113,7 @@ export function createServersService(d: ServersDeps) {
     return next;
   };
 
-  const volumeOf = (s: Server) => new Volume(s.name, volumePaths(d.home.root, s.location, s.name));
-  const pgOf = (s: Server, volume = volumeOf(s)) => new PostgresInstance({
-    dataDir: join(volume.dataDir, 'pgdata'),
-    socketDir: join(d.home.root, 'regions', s.location, 'run', s.name),
-    port: s.port,
-    clusterName: s.name,
-    isUnlocked: () => volume.isUnlocked(),
-  });
-  const principalOf = (enc: DataEncryption): KeyPrincipal =>
-    enc.type === 'SystemManaged' ? { kind: 'platform' } : { kind: 'identity', resourceId: enc.primaryUserAssignedIdentityId! };
-  const keyUriOf = async (enc: DataEncryption, region: string): Promise<string> => {
-    if (enc.type === 'AzureKeyVault') return enc.primaryKeyURI!;
-    let uri = platformKeys.get(region);
-    if (!uri) {
-      uri = await d.directory.platformKey(region);
-      platformKeys.set(region, uri);
-    }
-    return uri;
-  };
+  const { volumeOf, pgOf, principalOf, keyUriOf } = d.runtime;
 
   const save = (s: Server) => {
     s.updated = Math.floor(Date.now() / 1000);
