@@ -30,6 +30,7 @@ import { createMonitoring } from './servers/monitoring.js';
 import { createServersRepo } from './servers/servers.repo.js';
 import { createServersService } from './servers/servers.service.js';
 import { createServerRuntime } from './servers/runtime.js';
+import { createBackupsService } from './backups/backups.service.js';
 import { errors } from './lib/errors.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -189,9 +190,13 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     process.env[env] ? intEnv(env, fallbackSeconds * 1000) : Number(serversRepo.setting(key) ?? fallbackSeconds) * 1000;
   const directory = createDirectory(trusted);
   const runtime = createServerRuntime({ home: paths, directory });
+  const keyAccess = createKeyAccess(trusted);
+  const backups = createBackupsService({ home: paths, runtime, keys: keyAccess, logger });
   const servers = createServersService({
-    repo: serversRepo, home: paths, logger, monitoring, runtime,
-    keys: createKeyAccess(trusted),
+    repo: serversRepo, home: paths, logger, monitoring, runtime, backups,
+    archiveIntervalMs: () => intEnv('PGBYOK_ARCHIVE_INTERVAL_MS', 5000),
+    backupIntervalMs: () => intEnv('PGBYOK_BACKUP_INTERVAL_MS', 24 * 3600 * 1000),
+    keys: keyAccess,
     directory,
     tlsFor: async (name) => ({ ...(await issueServerCertificate(paths, name, ['localhost'], ['127.0.0.1', '::1'])), ca: tls.ca }),
     eventsEndpoint: () => `${origin}/hooks/vault-events?code=${hookCode}`,

@@ -237,6 +237,10 @@ test('1. key disabled with the CLI: Inaccessible within seconds (sessions ended,
     assert.ok(Date.now() - t0 < 15_000);
     assert.equal(down.properties.dataEncryption.primaryEncryptionKeyStatus, 'Invalid');
     assert.match(down.properties.inaccessibleReason, /disabled/);
+    const viaCli = p.cli('server', 'show', '--name', name);
+    assert.equal(viaCli.properties.state, 'Inaccessible');
+    assert.equal(viaCli.properties.dataEncryption.primaryEncryptionKeyStatus, 'Invalid');
+    assert.match(viaCli.properties.inaccessibleReason, /disabled/);
 
     const stderr = await expectInaccessibleAnswer(port);
     assert.match(stderr, /disabled/, 'the refusal carries the reason');
@@ -499,7 +503,7 @@ test('9. show-connection-string gives a psql command that connects as is; server
     const out = execFileSync('bash', ['-c', `${cs.psql} -XAtc "SELECT current_user || ':' || ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"`], {
       env: { ...process.env, PGPASSWORD: PASSWORD }, encoding: 'utf8', timeout: 30_000,
     }).trim();
-    assert.equal(out, 'dbadmin:t');
+    assert.equal(out, 'dbadmin:true', 'connected as the administrator, over TLS');
 
     const table = p.cliRaw(['server', 'list', '-o', 'table']);
     assert.equal(table.status, 0, table.stderr);
@@ -609,6 +613,36 @@ test('11. separation of duties: a security officer cannot see or create servers;
     assert.equal(p.cli('server', 'show', '--name', name).properties.state, 'Ready');
   } finally {
     p.cliRaw(['logout']);
+    dropQuietly(name);
+  }
+});
+
+test('12. the vault firewall closed to the platform: Inaccessible; reopened: Ready again with every row', async () => {
+  const name = 'srv-firewall';
+  // Its own vault: closing a firewall would disturb every other scenario's key.
+  const fwVault = vaultName('fw');
+  p.cli('vault', 'create', '--name', fwVault, '--location', REGION, '--retention-days', '90', '--enable-purge-protection');
+  const identity = createIdentity(p, 'id-s12');
+  p.cli('vault', 'set-policy', '--name', fwVault, '--object-id', identity.objectId, '--key-permissions', 'get', 'list', 'wrapKey', 'unwrapKey');
+  const keyUri = String(p.cli('key', 'create', '--vault-name', fwVault, '--name', 'kek').key.kid).replace(/\/[^/]+$/, '');
+  try {
+    const s = createCmkServer(name, keyUri, 'id-s12');
+    const port = s.properties.port;
+    const rows = seed(port, `MARKER-${name}`);
+
+    const closed = p.cli('vault', 'update', '--name', fwVault, '--default-action', 'Deny', '--bypass', 'None');
+    assert.equal(closed.properties.networkAcls.defaultAction, 'Deny');
+    const down = await waitServer(name, isState('Inaccessible'), 'Inaccessible after the firewall closed', 15_000);
+    assert.equal(down.properties.dataEncryption.primaryEncryptionKeyStatus, 'Invalid');
+    assert.match(down.properties.inaccessibleReason, /firewall/);
+    await expectInaccessibleAnswer(port);
+    assertLocked(name);
+
+    p.cli('vault', 'update', '--name', fwVault, '--default-action', 'Allow');
+    const back = await backToReady(name);
+    assertReadyValid(back);
+    assert.equal(snapshot(port), rows, 'every row is back');
+  } finally {
     dropQuietly(name);
   }
 });

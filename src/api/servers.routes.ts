@@ -27,6 +27,7 @@ export function serverWire(s: Server) {
       port: s.port,
       administratorLogin: s.adminLogin,
       storage: { storageSizeGB: s.storageGb },
+      backup: { backupRetentionDays: s.backupRetentionDays, geoRedundantBackup: 'Disabled' },
       dataEncryption: {
         type: enc.type,
         primaryKeyURI: enc.primaryKeyURI ?? null,
@@ -79,8 +80,12 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
           location: { type: 'string' },
           identity: { type: 'object' },
           properties: {
-            type: 'object', required: ['administratorLogin', 'administratorLoginPassword'],
+            type: 'object',
             properties: {
+              createMode: { type: 'string' },
+              sourceServerResourceId: { type: 'string' },
+              pointInTimeUTC: { type: 'string' },
+              backup: { type: 'object', properties: { backupRetentionDays: { type: 'integer' } } },
               version: { type: 'string' },
               administratorLogin: { type: 'string' },
               administratorLoginPassword: { type: 'string' },
@@ -95,6 +100,18 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
     const body = req.body as any;
     const p = body.properties;
     const enc = p.dataEncryption ?? {};
+    if (p.createMode !== undefined && !['Default', 'Create', 'PointInTimeRestore'].includes(p.createMode)) {
+      throw errors.badParameter(`createMode '${p.createMode}' is not supported; use Default or PointInTimeRestore.`);
+    }
+    if (p.createMode === 'PointInTimeRestore') {
+      if (!p.sourceServerResourceId) throw errors.badParameter('A point-in-time restore needs properties.sourceServerResourceId.');
+      const { server, operation } = await servers.restore(callerOf(req), {
+        source: String(p.sourceServerResourceId).split('/').pop()!, name: req.params.name, restoreTime: p.pointInTimeUTC,
+        location: body.location, keyUri: enc.primaryKeyURI, identity: enc.primaryUserAssignedIdentityId,
+      });
+      return accepted(reply, req, req.params.tid, operation, serverWire(server));
+    }
+    if (!p.administratorLogin || !p.administratorLoginPassword) throw errors.badParameter('properties.administratorLogin and administratorLoginPassword are required.');
     if (enc.type && !['SystemManaged', 'AzureKeyVault'].includes(enc.type)) throw errors.badParameter(`dataEncryption.type must be SystemManaged or AzureKeyVault, not '${enc.type}'.`);
     if (enc.type === 'AzureKeyVault' && (!enc.primaryKeyURI || !enc.primaryUserAssignedIdentityId)) {
       throw errors.badParameter('dataEncryption of type AzureKeyVault needs primaryKeyURI and primaryUserAssignedIdentityId.', 'KeyAndIdentityRequired');
@@ -105,7 +122,7 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
     const { server, operation } = await servers.create(callerOf(req), {
       name: req.params.name, location: body.location, version: p.version, storageSizeGB: p.storage?.storageSizeGB,
       administratorLogin: p.administratorLogin, administratorLoginPassword: p.administratorLoginPassword,
-      keyUri: enc.primaryKeyURI, identity: enc.primaryUserAssignedIdentityId,
+      keyUri: enc.primaryKeyURI, identity: enc.primaryUserAssignedIdentityId, backupRetentionDays: p.backup?.backupRetentionDays,
     });
     return accepted(reply, req, req.params.tid, operation, serverWire(server));
   });
@@ -150,6 +167,18 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
       return accepted(reply, req, req.params.tid, op, {});
     });
   }
+  app.get<{ Params: NameParams }>(`${FS}/:name/backups`, { config: { operation: 'BackupList', duty: 'readServers' } }, async (req) => ({
+    value: servers.backups(callerOf(req), req.params.name).map((m) => ({
+      id: `/tenants/${req.params.tid}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${req.params.name}/backups/${m.id}`,
+      name: m.id,
+      type: 'Microsoft.DBforPostgreSQL/flexibleServers/backups',
+      properties: { backupType: m.type, completedTime: m.endTime, startTime: m.startTime, sizeBytes: m.sizeBytes, encryptionKeyEpoch: m.epoch },
+    })),
+  }));
+  app.post<{ Params: NameParams }>(`${FS}/:name/backups`, { config: { operation: 'BackupCreate', duty: 'manageServers' } }, async (req, reply) => {
+    const op = servers.backup(callerOf(req), req.params.name);
+    return accepted(reply, req, req.params.tid, op, {});
+  });
   app.get<{ Params: NameParams }>(`${FS}/:name/health`, { config: { operation: 'ServerHealth', duty: 'readServers' } }, async (req) =>
     servers.health(callerOf(req), req.params.name));
   app.get<{ Params: { tid: string; id: string } }>('/tenants/:tid/providers/Microsoft.DBforPostgreSQL/operations/:id', {

@@ -111,6 +111,35 @@ export function registerServerCommands(program: Command): void {
       };
     }));
 
+  server.command('restore').description('point-in-time restore into a new server (encrypted too: under the source key, or --key/--identity)')
+    .requiredOption('--source <server>', 'the server whose backups to restore').requiredOption('--name <name>', 'the new server')
+    .option('--restore-time <iso>', 'restore to this time (default: the latest restorable time)')
+    .option('--location <region>', 'region of the new server (default: the source\'s)')
+    .option('--key <keyUri>').option('--identity <identity>')
+    .option('--no-wait')
+    .action(action<{ source: string; name: string; restoreTime?: string; location?: string; key?: string; identity?: string; wait: boolean }>(async (ctx, o) => {
+      const tid = ctx.tenantId;
+      const res = await ctx.mgmtFull('PUT', `${FS}/${enc(o.name)}`, {
+        location: o.location ?? (await ctx.mgmt('GET', `${FS}/${enc(o.source)}`)).location,
+        properties: {
+          createMode: 'PointInTimeRestore',
+          sourceServerResourceId: `/tenants/${tid}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${o.source}`,
+          ...(o.restoreTime ? { pointInTimeUTC: o.restoreTime } : {}),
+          ...(o.key || o.identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } } : {}),
+        },
+      });
+      return longOperation(ctx, res, o.name, 'Restoring', o.wait);
+    }));
+
+  const backup = server.command('backup').description('encrypted full backups (WAL is archived continuously)');
+  backup.command('list').requiredOption('--name <server>').action(action<{ name: string }>(async (ctx, o) =>
+    (await ctx.mgmt('GET', `${FS}/${enc(o.name)}/backups`)).value, ['name', 'properties.completedTime', 'properties.sizeBytes', 'properties.encryptionKeyEpoch']));
+  backup.command('create').requiredOption('--name <server>').option('--no-wait')
+    .action(action<{ name: string; wait: boolean }>(async (ctx, o) => {
+      await longOperation(ctx, await ctx.mgmtFull('POST', `${FS}/${enc(o.name)}/backups`), o.name, 'Backing up', o.wait, false);
+      return (await ctx.mgmt('GET', `${FS}/${enc(o.name)}/backups`)).value.at(-1);
+    }));
+
   server.command('health').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => ctx.mgmt('GET', `${FS}/${enc(o.name)}/health`)));
 
   const activity = program.command('activity-log').description('who did what to which resource, and every key-access failure');

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { SCRAM_VERIFIER_RE } from './scram.js';
 
@@ -152,20 +152,60 @@ export class PostgresInstance {
     if (r.status !== 0) throw new PostgresError(`initdb failed: ${(r.stderr || r.stdout).trim()}`, 'Failed');
     const admin = { login: adminLogin };
 
-    const write = (name: string, content: string, mode = 0o600) => {
-      const path = join(this.opts.dataDir, name);
-      writeFileSync(path, content, { mode });
-      chownSync(path, uid, gid);
-    };
-    write('server.crt', tls.cert);
-    write('server.key', tls.key);
-    write('root.crt', tls.ca);
+    const write = (name: string, content: string) => this.writeOwned(name, content);
+    this.installTls(tls);
     // pgbyok's own maintenance connects over the socket as the postgres OS user (peer), mapped to the admin.
     write('pg_ident.conf', `pgbyok postgres ${admin.login}\n`);
     write('pg_hba.conf', hbaFor(admin.login));
     const conf = readFileSync(join(this.opts.dataDir, 'postgresql.conf'), 'utf8');
     write('postgresql.conf', conf + "\ninclude 'pgbyok.conf'\n");
     this.writeManagedConfig();
+  }
+
+  private writeOwned(name: string, content: string, mode = 0o600): void {
+    const { uid, gid } = postgresUser();
+    const path = join(this.opts.dataDir, name);
+    writeFileSync(path, content, { mode });
+    chownSync(path, uid, gid);
+  }
+
+  /** The server's TLS certificate and key (inside the encrypted directory), and the CA clients trust. */
+  installTls(tls: { cert: string; key: string; ca: string }): void {
+    this.writeOwned('server.crt', tls.cert);
+    this.writeOwned('server.key', tls.key);
+    this.writeOwned('root.crt', tls.ca);
+  }
+
+  /**
+   * Point-in-time recovery from restored files: WAL from `walDir`, up to `targetTime` (or to the end of the
+   * archive), then promotion. The settings live in their own file so the managed ones stay untouched.
+   */
+  configureRecovery(walDir: string, targetTime?: string): void {
+    const lines = [
+      `restore_command = 'cp ${walDir}/%f %p'`,
+      ...(targetTime ? [`recovery_target_time = '${new Date(targetTime).toISOString().replace('T', ' ').replace('Z', '+00')}'`] : []),
+      "recovery_target_action = 'promote'",
+      "recovery_target_timeline = 'latest'",
+    ];
+    this.writeOwned('pgbyok-recovery.conf', lines.join('\n') + '\n');
+    const confPath = join(this.opts.dataDir, 'postgresql.conf');
+    const conf = readFileSync(confPath, 'utf8');
+    if (!conf.includes("include_if_exists 'pgbyok-recovery.conf'")) this.writeOwned('postgresql.conf', conf + "include_if_exists 'pgbyok-recovery.conf'\n");
+    this.writeOwned('recovery.signal', '');
+  }
+
+  /** Waits until recovery has ended and the server accepts writes. */
+  async waitForPromotion(timeoutMs = 300_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.sql('SELECT pg_is_in_recovery()') === 't') {
+      if (Date.now() > deadline) throw new PostgresError('recovery did not finish in time', 'Failed');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  finishRecovery(): void {
+    const path = join(this.opts.dataDir, 'pgbyok-recovery.conf');
+    if (existsSync(path)) rmSync(path);
   }
 
   /** The settings pgbyok owns; rewritten on every start so they cannot drift. */

@@ -30,6 +30,7 @@ export const ACTIVITY_OPERATIONS = {
   revalidate: 'Microsoft.DBforPostgreSQL/flexibleServers/revalidate/action',
   rewrap: 'Microsoft.DBforPostgreSQL/flexibleServers/dataEncryption/rewrap',
   reconcile: 'Microsoft.DBforPostgreSQL/flexibleServers/reconcile',
+  backup: 'Microsoft.DBforPostgreSQL/flexibleServers/backups/write',
 } as const;
 
 export function createMonitoring(d: { repo: ServersRepo; logger: Logger; ca: string }) {

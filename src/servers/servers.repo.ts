@@ -34,8 +34,19 @@ export interface Server {
   keyStatus: 'Valid' | 'Invalid';
   inaccessibleReason?: string;
   keyUnreachableSince?: number;
+  backupRetentionDays: number;
+  /** Set while a server is being created from another's backups (so a crash can resume the restore). */
+  restoreSpec?: RestoreSpec;
   created: number;
   updated: number;
+}
+
+export interface RestoreSpec {
+  sourceId: string;
+  sourceName: string;
+  sourceLocation: string;
+  restoreTime?: string;
+  baseBackupId: string;
 }
 
 export interface Operation {
@@ -78,6 +89,8 @@ const toServer = (r: any): Server => ({
   keyStatus: r.key_status,
   inaccessibleReason: r.inaccessible_reason ?? undefined,
   keyUnreachableSince: r.key_unreachable_since ?? undefined,
+  backupRetentionDays: r.backup_retention_days,
+  restoreSpec: r.restore_spec ? JSON.parse(r.restore_spec) : undefined,
   created: r.created,
   updated: r.updated,
 });
@@ -91,9 +104,10 @@ const toOp = (r: any): Operation => ({
 export function createServersRepo(db: Db) {
   const s = {
     insert: db.prepare(`INSERT INTO servers (id, tenant_id, name, location, state, version, storage_gb, admin_login, admin_verifier, port,
-      encryption, wrapped_dek, wrapped_by, key_status, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`),
+      encryption, wrapped_dek, wrapped_by, key_status, backup_retention_days, restore_spec, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`),
     save: db.prepare(`UPDATE servers SET state = ?, storage_gb = ?, encryption = ?, wrapped_dek = ?, wrapped_by = ?, pending_encryption = ?,
-      pending_wrapped_dek = ?, pending_wrapped_by = ?, key_status = ?, inaccessible_reason = ?, key_unreachable_since = ?, updated = ? WHERE id = ?`),
+      pending_wrapped_dek = ?, pending_wrapped_by = ?, key_status = ?, inaccessible_reason = ?, key_unreachable_since = ?,
+      backup_retention_days = ?, restore_spec = ?, updated = ? WHERE id = ?`),
     byName: db.prepare('SELECT * FROM servers WHERE name = ?'),
     byId: db.prepare('SELECT * FROM servers WHERE id = ?'),
     list: db.prepare('SELECT * FROM servers WHERE tenant_id = ? ORDER BY name'),
@@ -122,12 +136,14 @@ export function createServersRepo(db: Db) {
     transaction: <T>(fn: () => T): T => db.transaction(fn)(),
     insert: (v: Server) => void s.insert.run(
       v.id, v.tenantId, v.name, v.location, v.state, v.version, v.storageGb, v.adminLogin, v.adminVerifier, v.port,
-      JSON.stringify(v.current.encryption), v.current.wrappedDek, v.current.wrappedBy, v.keyStatus, v.created, v.updated,
+      JSON.stringify(v.current.encryption), v.current.wrappedDek, v.current.wrappedBy, v.keyStatus, v.backupRetentionDays,
+      v.restoreSpec ? JSON.stringify(v.restoreSpec) : null, v.created, v.updated,
     ),
     save: (v: Server) => void s.save.run(
       v.state, v.storageGb, JSON.stringify(v.current.encryption), v.current.wrappedDek, v.current.wrappedBy,
       v.pending ? JSON.stringify(v.pending.encryption) : null, v.pending?.wrappedDek ?? null, v.pending?.wrappedBy ?? null,
-      v.keyStatus, v.inaccessibleReason ?? null, v.keyUnreachableSince ?? null, v.updated, v.id,
+      v.keyStatus, v.inaccessibleReason ?? null, v.keyUnreachableSince ?? null, v.backupRetentionDays,
+      v.restoreSpec ? JSON.stringify(v.restoreSpec) : null, v.updated, v.id,
     ),
     byName: (name: string) => { const r = s.byName.get(name); return r ? toServer(r) : undefined; },
     byId: (id: string) => { const r = s.byId.get(id); return r ? toServer(r) : undefined; },

@@ -13,8 +13,9 @@ import type { Directory, IdentityInfo } from './directory.js';
 import { KeyAccessError, parseKeyUri, type KeyAccess, type KeyPrincipal } from './key-access.js';
 import { ACTIVITY_OPERATIONS, type Monitoring } from './monitoring.js';
 import { startResponder, type Responder } from './responder.js';
-import type { DataEncryption, Operation, Server, ServersRepo, WrappedDek } from './servers.repo.js';
+import type { DataEncryption, Operation, RestoreSpec, Server, ServersRepo, WrappedDek } from './servers.repo.js';
 import type { ServerRuntime } from './runtime.js';
+import type { BackupsService } from '../backups/backups.service.js';
 
 /** Who asked, with the token they asked with (used to read vaults and identities on their behalf). */
 export interface Caller {
@@ -33,6 +34,16 @@ export interface CreateServerInput {
   administratorLoginPassword: string;
   keyUri?: string;
   identity?: string;
+  backupRetentionDays?: number;
+}
+
+export interface RestoreServerInput {
+  source: string;
+  name: string;
+  restoreTime?: string;
+  location?: string;
+  keyUri?: string;
+  identity?: string;
 }
 
 export interface UpdateServerInput {
@@ -46,6 +57,10 @@ export interface UpdateServerInput {
 export interface ServersDeps {
   repo: ServersRepo;
   runtime: ServerRuntime;
+  backups: BackupsService;
+  /** How often WAL is sealed into the store, and how old the newest base backup may get. */
+  archiveIntervalMs: () => number;
+  backupIntervalMs: () => number;
   home: HomePaths;
   logger: Logger;
   keys: KeyAccess;
@@ -102,6 +117,7 @@ export function createServersService(d: ServersDeps) {
   const responders = new Map<string, Responder>();
   const checkTimers = new Map<string, NodeJS.Timeout>();
   let monitorTimer: NodeJS.Timeout | undefined;
+  let backupTimer: NodeJS.Timeout | undefined;
   let stopping = false;
 
   /** Runs `fn` after every earlier operation on the same server. */
@@ -261,6 +277,7 @@ export function createServersService(d: ServersDeps) {
     if (was !== 'Inaccessible') {
       activity(s, ACTIVITY_OPERATIONS.ServerInaccessible, 'Failed', `Server ${s.name} is Inaccessible: its customer-managed key cannot be reached (${reason}).`);
     }
+    d.backups.forget(s);
     await shutdownData(s, 'fast');
     await startResponderFor(s);
   };
@@ -374,7 +391,8 @@ export function createServersService(d: ServersDeps) {
       s.pending = undefined;
       save(s);
       writeHeaderMeta(s, volume);
-      activity(s, ACTIVITY_OPERATIONS.rewrap, 'Succeeded', `Data-encryption key of ${s.name} re-wrapped (${why}): ${before} -> ${kid}. No data was re-encrypted.`, caller);
+      const backups = await d.backups.rewrapEpochs(s);
+      activity(s, ACTIVITY_OPERATIONS.rewrap, 'Succeeded', `Data-encryption key of ${s.name} re-wrapped (${why}): ${before} -> ${kid}; ${backups} backup key(s) re-wrapped too. No data was re-encrypted.`, caller);
     } finally {
       dek.fill(0);
     }
@@ -428,7 +446,18 @@ export function createServersService(d: ServersDeps) {
       const pg = pgOf(s, volume);
       if (!volume.readHeader().initialized) {
         if (existsSync(pg.opts.dataDir)) rmSync(pg.opts.dataDir, { recursive: true, force: true });
-        pg.init(s.adminLogin, await d.tlsFor(s.name));
+        if (s.restoreSpec) {
+          const spec = s.restoreSpec;
+          const base = d.backups.list({ id: spec.sourceId, location: spec.sourceLocation }).find((m) => m.id === spec.baseBackupId);
+          if (!base) throw new Error(`the base backup ${spec.baseBackupId} of ${spec.sourceName} is gone`);
+          await d.backups.restoreInto({ id: spec.sourceId, location: spec.sourceLocation, name: spec.sourceName }, base, pg, spec.restoreTime);
+          pg.installTls(await d.tlsFor(s.name));
+          await pg.start();
+          await pg.waitForPromotion();
+          await d.backups.cleanupRestore(pg);
+        } else {
+          pg.init(s.adminLogin, await d.tlsFor(s.name));
+        }
         volume.updateHeader((h) => ({ ...h, initialized: true }));
       }
       await pg.start();
@@ -437,8 +466,14 @@ export function createServersService(d: ServersDeps) {
       s.state = 'Ready';
       s.keyStatus = 'Valid';
       s.inaccessibleReason = undefined;
+      const restoredFrom = s.restoreSpec;
+      s.restoreSpec = undefined;
       save(s);
-      activity(s, ACTIVITY_OPERATIONS.write, 'Succeeded', `Server ${s.name} created (${s.current.encryption.type}).`);
+      activity(s, ACTIVITY_OPERATIONS.write, 'Succeeded', restoredFrom
+        ? `Server ${s.name} restored from ${restoredFrom.sourceName} to ${restoredFrom.restoreTime ?? 'the latest restorable time'} (${s.current.encryption.type}).`
+        : `Server ${s.name} created (${s.current.encryption.type}).`);
+      // Every server gets a full backup when it is created; WAL archiving runs from then on.
+      void withLock(s.name, () => takeBaseBackup(s.name)).catch(() => undefined);
     } catch (e) {
       activity(s, ACTIVITY_OPERATIONS.write, 'Failed', `Creating server ${s.name} failed: ${describe(e)}`);
       await stopResponder(s);
@@ -531,6 +566,45 @@ export function createServersService(d: ServersDeps) {
     }, delayMs));
   };
 
+  /** A full backup of a Ready server (under its lock); failures are logged and the schedule retries. */
+  const takeBaseBackup = async (name: string) => {
+    const s = d.repo.byName(name);
+    if (!s || s.state !== 'Ready') return undefined;
+    try {
+      const m = await d.backups.baseBackup(s, pgOf(s));
+      activity(s, ACTIVITY_OPERATIONS.backup, 'Succeeded', `Full backup ${m.id} of ${s.name} (${Math.round(m.sizeBytes / 1024)} KiB, encrypted).`);
+      return m;
+    } catch (e) {
+      activity(s, ACTIVITY_OPERATIONS.backup, 'Failed', `Backup of ${s.name} failed: ${describe(e)}`);
+      throw e;
+    }
+  };
+
+  /** WAL into the store, a base backup when the newest is too old, and pruning past the retention. */
+  const backupPass = async () => {
+    for (const s of d.repo.all()) {
+      if (stopping || s.state !== 'Ready') continue;
+      await withLock(s.name, async () => {
+        const fresh = d.repo.byName(s.name);
+        if (!fresh || fresh.state !== 'Ready') return;
+        const pg = pgOf(fresh);
+        await d.backups.archive(fresh, pg);
+        const newest = d.backups.list(fresh).at(-1);
+        if (!newest || Date.now() - Date.parse(newest.endTime) > d.backupIntervalMs()) await takeBaseBackup(fresh.name);
+        d.backups.prune(fresh, fresh.backupRetentionDays);
+      }).catch((e) => d.logger.warn({ server: s.name, err: describe(e) }, 'backup pass failed'));
+    }
+  };
+
+  const scheduleBackups = () => {
+    if (stopping) return;
+    backupTimer = setTimeout(async () => {
+      await backupPass();
+      scheduleBackups();
+    }, d.archiveIntervalMs());
+    backupTimer.unref();
+  };
+
   const requireServer = (tenantId: string, name: string): Server => {
     const s = d.repo.byName(name);
     if (!s || s.tenantId !== tenantId) throw errors.notFound('ResourceNotFound', `The server '${name}' was not found.`);
@@ -604,6 +678,10 @@ export function createServersService(d: ServersDeps) {
         throw e;
       }
       if (d.repo.byName(input.name)) throw errors.conflict(`A server named '${input.name}' already exists.`, 'ServerNameInUse');
+      const backupRetentionDays = input.backupRetentionDays ?? 7;
+      if (!Number.isInteger(backupRetentionDays) || backupRetentionDays < 7 || backupRetentionDays > 35) {
+        throw errors.badParameter('backupRetentionDays must be a whole number from 7 to 35.');
+      }
 
       let encryption: DataEncryption = { type: 'SystemManaged' };
       let identity: IdentityInfo | undefined;
@@ -624,12 +702,88 @@ export function createServersService(d: ServersDeps) {
         id: randomUUID(), tenantId: caller.tenantId, name: input.name, location: input.location, state: 'Provisioning', version: '15',
         storageGb, adminLogin: input.administratorLogin, adminVerifier: scramSha256Verifier(input.administratorLoginPassword),
         port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
-        keyStatus: 'Valid', created: now, updated: now,
+        keyStatus: 'Valid', backupRetentionDays, created: now, updated: now,
       };
       d.repo.insert(server);
       activity(server, ACTIVITY_OPERATIONS.write, 'Started', `Creating server ${server.name} (${encryption.type}${encryption.primaryKeyURI ? ', key ' + encryption.primaryKeyURI : ''}).`, caller.name);
       const operation = runOp(server, 'Create', provision);
       return { server, operation, identity };
+    },
+
+    /**
+     * Point-in-time restore into a new server: from the source's newest base backup that ended before the
+     * time, plus its WAL up to the time. The new server is encrypted too: under the source's key and
+     * identity, or under the key and identity given (SystemManaged to CMK and back are both allowed).
+     * Opening the backups needs the source's key, and that is checked before anything is created.
+     */
+    async restore(caller: Caller, input: RestoreServerInput): Promise<{ server: Server; operation: Operation }> {
+      const source = requireServer(caller.tenantId, input.source);
+      if (!SERVER_NAME_RE.test(input.name)) {
+        throw errors.badParameter(`The server name '${input.name}' is invalid: 3-63 lowercase letters, digits and '-', not starting or ending with '-'.`, 'InvalidServerName');
+      }
+      if (d.repo.byName(input.name)) throw errors.conflict(`A server named '${input.name}' already exists.`, 'ServerNameInUse');
+      let restoreTime: string | undefined;
+      if (input.restoreTime) {
+        const t = Date.parse(input.restoreTime);
+        if (Number.isNaN(t)) throw errors.badParameter(`The restore time '${input.restoreTime}' is not an ISO 8601 time.`);
+        if (t > Date.now() + 1000) throw errors.badParameter(`The restore time ${input.restoreTime} is in the future.`, 'RestoreTimeInFuture');
+        restoreTime = new Date(t).toISOString();
+      }
+      const location = input.location ?? source.location;
+      let encryption = source.current.encryption;
+      if (input.keyUri || input.identity) encryption = (await validateCmk(caller, input.keyUri, input.identity, location)).encryption;
+
+      // The newest WAL of a running source goes into the store first, so "now" is restorable.
+      if (source.state === 'Ready') {
+        await withLock(source.name, async () => {
+          const fresh = d.repo.byName(source.name);
+          if (fresh?.state === 'Ready') await d.backups.flushWal(fresh, pgOf(fresh));
+        }).catch((e) => d.logger.warn({ server: source.name, err: describe(e) }, 'could not flush WAL before a restore'));
+      }
+      let base;
+      try {
+        base = await d.backups.planRestore(source, restoreTime);
+      } catch (e) {
+        if (e instanceof KeyAccessError) {
+          throw errors.badParameter(`The backups of ${source.name} are encrypted under its key, which cannot be reached: ${e.message}. A restore needs the source server's key; restore access to it and try again.`, 'SourceKeyUnavailable');
+        }
+        throw errors.badParameter(`Cannot restore ${source.name}${restoreTime ? ' to ' + restoreTime : ''}: ${describe(e)}.`, 'NoRestorePoint');
+      }
+
+      const dek = newDek();
+      let wrapped: { kid: string; wrapped: string };
+      try {
+        wrapped = await d.keys.wrap(await keyUriOf(encryption, location), dek, principalOf(encryption));
+      } catch (e) {
+        throw errors.badParameter(`The new server's DEK could not be wrapped: ${keyFailureMessage(e)}`, 'KeyAccessFailed');
+      } finally {
+        dek.fill(0);
+      }
+      const now = Math.floor(Date.now() / 1000);
+      const spec: RestoreSpec = { sourceId: source.id, sourceName: source.name, sourceLocation: source.location, restoreTime, baseBackupId: base.id };
+      const server: Server = {
+        id: randomUUID(), tenantId: caller.tenantId, name: input.name, location, state: 'Provisioning', version: source.version,
+        storageGb: source.storageGb, adminLogin: source.adminLogin, adminVerifier: source.adminVerifier,
+        port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
+        keyStatus: 'Valid', backupRetentionDays: source.backupRetentionDays, restoreSpec: spec, created: now, updated: now,
+      };
+      d.repo.insert(server);
+      activity(server, ACTIVITY_OPERATIONS.write, 'Started', `Restoring ${source.name} to ${restoreTime ?? 'the latest restorable time'} into ${server.name} (${encryption.type}).`, caller.name);
+      return { server, operation: runOp(server, 'Restore', provision) };
+    },
+
+    /** An on-demand full backup. */
+    backup(caller: Caller, name: string) {
+      const s = requireServer(caller.tenantId, name);
+      requireState(s, ['Ready'], 'back up');
+      return runOp(s, 'Backup', async () => {
+        const m = await takeBaseBackup(name);
+        if (!m) throw new Error('the server is not Ready');
+      });
+    },
+
+    backups(caller: Caller, name: string) {
+      return d.backups.list(requireServer(caller.tenantId, name));
     },
 
     async update(caller: Caller, name: string, input: UpdateServerInput): Promise<{ server: Server; operation: Operation }> {
@@ -756,6 +910,7 @@ export function createServersService(d: ServersDeps) {
         await shutdownData(fresh, 'immediate');
         await volumeOf(fresh).destroy();
         rmSync(pgOf(fresh).opts.socketDir, { recursive: true, force: true });
+        d.backups.deleteAll(fresh);
         d.repo.delete(fresh.id);
         activity(fresh, ACTIVITY_OPERATIONS.delete, 'Succeeded', `Server ${name} deleted; its volume was destroyed and its wrapped DEK erased.`, caller.name);
       });
@@ -857,12 +1012,14 @@ export function createServersService(d: ServersDeps) {
         });
       }
       scheduleMonitor();
+      scheduleBackups();
     },
 
     /** SIGTERM: every server stopped, every key out of the kernel, no mount and no loop device left. */
     async shutdown(): Promise<void> {
       stopping = true;
       if (monitorTimer) clearTimeout(monitorTimer);
+      if (backupTimer) clearTimeout(backupTimer);
       for (const t of checkTimers.values()) clearTimeout(t);
       await Promise.allSettled([...locks.values()]);
       for (const s of d.repo.all()) {

@@ -174,6 +174,10 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (tenant_id, name)
   );
   `,
+  `
+  ALTER TABLE servers ADD COLUMN backup_retention_days INTEGER NOT NULL DEFAULT 7;
+  ALTER TABLE servers ADD COLUMN restore_spec TEXT;
+  `,
 ];
 
 export function openDb(path: string): Db {
