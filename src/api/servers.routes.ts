@@ -37,6 +37,8 @@ export function serverWire(s: Server) {
         geoBackupUserAssignedIdentityId: null,
         geoBackupEncryptionKeyStatus: null,
       },
+      replicationRole: s.replicationRole,
+      ...(s.sourceServer ? { sourceServerResourceId: `/tenants/${s.tenantId}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${s.sourceServer}` } : {}),
       ...(s.inaccessibleReason ? { inaccessibleReason: s.inaccessibleReason } : {}),
       network: { publicNetworkAccess: 'Enabled' },
     },
@@ -100,8 +102,16 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
     const body = req.body as any;
     const p = body.properties;
     const enc = p.dataEncryption ?? {};
-    if (p.createMode !== undefined && !['Default', 'Create', 'PointInTimeRestore'].includes(p.createMode)) {
-      throw errors.badParameter(`createMode '${p.createMode}' is not supported; use Default or PointInTimeRestore.`);
+    if (p.createMode !== undefined && !['Default', 'Create', 'PointInTimeRestore', 'Replica', 'GeoRestore'].includes(p.createMode)) {
+      throw errors.badParameter(`createMode '${p.createMode}' is not supported; use Default, PointInTimeRestore, GeoRestore or Replica.`);
+    }
+    if (p.createMode === 'Replica') {
+      if (!p.sourceServerResourceId) throw errors.badParameter('A replica needs properties.sourceServerResourceId.');
+      const { server, operation } = await servers.createReplica(callerOf(req), {
+        source: String(p.sourceServerResourceId).split('/').pop()!, name: req.params.name, location: body.location,
+        keyUri: enc.primaryKeyURI, identity: enc.primaryUserAssignedIdentityId,
+      });
+      return accepted(reply, req, req.params.tid, operation, serverWire(server));
     }
     if (p.createMode === 'PointInTimeRestore') {
       if (!p.sourceServerResourceId) throw errors.badParameter('A point-in-time restore needs properties.sourceServerResourceId.');
@@ -161,7 +171,10 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
     const op = servers.delete(callerOf(req), req.params.name);
     return accepted(reply, req, req.params.tid, op, {});
   });
-  for (const action of ['stop', 'start', 'restart', 'revalidate'] as const) {
+  app.get<{ Params: NameParams }>(`${FS}/:name/replicas`, { config: { operation: 'ReplicaList', duty: 'readServers' } }, async (req) => ({
+    value: servers.replicas(callerOf(req), req.params.name).map(serverWire),
+  }));
+  for (const action of ['stop', 'start', 'restart', 'revalidate', 'promote'] as const) {
     app.post<{ Params: NameParams }>(`${FS}/:name/${action}`, { config: { operation: `Server${action[0].toUpperCase()}${action.slice(1)}`, duty: 'manageServers' } }, async (req, reply) => {
       const op = servers[action](callerOf(req), req.params.name);
       return accepted(reply, req, req.params.tid, op, {});

@@ -131,6 +131,28 @@ export function registerServerCommands(program: Command): void {
       return longOperation(ctx, res, o.name, 'Restoring', o.wait);
     }));
 
+  const replica = server.command('replica').description('read replicas: streaming copies with their own volume, DEK and key');
+  replica.command('create').requiredOption('--source <server>').requiredOption('--name <name>')
+    .option('--location <region>', 'region of the replica (default: the source\'s)')
+    .option('--key <keyUri>', 'the replica\'s key (required in another region: a vault of that region)')
+    .option('--identity <identity>', 'the replica\'s identity (required in another region: an identity of that region)')
+    .option('--no-wait')
+    .action(action<{ source: string; name: string; location?: string; key?: string; identity?: string; wait: boolean }>(async (ctx, o) => {
+      const res = await ctx.mgmtFull('PUT', `${FS}/${enc(o.name)}`, {
+        location: o.location ?? (await ctx.mgmt('GET', `${FS}/${enc(o.source)}`)).location,
+        properties: {
+          createMode: 'Replica',
+          sourceServerResourceId: `/tenants/${ctx.tenantId}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${o.source}`,
+          ...(o.key || o.identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } } : {}),
+        },
+      });
+      return longOperation(ctx, res, o.name, 'Creating replica', o.wait);
+    }));
+  replica.command('list').requiredOption('--name <server>', 'the primary').action(action<{ name: string }>(async (ctx, o) =>
+    (await ctx.mgmt('GET', `${FS}/${enc(o.name)}/replicas`)).value, ['name', 'location', 'properties.state', 'properties.port', 'properties.replicationRole']));
+  replica.command('promote').requiredOption('--name <replica>').option('--no-wait')
+    .action(action<{ name: string; wait: boolean }>(async (ctx, o) => longOperation(ctx, await ctx.mgmtFull('POST', `${FS}/${enc(o.name)}/promote`), o.name, 'Promoting', o.wait)));
+
   const backup = server.command('backup').description('encrypted full backups (WAL is archived continuously)');
   backup.command('list').requiredOption('--name <server>').action(action<{ name: string }>(async (ctx, o) =>
     (await ctx.mgmt('GET', `${FS}/${enc(o.name)}/backups`)).value, ['name', 'properties.completedTime', 'properties.sizeBytes', 'properties.encryptionKeyEpoch']));

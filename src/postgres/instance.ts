@@ -203,6 +203,31 @@ export class PostgresInstance {
     }
   }
 
+  /**
+   * Makes this (empty) instance a streaming replica of another: pg_basebackup over TLS as a replication
+   * role, with a slot, and the standby configuration written by -R. The password is read from `passfile`,
+   * which lives inside this server's encrypted directory.
+   */
+  cloneFrom(source: { host: string; port: number; user: string; passfile: string; slot: string; caFile: string }): void {
+    const { uid, gid } = postgresUser();
+    if (existsSync(this.opts.dataDir)) rmSync(this.opts.dataDir, { recursive: true, force: true });
+    mkdirSync(this.opts.dataDir, { mode: 0o700 });
+    chownSync(this.opts.dataDir, uid, gid);
+    const conn = `host=${source.host} port=${source.port} user=${source.user} passfile=${source.passfile} sslmode=verify-full sslrootcert=${source.caFile} application_name=${this.opts.clusterName}`;
+    const r = this.asPostgres('pg_basebackup', ['-d', conn, '-D', this.opts.dataDir, '-X', 'stream', '-R', '-C', '-S', source.slot, '-c', 'fast', '-w']);
+    if (r.status !== 0) throw new PostgresError(`pg_basebackup from the source failed: ${(r.stderr || r.stdout).trim()}`, 'Failed');
+  }
+
+  isInRecovery(): boolean {
+    return this.sql('SELECT pg_is_in_recovery()') === 't';
+  }
+
+  /** Ends recovery of a replica: it becomes a primary of its own. */
+  async promote(): Promise<void> {
+    this.sql('SELECT pg_promote(true, 60)');
+    await this.waitForPromotion(60_000);
+  }
+
   finishRecovery(): void {
     const path = join(this.opts.dataDir, 'pgbyok-recovery.conf');
     if (existsSync(path)) rmSync(path);

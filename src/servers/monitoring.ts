@@ -31,6 +31,7 @@ export const ACTIVITY_OPERATIONS = {
   rewrap: 'Microsoft.DBforPostgreSQL/flexibleServers/dataEncryption/rewrap',
   reconcile: 'Microsoft.DBforPostgreSQL/flexibleServers/reconcile',
   backup: 'Microsoft.DBforPostgreSQL/flexibleServers/backups/write',
+  promote: 'Microsoft.DBforPostgreSQL/flexibleServers/promote/action',
 } as const;
 
 export function createMonitoring(d: { repo: ServersRepo; logger: Logger; ca: string }) {

@@ -37,8 +37,19 @@ export interface Server {
   backupRetentionDays: number;
   /** Set while a server is being created from another's backups (so a crash can resume the restore). */
   restoreSpec?: RestoreSpec;
+  /** Primary, or an asynchronous streaming replica of `sourceServer`. */
+  replicationRole: 'Primary' | 'AsyncReplica';
+  sourceServer?: string;
+  /** Geo-redundant backup: copies of the backups in the paired region, under the geo key. */
+  geo?: GeoBackup;
   created: number;
   updated: number;
+}
+
+export interface GeoBackup {
+  region: string;
+  encryption: DataEncryption;
+  keyStatus: 'Valid' | 'Invalid';
 }
 
 export interface RestoreSpec {
@@ -91,6 +102,9 @@ const toServer = (r: any): Server => ({
   keyUnreachableSince: r.key_unreachable_since ?? undefined,
   backupRetentionDays: r.backup_retention_days,
   restoreSpec: r.restore_spec ? JSON.parse(r.restore_spec) : undefined,
+  replicationRole: r.replication_role,
+  sourceServer: r.source_server ?? undefined,
+  geo: r.geo ? JSON.parse(r.geo) : undefined,
   created: r.created,
   updated: r.updated,
 });
@@ -104,10 +118,11 @@ const toOp = (r: any): Operation => ({
 export function createServersRepo(db: Db) {
   const s = {
     insert: db.prepare(`INSERT INTO servers (id, tenant_id, name, location, state, version, storage_gb, admin_login, admin_verifier, port,
-      encryption, wrapped_dek, wrapped_by, key_status, backup_retention_days, restore_spec, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`),
+      encryption, wrapped_dek, wrapped_by, key_status, backup_retention_days, restore_spec, replication_role, source_server, geo, created, updated)
+      VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`),
     save: db.prepare(`UPDATE servers SET state = ?, storage_gb = ?, encryption = ?, wrapped_dek = ?, wrapped_by = ?, pending_encryption = ?,
       pending_wrapped_dek = ?, pending_wrapped_by = ?, key_status = ?, inaccessible_reason = ?, key_unreachable_since = ?,
-      backup_retention_days = ?, restore_spec = ?, updated = ? WHERE id = ?`),
+      backup_retention_days = ?, restore_spec = ?, replication_role = ?, source_server = ?, geo = ?, updated = ? WHERE id = ?`),
     byName: db.prepare('SELECT * FROM servers WHERE name = ?'),
     byId: db.prepare('SELECT * FROM servers WHERE id = ?'),
     list: db.prepare('SELECT * FROM servers WHERE tenant_id = ? ORDER BY name'),
@@ -137,13 +152,15 @@ export function createServersRepo(db: Db) {
     insert: (v: Server) => void s.insert.run(
       v.id, v.tenantId, v.name, v.location, v.state, v.version, v.storageGb, v.adminLogin, v.adminVerifier, v.port,
       JSON.stringify(v.current.encryption), v.current.wrappedDek, v.current.wrappedBy, v.keyStatus, v.backupRetentionDays,
-      v.restoreSpec ? JSON.stringify(v.restoreSpec) : null, v.created, v.updated,
+      v.restoreSpec ? JSON.stringify(v.restoreSpec) : null, v.replicationRole, v.sourceServer ?? null, v.geo ? JSON.stringify(v.geo) : null,
+      v.created, v.updated,
     ),
     save: (v: Server) => void s.save.run(
       v.state, v.storageGb, JSON.stringify(v.current.encryption), v.current.wrappedDek, v.current.wrappedBy,
       v.pending ? JSON.stringify(v.pending.encryption) : null, v.pending?.wrappedDek ?? null, v.pending?.wrappedBy ?? null,
       v.keyStatus, v.inaccessibleReason ?? null, v.keyUnreachableSince ?? null, v.backupRetentionDays,
-      v.restoreSpec ? JSON.stringify(v.restoreSpec) : null, v.updated, v.id,
+      v.restoreSpec ? JSON.stringify(v.restoreSpec) : null, v.replicationRole, v.sourceServer ?? null, v.geo ? JSON.stringify(v.geo) : null,
+      v.updated, v.id,
     ),
     byName: (name: string) => { const r = s.byName.get(name); return r ? toServer(r) : undefined; },
     byId: (id: string) => { const r = s.byId.get(id); return r ? toServer(r) : undefined; },

@@ -1,5 +1,6 @@
-import { randomUUID } from 'node:crypto';
-import { existsSync, rmSync } from 'node:fs';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { chownSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -93,6 +94,15 @@ async function freePort(used: Set<number>): Promise<number> {
     });
     if (!used.has(port)) return port;
   }
+}
+
+let pgOwnerCache: { uid: number; gid: number } | undefined;
+function pgOwner(): { uid: number; gid: number } {
+  pgOwnerCache ??= {
+    uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()),
+  };
+  return pgOwnerCache;
 }
 
 /** Whether a key URI (versioned or not) names the key that made a versioned kid. */
@@ -307,7 +317,7 @@ export function createServersService(d: ServersDeps) {
   const keyFailureMessage = (e: unknown) => (e instanceof KeyAccessError ? e.message : describe(e));
 
   /** Validates a customer key as Azure does before anything is created; every refusal names its rule. */
-  const validateCmk = async (caller: Caller, keyUri: string | undefined, identityRef: string | undefined, region: string): Promise<{ encryption: DataEncryption; identity: IdentityInfo }> => {
+  const validateCmk = async (caller: Caller, keyUri: string | undefined, identityRef: string | undefined, region: string, sameRegion?: 'replica' | 'geo'): Promise<{ encryption: DataEncryption; identity: IdentityInfo }> => {
     if (!keyUri || !identityRef) {
       throw errors.badParameter('A customer-managed key needs both --key (the key URI) and --identity (a user-assigned identity that can reach it).', 'KeyAndIdentityRequired');
     }
@@ -332,7 +342,12 @@ export function createServersService(d: ServersDeps) {
     if (!vault.enablePurgeProtection) {
       throw errors.badParameter(`Vault '${vault.name}' must have purge protection enabled (pgbyok vault update --name ${vault.name} --enable-purge-protection).`, 'KeyVaultPurgeProtectionDisabled');
     }
-    void region;
+    if (sameRegion && vault.location !== region) {
+      throw errors.badParameter(`A ${sameRegion === 'replica' ? 'read replica' : 'geo-redundant backup'} in ${region} needs its key in a vault of ${region}; vault '${vault.name}' is in ${vault.location}.`, 'KeyVaultRegionMismatch');
+    }
+    if (sameRegion && identity.location !== region) {
+      throw errors.badParameter(`A ${sameRegion === 'replica' ? 'read replica' : 'geo-redundant backup'} in ${region} needs an identity created in ${region}; '${identity.name}' is in ${identity.location}.`, 'IdentityRegionMismatch');
+    }
     const principal: KeyPrincipal = { kind: 'identity', resourceId: identity.id };
     const step = async <T>(permission: string, fn: () => Promise<T>): Promise<T> => {
       try {
@@ -426,6 +441,51 @@ export function createServersService(d: ServersDeps) {
     return op;
   };
 
+  const replicationNames = (replica: string) => ({ role: `pgbyok_repl_${replica.replace(/-/g, '_')}`, slot: `pgbyok_${replica.replace(/-/g, '_')}` });
+
+  /**
+   * A replica's first copy: a replication role with a fresh password (its SCRAM verifier on the source,
+   * the password in a passfile inside the replica's encrypted directory), a slot, pg_basebackup over TLS.
+   */
+  const cloneFromSource = async (s: Server, volume: ReturnType<typeof volumeOf>, pg: ReturnType<typeof pgOf>) => {
+    const source = d.repo.byName(s.sourceServer!);
+    if (!source || source.state !== 'Ready') throw new Error(`the source server ${s.sourceServer} is not Ready`);
+    const srcPg = pgOf(source);
+    const { role, slot } = replicationNames(s.name);
+    const password = randomBytes(24).toString('base64url');
+    srcPg.sql(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${role}') THEN CREATE ROLE ${role} WITH REPLICATION LOGIN; END IF; END $$`);
+    srcPg.sql(`ALTER ROLE ${role} PASSWORD '${scramSha256Verifier(password)}'`);
+    srcPg.sql(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}'`);
+    const passfile = join(volume.dataDir, '.pgpass');
+    writeFileSync(passfile, `localhost:${source.port}:*:${role}:${password}\n`, { mode: 0o600 });
+    chownSync(passfile, pgOwner().uid, pgOwner().gid);
+    pg.cloneFrom({ host: 'localhost', port: source.port, user: role, passfile, slot, caFile: d.home.caCert });
+    pg.installTls(await d.tlsFor(s.name));
+  };
+
+  const waitForStreaming = async (pg: ReturnType<typeof pgOf>) => {
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      if (pg.sql("SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), '')") === 'streaming') return;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error('the replica did not start streaming from its source');
+  };
+
+  /** Best effort: a replica that is gone or promoted no longer holds WAL on its source. */
+  const releaseSource = (replica: Server) => {
+    const source = replica.sourceServer ? d.repo.byName(replica.sourceServer) : undefined;
+    if (!source || source.state !== 'Ready') return;
+    const { role, slot } = replicationNames(replica.name);
+    try {
+      const srcPg = pgOf(source);
+      srcPg.sql(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}' AND NOT active`);
+      srcPg.sql(`DROP ROLE IF EXISTS ${role}`);
+    } catch (e) {
+      d.logger.warn({ server: replica.name, err: describe(e) }, 'could not release the replication slot on the source');
+    }
+  };
+
   /** Creates (or, after a crash, finishes creating) the volume, PostgreSQL and its admin; resumable. */
   const provision = async (s: Server) => {
     const volume = volumeOf(s);
@@ -455,13 +515,16 @@ export function createServersService(d: ServersDeps) {
           await pg.start();
           await pg.waitForPromotion();
           await d.backups.cleanupRestore(pg);
+        } else if (s.replicationRole === 'AsyncReplica') {
+          await cloneFromSource(s, volume, pg);
         } else {
           pg.init(s.adminLogin, await d.tlsFor(s.name));
         }
         volume.updateHeader((h) => ({ ...h, initialized: true }));
       }
       await pg.start();
-      pg.setAdminPassword(s.adminVerifier);
+      if (s.replicationRole === 'AsyncReplica') await waitForStreaming(pg);
+      else pg.setAdminPassword(s.adminVerifier);
       await subscribeEvents(s);
       s.state = 'Ready';
       s.keyStatus = 'Valid';
@@ -472,8 +535,8 @@ export function createServersService(d: ServersDeps) {
       activity(s, ACTIVITY_OPERATIONS.write, 'Succeeded', restoredFrom
         ? `Server ${s.name} restored from ${restoredFrom.sourceName} to ${restoredFrom.restoreTime ?? 'the latest restorable time'} (${s.current.encryption.type}).`
         : `Server ${s.name} created (${s.current.encryption.type}).`);
-      // Every server gets a full backup when it is created; WAL archiving runs from then on.
-      void withLock(s.name, () => takeBaseBackup(s.name)).catch(() => undefined);
+      // Every primary gets a full backup when it is created; WAL archiving runs from then on.
+      if (s.replicationRole === 'Primary') void withLock(s.name, () => takeBaseBackup(s.name)).catch(() => undefined);
     } catch (e) {
       activity(s, ACTIVITY_OPERATIONS.write, 'Failed', `Creating server ${s.name} failed: ${describe(e)}`);
       await stopResponder(s);
@@ -583,10 +646,10 @@ export function createServersService(d: ServersDeps) {
   /** WAL into the store, a base backup when the newest is too old, and pruning past the retention. */
   const backupPass = async () => {
     for (const s of d.repo.all()) {
-      if (stopping || s.state !== 'Ready') continue;
+      if (stopping || s.state !== 'Ready' || s.replicationRole !== 'Primary') continue;
       await withLock(s.name, async () => {
         const fresh = d.repo.byName(s.name);
-        if (!fresh || fresh.state !== 'Ready') return;
+        if (!fresh || fresh.state !== 'Ready' || fresh.replicationRole !== 'Primary') return;
         const pg = pgOf(fresh);
         await d.backups.archive(fresh, pg);
         const newest = d.backups.list(fresh).at(-1);
@@ -702,12 +765,72 @@ export function createServersService(d: ServersDeps) {
         id: randomUUID(), tenantId: caller.tenantId, name: input.name, location: input.location, state: 'Provisioning', version: '15',
         storageGb, adminLogin: input.administratorLogin, adminVerifier: scramSha256Verifier(input.administratorLoginPassword),
         port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
-        keyStatus: 'Valid', backupRetentionDays, created: now, updated: now,
+        keyStatus: 'Valid', backupRetentionDays, replicationRole: 'Primary', created: now, updated: now,
       };
       d.repo.insert(server);
       activity(server, ACTIVITY_OPERATIONS.write, 'Started', `Creating server ${server.name} (${encryption.type}${encryption.primaryKeyURI ? ', key ' + encryption.primaryKeyURI : ''}).`, caller.name);
       const operation = runOp(server, 'Create', provision);
       return { server, operation, identity };
+    },
+
+    /**
+     * A read replica: its own volume and DEK (under its own key), a streaming copy of the source over TLS.
+     * A replica in another region needs a key from a vault of that region and an identity of that region.
+     */
+    async createReplica(caller: Caller, input: { source: string; name: string; location?: string; keyUri?: string; identity?: string }) {
+      const source = requireServer(caller.tenantId, input.source);
+      requireState(source, ['Ready'], 'replicate');
+      if (source.replicationRole !== 'Primary') throw errors.badParameter(`${source.name} is itself a replica; replicate its primary.`, 'SourceIsReplica');
+      if (!SERVER_NAME_RE.test(input.name)) {
+        throw errors.badParameter(`The server name '${input.name}' is invalid: 3-63 lowercase letters, digits and '-', not starting or ending with '-'.`, 'InvalidServerName');
+      }
+      if (d.repo.byName(input.name)) throw errors.conflict(`A server named '${input.name}' already exists.`, 'ServerNameInUse');
+      const location = input.location ?? source.location;
+      if (!/^[a-z0-9]{2,40}$/.test(location)) throw errors.badParameter(`location '${location}' is invalid.`);
+      let encryption: DataEncryption = source.current.encryption.type === 'SystemManaged' ? { type: 'SystemManaged' } : source.current.encryption;
+      if (input.keyUri || input.identity) {
+        encryption = (await validateCmk(caller, input.keyUri, input.identity, location, 'replica')).encryption;
+      } else if (encryption.type === 'AzureKeyVault' && location !== source.location) {
+        throw errors.badParameter(`A read replica in ${location} of a server with a customer-managed key needs its own key in a vault of ${location} and an identity of ${location}: give --key and --identity.`, 'ReplicaKeyRequired');
+      }
+      const dek = newDek();
+      let wrapped: { kid: string; wrapped: string };
+      try {
+        wrapped = await d.keys.wrap(await keyUriOf(encryption, location), dek, principalOf(encryption));
+      } catch (e) {
+        throw errors.badParameter(`The replica's DEK could not be wrapped: ${keyFailureMessage(e)}`, 'KeyAccessFailed');
+      } finally {
+        dek.fill(0);
+      }
+      const now = Math.floor(Date.now() / 1000);
+      const server: Server = {
+        id: randomUUID(), tenantId: caller.tenantId, name: input.name, location, state: 'Provisioning', version: source.version,
+        storageGb: source.storageGb, adminLogin: source.adminLogin, adminVerifier: source.adminVerifier,
+        port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
+        keyStatus: 'Valid', backupRetentionDays: source.backupRetentionDays, replicationRole: 'AsyncReplica', sourceServer: source.name,
+        created: now, updated: now,
+      };
+      d.repo.insert(server);
+      activity(server, ACTIVITY_OPERATIONS.write, 'Started', `Creating read replica ${server.name} of ${source.name} in ${location} (${encryption.type}).`, caller.name);
+      return { server, operation: runOp(server, 'CreateReplica', provision) };
+    },
+
+    replicas: (caller: Caller, name: string) => d.repo.list(caller.tenantId).filter((r) => r.sourceServer === requireServer(caller.tenantId, name).name),
+
+    promote(caller: Caller, name: string) {
+      const s = requireServer(caller.tenantId, name);
+      requireState(s, ['Ready'], 'promote');
+      if (s.replicationRole !== 'AsyncReplica') throw errors.badParameter(`${name} is not a read replica.`, 'NotAReplica');
+      return runOp(s, 'Promote', async (fresh) => {
+        await pgOf(fresh).promote();
+        releaseSource(fresh);
+        const from = fresh.sourceServer;
+        fresh.replicationRole = 'Primary';
+        fresh.sourceServer = undefined;
+        save(fresh);
+        activity(fresh, ACTIVITY_OPERATIONS.promote, 'Succeeded', `Read replica ${name} promoted; it no longer follows ${from}.`, caller.name);
+        void withLock(name, () => takeBaseBackup(name)).catch(() => undefined);
+      });
     },
 
     /**
@@ -765,7 +888,7 @@ export function createServersService(d: ServersDeps) {
         id: randomUUID(), tenantId: caller.tenantId, name: input.name, location, state: 'Provisioning', version: source.version,
         storageGb: source.storageGb, adminLogin: source.adminLogin, adminVerifier: source.adminVerifier,
         port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
-        keyStatus: 'Valid', backupRetentionDays: source.backupRetentionDays, restoreSpec: spec, created: now, updated: now,
+        keyStatus: 'Valid', backupRetentionDays: source.backupRetentionDays, restoreSpec: spec, replicationRole: 'Primary', created: now, updated: now,
       };
       d.repo.insert(server);
       activity(server, ACTIVITY_OPERATIONS.write, 'Started', `Restoring ${source.name} to ${restoreTime ?? 'the latest restorable time'} into ${server.name} (${encryption.type}).`, caller.name);
@@ -911,6 +1034,7 @@ export function createServersService(d: ServersDeps) {
         await volumeOf(fresh).destroy();
         rmSync(pgOf(fresh).opts.socketDir, { recursive: true, force: true });
         d.backups.deleteAll(fresh);
+        if (fresh.replicationRole === 'AsyncReplica') releaseSource(fresh);
         d.repo.delete(fresh.id);
         activity(fresh, ACTIVITY_OPERATIONS.delete, 'Succeeded', `Server ${name} deleted; its volume was destroyed and its wrapped DEK erased.`, caller.name);
       });

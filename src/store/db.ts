@@ -178,6 +178,11 @@ const MIGRATIONS: string[] = [
   ALTER TABLE servers ADD COLUMN backup_retention_days INTEGER NOT NULL DEFAULT 7;
   ALTER TABLE servers ADD COLUMN restore_spec TEXT;
   `,
+  `
+  ALTER TABLE servers ADD COLUMN replication_role TEXT NOT NULL DEFAULT 'Primary';
+  ALTER TABLE servers ADD COLUMN source_server TEXT;
+  ALTER TABLE servers ADD COLUMN geo TEXT;
+  `,
 ];
 
 export function openDb(path: string): Db {
