@@ -27,15 +27,15 @@ export function serverWire(s: Server) {
       port: s.port,
       administratorLogin: s.adminLogin,
       storage: { storageSizeGB: s.storageGb },
-      backup: { backupRetentionDays: s.backupRetentionDays, geoRedundantBackup: 'Disabled' },
+      backup: { backupRetentionDays: s.backupRetentionDays, geoRedundantBackup: s.geo ? 'Enabled' : 'Disabled', ...(s.geo ? { geoBackupRegion: s.geo.region } : {}) },
       dataEncryption: {
         type: enc.type,
         primaryKeyURI: enc.primaryKeyURI ?? null,
         primaryUserAssignedIdentityId: enc.primaryUserAssignedIdentityId ?? null,
         primaryEncryptionKeyStatus: cmk ? s.keyStatus : null,
-        geoBackupKeyURI: null,
-        geoBackupUserAssignedIdentityId: null,
-        geoBackupEncryptionKeyStatus: null,
+        geoBackupKeyURI: s.geo?.encryption.primaryKeyURI ?? null,
+        geoBackupUserAssignedIdentityId: s.geo?.encryption.primaryUserAssignedIdentityId ?? null,
+        geoBackupEncryptionKeyStatus: s.geo?.encryption.type === 'AzureKeyVault' ? s.geo.keyStatus : null,
       },
       replicationRole: s.replicationRole,
       ...(s.sourceServer ? { sourceServerResourceId: `/tenants/${s.tenantId}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${s.sourceServer}` } : {}),
@@ -87,12 +87,18 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
               createMode: { type: 'string' },
               sourceServerResourceId: { type: 'string' },
               pointInTimeUTC: { type: 'string' },
-              backup: { type: 'object', properties: { backupRetentionDays: { type: 'integer' } } },
+              backup: { type: 'object', properties: { backupRetentionDays: { type: 'integer' }, geoRedundantBackup: { type: 'string', enum: ['Enabled', 'Disabled'] } } },
               version: { type: 'string' },
               administratorLogin: { type: 'string' },
               administratorLoginPassword: { type: 'string' },
               storage: { type: 'object', properties: { storageSizeGB: { type: 'integer' } } },
-              dataEncryption: { type: 'object', properties: { type: { type: 'string' }, primaryKeyURI: { type: 'string' }, primaryUserAssignedIdentityId: { type: 'string' } } },
+              dataEncryption: {
+                type: 'object',
+                properties: {
+                  type: { type: 'string' }, primaryKeyURI: { type: 'string' }, primaryUserAssignedIdentityId: { type: 'string' },
+                  geoBackupKeyURI: { type: 'string' }, geoBackupUserAssignedIdentityId: { type: 'string' },
+                },
+              },
             },
           },
         },
@@ -113,11 +119,12 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
       });
       return accepted(reply, req, req.params.tid, operation, serverWire(server));
     }
-    if (p.createMode === 'PointInTimeRestore') {
-      if (!p.sourceServerResourceId) throw errors.badParameter('A point-in-time restore needs properties.sourceServerResourceId.');
+    if (p.createMode === 'PointInTimeRestore' || p.createMode === 'GeoRestore') {
+      if (!p.sourceServerResourceId) throw errors.badParameter('A restore needs properties.sourceServerResourceId.');
       const { server, operation } = await servers.restore(callerOf(req), {
+        geo: p.createMode === 'GeoRestore',
         source: String(p.sourceServerResourceId).split('/').pop()!, name: req.params.name, restoreTime: p.pointInTimeUTC,
-        location: body.location, keyUri: enc.primaryKeyURI, identity: enc.primaryUserAssignedIdentityId,
+        location: body.location, keyUri: enc.primaryKeyURI, identity: enc.primaryUserAssignedIdentityId, encryptionType: enc.type,
       });
       return accepted(reply, req, req.params.tid, operation, serverWire(server));
     }
@@ -133,6 +140,7 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
       name: req.params.name, location: body.location, version: p.version, storageSizeGB: p.storage?.storageSizeGB,
       administratorLogin: p.administratorLogin, administratorLoginPassword: p.administratorLoginPassword,
       keyUri: enc.primaryKeyURI, identity: enc.primaryUserAssignedIdentityId, backupRetentionDays: p.backup?.backupRetentionDays,
+      geoRedundantBackup: p.backup?.geoRedundantBackup === 'Enabled', geoBackupKeyUri: enc.geoBackupKeyURI, geoBackupIdentity: enc.geoBackupUserAssignedIdentityId,
     });
     return accepted(reply, req, req.params.tid, operation, serverWire(server));
   });

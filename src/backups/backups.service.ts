@@ -68,6 +68,8 @@ export function createBackupsService(d: BackupsDeps) {
     let s = stores.get(region);
     if (!s) {
       const root = join(d.home.root, 'regions', region, 'backups');
+      // The region directory must stay traversable for the postgres user (volumes are mounted below it).
+      mkdirSync(join(d.home.root, 'regions', region), { recursive: true, mode: 0o711 });
       mkdirSync(root, { recursive: true, mode: 0o700 });
       s = createFileStore(root, region);
       stores.set(region, s);
@@ -85,6 +87,11 @@ export function createBackupsService(d: BackupsDeps) {
     const { kid, wrapped } = await d.keys.wrap(await d.runtime.keyUriOf(enc, s.location), key, d.runtime.principalOf(enc));
     const record: EpochRecord = { epoch, encryption: enc, wrappedKey: wrapped, wrappedBy: kid, created: new Date().toISOString() };
     await storeOf(s.location).putJson(epochKeyPath(s.id, epoch), record);
+    if (s.geo) {
+      // The paired region's copy opens with the geo key only (a different identity, a vault of that region).
+      const geo = await d.keys.wrap(await d.runtime.keyUriOf(s.geo.encryption, s.geo.region), key, d.runtime.principalOf(s.geo.encryption));
+      await storeOf(s.geo.region).putJson(epochKeyPath(s.id, epoch), { ...record, encryption: s.geo.encryption, wrappedKey: geo.wrapped, wrappedBy: geo.kid });
+    }
     await storeOf(s.location).putJson(`${s.id}/current-epoch.json`, { epoch });
     keyCache.set(`${s.id}/${epoch}`, key);
     return epoch;
@@ -116,6 +123,12 @@ export function createBackupsService(d: BackupsDeps) {
     return { key: k, name, epoch };
   });
 
+  /** Geo-redundancy: the same sealed object, copied to the paired region's store. */
+  const replicate = async (s: Pick<Server, 'location' | 'geo'>, key: string) => {
+    if (!s.geo) return;
+    await storeOf(s.geo.region).put(key, createReadStream(storeOf(s.location).pathOf(key)));
+  };
+
   /** Seals every finished WAL segment waiting in the server's staging directory into the store. */
   const archive = async (s: Server, pg: PostgresInstance): Promise<number> => {
     const staging = pg.opts.walStagingDir;
@@ -128,6 +141,7 @@ export function createBackupsService(d: BackupsDeps) {
     for (const f of files) {
       const objectKey = `${s.id}/wal/${f}.epoch-${epoch}.sealed`;
       await store.put(objectKey, createReadStream(join(staging, f)).pipe(sealStream(key, `${s.id}/wal/${f}`)));
+      await replicate(s, objectKey);
       unlinkSync(join(staging, f));
     }
     return files.length;
@@ -173,7 +187,9 @@ export function createBackupsService(d: BackupsDeps) {
       await flushWal(s, pg);
       const manifest: BackupManifest = { id, serverId: s.id, serverName: s.name, epoch, startTime, endTime, startWal, sizeBytes: size, type: 'Full' };
       // The manifest goes last: a backup exists only once all of it is in the store.
+      await replicate(s, objectKey);
       await storeOf(s.location).putJson(`${s.id}/backups/${id}.json`, manifest);
+      await replicate(s, `${s.id}/backups/${id}.json`);
       return manifest;
     },
 
@@ -211,18 +227,24 @@ export function createBackupsService(d: BackupsDeps) {
       // The newest backup that ended before the window still serves restores to the window's start.
       const keepFrom = [...all].reverse().find((m) => m.endTime <= windowStart);
       const doomed = all.filter((m) => keepFrom && m.endTime < keepFrom.endTime);
+      const stores = [store, ...(s.geo ? [storeOf(s.geo.region)] : [])];
       for (const m of doomed) {
-        store.delete(`${s.id}/backups/${m.id}.json`);
-        store.delete(`${s.id}/base/${m.id}.tar.sealed`);
+        for (const st of stores) {
+          st.delete(`${s.id}/backups/${m.id}.json`);
+          st.delete(`${s.id}/base/${m.id}.tar.sealed`);
+        }
       }
       const oldest = manifests(s)[0];
-      if (oldest) for (const w of walObjects(s)) if (!w.name.endsWith('.history') && w.name < oldest.startWal) store.delete(w.key);
+      if (oldest) {
+        for (const w of walObjects(s)) if (!w.name.endsWith('.history') && w.name < oldest.startWal) for (const st of stores) st.delete(w.key);
+      }
       return doomed.length;
     },
 
-    deleteAll(s: Pick<Server, 'id' | 'location'>) {
+    deleteAll(s: Pick<Server, 'id' | 'location' | 'geo'>) {
       this.forget(s);
       rmSync(storeOf(s.location).pathOf(s.id), { recursive: true, force: true });
+      if (s.geo) rmSync(storeOf(s.geo.region).pathOf(s.id), { recursive: true, force: true });
     },
 
     /**

@@ -34,8 +34,13 @@ export function registerServerCommands(program: Command): void {
     .option('--version <version>', 'PostgreSQL major version', '15')
     .option('--key <keyUri>', 'customer-managed key: a key URI (versionless follows rotation, versioned stays pinned)')
     .option('--identity <identity>', 'user-assigned identity (name or resource id) that reaches the key')
+    .option('--backup-retention <days>', 'days backups are kept (7-35)', '7')
+    .option('--geo-redundant-backup <Enabled|Disabled>', 'copy backups to the paired region', 'Disabled')
+    .option('--geo-backup-key <keyUri>', 'key in a vault of the paired region, for the geo copies')
+    .option('--geo-backup-identity <identity>', 'identity of the paired region (not the primary identity) that reaches the geo key')
     .option('--no-wait', 'return at once instead of waiting for Ready')
-    .action(action<{ name: string; location: string; adminUser: string; adminPassword?: string; storageSize: string; version: string; key?: string; identity?: string; wait: boolean }>(async (ctx, o) => {
+    .action(action<{ name: string; location: string; adminUser: string; adminPassword?: string; storageSize: string; version: string; key?: string; identity?: string; backupRetention: string; geoRedundantBackup: string; geoBackupKey?: string; geoBackupIdentity?: string; wait: boolean }>(async (ctx, o) => {
+      if (!['Enabled', 'Disabled'].includes(o.geoRedundantBackup)) throw new CliError('--geo-redundant-backup is Enabled or Disabled.');
       const password = o.adminPassword ?? generatePassword();
       const res = await ctx.mgmtFull('PUT', `${FS}/${enc(o.name)}`, {
         location: o.location,
@@ -45,9 +50,12 @@ export function registerServerCommands(program: Command): void {
           administratorLogin: o.adminUser,
           administratorLoginPassword: password,
           storage: { storageSizeGB: parseIntArg(o.storageSize, '--storage-size') },
-          dataEncryption: o.key || o.identity
-            ? { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity }
-            : { type: 'SystemManaged' },
+          backup: { backupRetentionDays: parseIntArg(o.backupRetention, '--backup-retention'), geoRedundantBackup: o.geoRedundantBackup },
+          dataEncryption: {
+            ...(o.key || o.identity ? { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } : { type: 'SystemManaged' }),
+            ...(o.geoBackupKey ? { geoBackupKeyURI: o.geoBackupKey } : {}),
+            ...(o.geoBackupIdentity ? { geoBackupUserAssignedIdentityId: o.geoBackupIdentity } : {}),
+          },
         },
       });
       const result = await longOperation(ctx, res, o.name, 'Provisioning', o.wait);
@@ -116,8 +124,9 @@ export function registerServerCommands(program: Command): void {
     .option('--restore-time <iso>', 'restore to this time (default: the latest restorable time)')
     .option('--location <region>', 'region of the new server (default: the source\'s)')
     .option('--key <keyUri>').option('--identity <identity>')
+    .option('--system-managed-key', 'encrypt the new server with a service-managed key (how a customer key is removed)')
     .option('--no-wait')
-    .action(action<{ source: string; name: string; restoreTime?: string; location?: string; key?: string; identity?: string; wait: boolean }>(async (ctx, o) => {
+    .action(action<{ source: string; name: string; restoreTime?: string; location?: string; key?: string; identity?: string; systemManagedKey?: boolean; wait: boolean }>(async (ctx, o) => {
       const tid = ctx.tenantId;
       const res = await ctx.mgmtFull('PUT', `${FS}/${enc(o.name)}`, {
         location: o.location ?? (await ctx.mgmt('GET', `${FS}/${enc(o.source)}`)).location,
@@ -125,10 +134,29 @@ export function registerServerCommands(program: Command): void {
           createMode: 'PointInTimeRestore',
           sourceServerResourceId: `/tenants/${tid}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${o.source}`,
           ...(o.restoreTime ? { pointInTimeUTC: o.restoreTime } : {}),
+          ...(o.systemManagedKey ? { dataEncryption: { type: 'SystemManaged' } } : {}),
           ...(o.key || o.identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } } : {}),
         },
       });
       return longOperation(ctx, res, o.name, 'Restoring', o.wait);
+    }));
+
+  server.command('geo-restore').description('restore from the geo-redundant copies, into a new server in the paired region')
+    .requiredOption('--source <server>').requiredOption('--name <name>')
+    .option('--location <region>', 'region of the new server (default: the paired region)')
+    .option('--key <keyUri>').option('--identity <identity>')
+    .option('--no-wait')
+    .action(action<{ source: string; name: string; location?: string; key?: string; identity?: string; wait: boolean }>(async (ctx, o) => {
+      const src = await ctx.mgmt('GET', `${FS}/${enc(o.source)}`);
+      const res = await ctx.mgmtFull('PUT', `${FS}/${enc(o.name)}`, {
+        location: o.location ?? src.properties.backup.geoBackupRegion ?? src.location,
+        properties: {
+          createMode: 'GeoRestore',
+          sourceServerResourceId: src.id,
+          ...(o.key || o.identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } } : {}),
+        },
+      });
+      return longOperation(ctx, res, o.name, 'Geo-restoring', o.wait);
     }));
 
   const replica = server.command('replica').description('read replicas: streaming copies with their own volume, DEK and key');

@@ -36,9 +36,16 @@ export interface CreateServerInput {
   keyUri?: string;
   identity?: string;
   backupRetentionDays?: number;
+  geoRedundantBackup?: boolean;
+  geoBackupKeyUri?: string;
+  geoBackupIdentity?: string;
 }
 
 export interface RestoreServerInput {
+  /** Restore from the geo-redundant copies in the source's paired region. */
+  geo?: boolean;
+  /** 'SystemManaged' restores a CMK server to one without a customer key (the only way to remove CMK). */
+  encryptionType?: string;
   source: string;
   name: string;
   restoreTime?: string;
@@ -77,6 +84,12 @@ export interface ServersDeps {
 }
 
 const SERVER_NAME_RE = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
+
+/** Azure's region pairs (the ones pgbyok knows): geo-redundant backups go to the pair. */
+export const PAIRED_REGIONS: Record<string, string> = {
+  eastus: 'westus', westus: 'eastus', eastus2: 'centralus', centralus: 'eastus2', westus2: 'westcentralus', westcentralus: 'westus2',
+  northeurope: 'westeurope', westeurope: 'northeurope', uksouth: 'ukwest', ukwest: 'uksouth', japaneast: 'japanwest', japanwest: 'japaneast',
+};
 const RSA_SIZES = [2048, 3072, 4096];
 const LOOPBACK = ['127.0.0.1', '::1'];
 
@@ -751,6 +764,26 @@ export function createServersService(d: ServersDeps) {
       if (input.keyUri || input.identity) {
         ({ encryption, identity } = await validateCmk(caller, input.keyUri, input.identity, input.location));
       }
+      let geo: Server['geo'];
+      if (input.geoRedundantBackup) {
+        const region = PAIRED_REGIONS[input.location];
+        if (!region) throw errors.badParameter(`Region ${input.location} has no paired region for geo-redundant backup (known: ${Object.keys(PAIRED_REGIONS).join(', ')}).`, 'NoPairedRegion');
+        if (encryption.type === 'AzureKeyVault' || input.geoBackupKeyUri || input.geoBackupIdentity) {
+          if (!input.geoBackupKeyUri || !input.geoBackupIdentity) {
+            throw errors.badParameter(`Geo-redundant backup of a server with a customer-managed key needs --geo-backup-key (a key in a vault of ${region}) and --geo-backup-identity (an identity of ${region}).`, 'GeoKeyRequired');
+          }
+          const geoIdentity = await d.directory.identity(caller.tenantId, caller.token, input.geoBackupIdentity);
+          if (identity && geoIdentity?.id === identity.id) {
+            throw errors.badParameter('The geo-backup identity must differ from the primary identity (the same user-assigned identity cannot serve both vaults).', 'SameIdentityForGeoBackup');
+          }
+          const g = await validateCmk(caller, input.geoBackupKeyUri, input.geoBackupIdentity, region, 'geo');
+          geo = { region, encryption: g.encryption, keyStatus: 'Valid' };
+        } else {
+          geo = { region, encryption: { type: 'SystemManaged' }, keyStatus: 'Valid' };
+        }
+      } else if (input.geoBackupKeyUri || input.geoBackupIdentity) {
+        throw errors.badParameter('A geo-backup key needs --geo-redundant-backup Enabled.', 'GeoBackupDisabled');
+      }
       const dek = newDek();
       let wrapped: { kid: string; wrapped: string };
       try {
@@ -765,7 +798,7 @@ export function createServersService(d: ServersDeps) {
         id: randomUUID(), tenantId: caller.tenantId, name: input.name, location: input.location, state: 'Provisioning', version: '15',
         storageGb, adminLogin: input.administratorLogin, adminVerifier: scramSha256Verifier(input.administratorLoginPassword),
         port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
-        keyStatus: 'Valid', backupRetentionDays, replicationRole: 'Primary', created: now, updated: now,
+        keyStatus: 'Valid', backupRetentionDays, replicationRole: 'Primary', geo, created: now, updated: now,
       };
       d.repo.insert(server);
       activity(server, ACTIVITY_OPERATIONS.write, 'Started', `Creating server ${server.name} (${encryption.type}${encryption.primaryKeyURI ? ', key ' + encryption.primaryKeyURI : ''}).`, caller.name);
@@ -852,9 +885,17 @@ export function createServersService(d: ServersDeps) {
         if (t > Date.now() + 1000) throw errors.badParameter(`The restore time ${input.restoreTime} is in the future.`, 'RestoreTimeInFuture');
         restoreTime = new Date(t).toISOString();
       }
-      const location = input.location ?? source.location;
-      let encryption = source.current.encryption;
-      if (input.keyUri || input.identity) encryption = (await validateCmk(caller, input.keyUri, input.identity, location)).encryption;
+      if (input.geo && !source.geo) throw errors.badParameter(`${source.name} has no geo-redundant backup.`, 'GeoBackupDisabled');
+      // A geo-restore reads the paired region's copies, opened with the geo key, into a server of that region.
+      const storeRegion = input.geo ? source.geo!.region : source.location;
+      const location = input.location ?? storeRegion;
+      let encryption = input.geo ? source.geo!.encryption : source.current.encryption;
+      if (input.encryptionType === 'SystemManaged') {
+        if (input.keyUri || input.identity) throw errors.badParameter('A restore to SystemManaged encryption takes no key or identity.');
+        encryption = { type: 'SystemManaged' };
+      } else if (input.keyUri || input.identity) {
+        encryption = (await validateCmk(caller, input.keyUri, input.identity, location)).encryption;
+      }
 
       // The newest WAL of a running source goes into the store first, so "now" is restorable.
       if (source.state === 'Ready') {
@@ -865,7 +906,7 @@ export function createServersService(d: ServersDeps) {
       }
       let base;
       try {
-        base = await d.backups.planRestore(source, restoreTime);
+        base = await d.backups.planRestore({ id: source.id, name: source.name, location: storeRegion }, restoreTime);
       } catch (e) {
         if (e instanceof KeyAccessError) {
           throw errors.badParameter(`The backups of ${source.name} are encrypted under its key, which cannot be reached: ${e.message}. A restore needs the source server's key; restore access to it and try again.`, 'SourceKeyUnavailable');
@@ -883,7 +924,7 @@ export function createServersService(d: ServersDeps) {
         dek.fill(0);
       }
       const now = Math.floor(Date.now() / 1000);
-      const spec: RestoreSpec = { sourceId: source.id, sourceName: source.name, sourceLocation: source.location, restoreTime, baseBackupId: base.id };
+      const spec: RestoreSpec = { sourceId: source.id, sourceName: source.name, sourceLocation: storeRegion, restoreTime, baseBackupId: base.id };
       const server: Server = {
         id: randomUUID(), tenantId: caller.tenantId, name: input.name, location, state: 'Provisioning', version: source.version,
         storageGb: source.storageGb, adminLogin: source.adminLogin, adminVerifier: source.adminVerifier,
@@ -891,7 +932,7 @@ export function createServersService(d: ServersDeps) {
         keyStatus: 'Valid', backupRetentionDays: source.backupRetentionDays, restoreSpec: spec, replicationRole: 'Primary', created: now, updated: now,
       };
       d.repo.insert(server);
-      activity(server, ACTIVITY_OPERATIONS.write, 'Started', `Restoring ${source.name} to ${restoreTime ?? 'the latest restorable time'} into ${server.name} (${encryption.type}).`, caller.name);
+      activity(server, ACTIVITY_OPERATIONS.write, 'Started', `${input.geo ? 'Geo-restoring' : 'Restoring'} ${source.name} to ${restoreTime ?? 'the latest restorable time'} into ${server.name} in ${location} (${encryption.type}).`, caller.name);
       return { server, operation: runOp(server, 'Restore', provision) };
     },
 
