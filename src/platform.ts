@@ -263,7 +263,8 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     }
   }
 
-  await servers.reconcile();
+  // Servers come back in the background: the platform answers at once, each server shows its own state.
+  const reconciled = servers.reconcile().catch((e) => logger.error({ err: e }, 'reconcile failed'));
 
   // The scheduler: token-key rotation, key auto-rotation, expiry events, and purges past their date.
   let ticking = false;
@@ -290,6 +291,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     origin,
     async close() {
       clearInterval(timer);
+      await reconciled;
       await servers.shutdown();
       await platformApp.close();
       for (const p of [...vaultServers.keys()]) await listeners.close(p);

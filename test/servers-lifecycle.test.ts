@@ -39,7 +39,15 @@ before(async () => {
 });
 
 after(async () => {
-  await p?.stop();
+  if (!p) return;
+  // A platform that died under the tests: show why before its home is removed.
+  const child = p.child();
+  if (child.exitCode !== null || child.signalCode !== null) {
+    const log = join(p.home, 'logs', 'pgbyok.log');
+    const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-40).join('\n') : '(no log)';
+    process.stderr.write(`pgbyok up exited (${child.exitCode ?? child.signalCode}) during the tests; end of its log:\n${tail}\n`);
+  }
+  await p.stop();
 });
 
 // ---------------------------------------------------------------------------------------------------------
@@ -530,8 +538,8 @@ test('10. an alert rule on ServerInaccessible POSTs the common alert schema to t
   });
   await new Promise<void>((r) => hook.listen(0, '127.0.0.1', () => r()));
   const url = `http://127.0.0.1:${(hook.address() as { port: number }).port}/alerts`;
-  const { keyName, keyUri, identityName } = cmkSetup('s10');
   try {
+    const { keyName, keyUri, identityName } = cmkSetup('s10');
     p.cli('monitor', 'action-group', 'create', '--name', 'ag', '--webhook', url);
     p.cli('monitor', 'alert', 'create', '--name', 'a1', '--action-group', 'ag', '--condition', 'ServerInaccessible');
     const s = createCmkServer(name, keyUri, identityName);
@@ -558,6 +566,7 @@ test('10. an alert rule on ServerInaccessible POSTs the common alert schema to t
     p.cliRaw(['monitor', 'alert', 'delete', '--name', 'a1']);
     p.cliRaw(['monitor', 'action-group', 'delete', '--name', 'ag']);
     dropQuietly(name);
+    hook.closeAllConnections();
     hook.close();
   }
 });

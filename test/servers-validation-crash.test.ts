@@ -18,11 +18,10 @@ const REWRAP_OP = 'Microsoft.DBforPostgreSQL/flexibleServers/dataEncryption/rewr
 let p: Pgbyok;
 
 before(async () => {
-  p = await startPgbyok({ PGBYOK_KEY_MONITOR_INTERVAL_MS: '1000', ...(process.env.SVC_KEEP_LOG ? { PGBYOK_LOG_LEVEL: 'info' } : {}) });
+  p = await startPgbyok({ PGBYOK_KEY_MONITOR_INTERVAL_MS: '1000' });
 });
 
 after(async () => {
-  if (process.env.SVC_KEEP_LOG && p) spawnSync('cp', [join(p.home, 'logs', 'pgbyok.log'), process.env.SVC_KEEP_LOG]);
   await p?.stop();
 });
 
