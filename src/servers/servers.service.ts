@@ -139,8 +139,7 @@ export function createServersService(d: ServersDeps) {
   const locks = new Map<string, Promise<unknown>>();
   const responders = new Map<string, Responder>();
   const checkTimers = new Map<string, NodeJS.Timeout>();
-  let monitorTimer: NodeJS.Timeout | undefined;
-  let backupTimer: NodeJS.Timeout | undefined;
+  const timers = new Set<NodeJS.Timeout>();
   let stopping = false;
 
   /** Runs `fn` after every earlier operation on the same server. */
@@ -672,13 +671,23 @@ export function createServersService(d: ServersDeps) {
     }
   };
 
-  const scheduleBackups = () => {
-    if (stopping) return;
-    backupTimer = setTimeout(async () => {
-      await backupPass();
-      scheduleBackups();
-    }, d.archiveIntervalMs());
-    backupTimer.unref();
+  const checkNewName = (name: string) => {
+    if (!SERVER_NAME_RE.test(name)) {
+      throw errors.badParameter(`The server name '${name}' is invalid: 3-63 lowercase letters, digits and '-', not starting or ending with '-'.`, 'InvalidServerName');
+    }
+    if (d.repo.byName(name)) throw errors.conflict(`A server named '${name}' already exists.`, 'ServerNameInUse');
+  };
+
+  /** A fresh DEK, wrapped by the vault under the given encryption; only the wrap is kept. */
+  const wrapNewDek = async (encryption: DataEncryption, region: string): Promise<{ kid: string; wrapped: string }> => {
+    const dek = newDek();
+    try {
+      return await d.keys.wrap(await keyUriOf(encryption, region), dek, principalOf(encryption));
+    } catch (e) {
+      throw errors.badParameter(`The new server's DEK could not be wrapped: ${keyFailureMessage(e)}`, 'KeyAccessFailed');
+    } finally {
+      dek.fill(0);
+    }
   };
 
   const requireServer = (tenantId: string, name: string): Server => {
@@ -719,13 +728,16 @@ export function createServersService(d: ServersDeps) {
     }
   };
 
-  const scheduleMonitor = () => {
+  /** Runs `pass` every `interval()` ms until shutdown, never overlapping itself. */
+  const repeat = (interval: () => number, pass: () => Promise<void>) => {
     if (stopping) return;
-    monitorTimer = setTimeout(async () => {
-      await monitorPass();
-      scheduleMonitor();
-    }, d.monitorIntervalMs());
-    monitorTimer.unref();
+    const t = setTimeout(async () => {
+      timers.delete(t);
+      await pass();
+      repeat(interval, pass);
+    }, interval());
+    t.unref();
+    timers.add(t);
   };
 
   return {
@@ -739,9 +751,7 @@ export function createServersService(d: ServersDeps) {
     },
 
     async create(caller: Caller, input: CreateServerInput): Promise<{ server: Server; operation: Operation; identity?: IdentityInfo }> {
-      if (!SERVER_NAME_RE.test(input.name)) {
-        throw errors.badParameter(`The server name '${input.name}' is invalid: 3-63 lowercase letters, digits and '-', not starting or ending with '-'.`, 'InvalidServerName');
-      }
+      checkNewName(input.name);
       if (!/^[a-z0-9]{2,40}$/.test(input.location ?? '')) throw errors.badParameter(`location '${input.location}' is invalid: use a region name such as eastus.`);
       if ((input.version ?? '15') !== '15') throw errors.badParameter(`PostgreSQL version ${input.version} is not offered; pgbyok runs the machine's PostgreSQL 15.`, 'UnsupportedVersion');
       const storageGb = input.storageSizeGB ?? 32;
@@ -753,7 +763,6 @@ export function createServersService(d: ServersDeps) {
         if (e instanceof PostgresError) throw errors.badParameter(e.message, 'InvalidAdministrator');
         throw e;
       }
-      if (d.repo.byName(input.name)) throw errors.conflict(`A server named '${input.name}' already exists.`, 'ServerNameInUse');
       const backupRetentionDays = input.backupRetentionDays ?? 7;
       if (!Number.isInteger(backupRetentionDays) || backupRetentionDays < 7 || backupRetentionDays > 35) {
         throw errors.badParameter('backupRetentionDays must be a whole number from 7 to 35.');
@@ -784,15 +793,7 @@ export function createServersService(d: ServersDeps) {
       } else if (input.geoBackupKeyUri || input.geoBackupIdentity) {
         throw errors.badParameter('A geo-backup key needs --geo-redundant-backup Enabled.', 'GeoBackupDisabled');
       }
-      const dek = newDek();
-      let wrapped: { kid: string; wrapped: string };
-      try {
-        wrapped = await d.keys.wrap(await keyUriOf(encryption, input.location), dek, principalOf(encryption));
-      } catch (e) {
-        throw errors.badParameter(`The DEK could not be wrapped: ${keyFailureMessage(e)}`, 'KeyAccessFailed');
-      } finally {
-        dek.fill(0);
-      }
+      const wrapped = await wrapNewDek(encryption, input.location);
       const now = Math.floor(Date.now() / 1000);
       const server: Server = {
         id: randomUUID(), tenantId: caller.tenantId, name: input.name, location: input.location, state: 'Provisioning', version: '15',
@@ -814,10 +815,7 @@ export function createServersService(d: ServersDeps) {
       const source = requireServer(caller.tenantId, input.source);
       requireState(source, ['Ready'], 'replicate');
       if (source.replicationRole !== 'Primary') throw errors.badParameter(`${source.name} is itself a replica; replicate its primary.`, 'SourceIsReplica');
-      if (!SERVER_NAME_RE.test(input.name)) {
-        throw errors.badParameter(`The server name '${input.name}' is invalid: 3-63 lowercase letters, digits and '-', not starting or ending with '-'.`, 'InvalidServerName');
-      }
-      if (d.repo.byName(input.name)) throw errors.conflict(`A server named '${input.name}' already exists.`, 'ServerNameInUse');
+      checkNewName(input.name);
       const location = input.location ?? source.location;
       if (!/^[a-z0-9]{2,40}$/.test(location)) throw errors.badParameter(`location '${location}' is invalid.`);
       let encryption: DataEncryption = source.current.encryption.type === 'SystemManaged' ? { type: 'SystemManaged' } : source.current.encryption;
@@ -826,15 +824,7 @@ export function createServersService(d: ServersDeps) {
       } else if (encryption.type === 'AzureKeyVault' && location !== source.location) {
         throw errors.badParameter(`A read replica in ${location} of a server with a customer-managed key needs its own key in a vault of ${location} and an identity of ${location}: give --key and --identity.`, 'ReplicaKeyRequired');
       }
-      const dek = newDek();
-      let wrapped: { kid: string; wrapped: string };
-      try {
-        wrapped = await d.keys.wrap(await keyUriOf(encryption, location), dek, principalOf(encryption));
-      } catch (e) {
-        throw errors.badParameter(`The replica's DEK could not be wrapped: ${keyFailureMessage(e)}`, 'KeyAccessFailed');
-      } finally {
-        dek.fill(0);
-      }
+      const wrapped = await wrapNewDek(encryption, location);
       const now = Math.floor(Date.now() / 1000);
       const server: Server = {
         id: randomUUID(), tenantId: caller.tenantId, name: input.name, location, state: 'Provisioning', version: source.version,
@@ -874,10 +864,7 @@ export function createServersService(d: ServersDeps) {
      */
     async restore(caller: Caller, input: RestoreServerInput): Promise<{ server: Server; operation: Operation }> {
       const source = requireServer(caller.tenantId, input.source);
-      if (!SERVER_NAME_RE.test(input.name)) {
-        throw errors.badParameter(`The server name '${input.name}' is invalid: 3-63 lowercase letters, digits and '-', not starting or ending with '-'.`, 'InvalidServerName');
-      }
-      if (d.repo.byName(input.name)) throw errors.conflict(`A server named '${input.name}' already exists.`, 'ServerNameInUse');
+      checkNewName(input.name);
       let restoreTime: string | undefined;
       if (input.restoreTime) {
         const t = Date.parse(input.restoreTime);
@@ -914,15 +901,7 @@ export function createServersService(d: ServersDeps) {
         throw errors.badParameter(`Cannot restore ${source.name}${restoreTime ? ' to ' + restoreTime : ''}: ${describe(e)}.`, 'NoRestorePoint');
       }
 
-      const dek = newDek();
-      let wrapped: { kid: string; wrapped: string };
-      try {
-        wrapped = await d.keys.wrap(await keyUriOf(encryption, location), dek, principalOf(encryption));
-      } catch (e) {
-        throw errors.badParameter(`The new server's DEK could not be wrapped: ${keyFailureMessage(e)}`, 'KeyAccessFailed');
-      } finally {
-        dek.fill(0);
-      }
+      const wrapped = await wrapNewDek(encryption, location);
       const now = Math.floor(Date.now() / 1000);
       const spec: RestoreSpec = { sourceId: source.id, sourceName: source.name, sourceLocation: storeRegion, restoreTime, baseBackupId: base.id };
       const server: Server = {
@@ -1176,15 +1155,14 @@ export function createServersService(d: ServersDeps) {
           }
         });
       }
-      scheduleMonitor();
-      scheduleBackups();
+      repeat(d.monitorIntervalMs, monitorPass);
+      repeat(d.archiveIntervalMs, backupPass);
     },
 
     /** SIGTERM: every server stopped, every key out of the kernel, no mount and no loop device left. */
     async shutdown(): Promise<void> {
       stopping = true;
-      if (monitorTimer) clearTimeout(monitorTimer);
-      if (backupTimer) clearTimeout(backupTimer);
+      for (const t of timers) clearTimeout(t);
       for (const t of checkTimers.values()) clearTimeout(t);
       await Promise.allSettled([...locks.values()]);
       for (const s of d.repo.all()) {
