@@ -655,3 +655,36 @@ test('12. the vault firewall closed to the platform: Inaccessible; reopened: Rea
     dropQuietly(name);
   }
 });
+
+test('13. the vault deleted (unreachable): Inaccessible once the grace period is over; vault recovered: Ready again with every row', async () => {
+  const name = 'srv-vault-gone';
+  const goneVault = vaultName('gone');
+  p.cli('vault', 'create', '--name', goneVault, '--location', REGION, '--retention-days', '90', '--enable-purge-protection');
+  const identity = createIdentity(p, 'id-s13');
+  p.cli('vault', 'set-policy', '--name', goneVault, '--object-id', identity.objectId, '--key-permissions', 'get', 'list', 'wrapKey', 'unwrapKey');
+  const keyUri = String(p.cli('key', 'create', '--vault-name', goneVault, '--name', 'kek').key.kid).replace(/\/[^/]+$/, '');
+  try {
+    const s = createCmkServer(name, keyUri, 'id-s13');
+    const port = s.properties.port;
+    const rows = seed(port, `MARKER-${name}`);
+    const deletedAt = Date.now();
+    p.cli('vault', 'delete', '--name', goneVault);
+    // Unreachable is treated as possibly passing: the server stays up through the grace period (3 s here).
+    await sleep(1500);
+    assert.equal((await show(name)).properties.state, 'Ready', 'still Ready inside the grace period');
+    const down = await waitServer(name, isState('Inaccessible'), 'Inaccessible after the grace period', 20_000);
+    assert.ok(Date.now() - deletedAt >= 3000, 'not before the grace period ran out');
+    assert.match(down.properties.inaccessibleReason, /unreachable/);
+    await expectInaccessibleAnswer(port);
+    assertLocked(name);
+    const activity = p.cli('activity-log', 'list', '--resource', name);
+    assert.ok(activity.some((e: any) => e.operation.endsWith('/keyAccessFailure') && e.status === 'Warning'), 'the grace period is in the activity log');
+
+    p.cli('vault', 'recover', '--name', goneVault);
+    const back = await backToReady(name);
+    assertReadyValid(back);
+    assert.equal(snapshot(port), rows, 'every row is back');
+  } finally {
+    dropQuietly(name);
+  }
+});
