@@ -92,6 +92,8 @@ test('a server is backed up when created and archives its WAL; the stores hold n
   const port = portOf(name);
   const backups = await eventually(() => { const b = p.cli('server', 'backup', 'list', '--name', name); return b.length ? b : undefined; }, 'the first backup');
   assert.equal(backups[0].properties.backupType, 'Full');
+  assert.match(backups[0].properties.encryptionKeyVersion, new RegExp(`^${c.keyUri}/[0-9a-f]{32}$`), 'each backup shows the key version that wraps it');
+  assert.ok(backups[0].properties.sizeBytes > 0 && Date.parse(backups[0].properties.completedTime) > 0);
   psql(port, `CREATE TABLE t (id int PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp())`);
   const times: Record<string, string> = {};
   for (const id of [1, 2, 3]) {
@@ -192,6 +194,8 @@ test('rotating the key re-wraps the backup keys without re-encrypting any backup
   const serverDir = keysDir[0].split('/keys/')[0];
   await eventually(() => readdirSync(join(serverDir, 'keys')).every((f) => JSON.parse(readFileSync(join(serverDir, 'keys', f), 'utf8')).wrappedBy === newVersion), 'backup keys re-wrapped', 30_000);
   for (const [f, d] of before) if (f.startsWith(serverDir)) assert.equal(digest(f), d, 'backup data is not re-encrypted');
+  const listed = p.cli('server', 'backup', 'list', '--name', source.name);
+  assert.ok(listed.length >= 2 && listed.every((b: any) => b.properties.encryptionKeyVersion === newVersion), 'backup list shows the latest key version');
   const r = p.cli('server', 'restore', '--source', source.name, '--name', `${source.name}-rot`);
   assert.equal(psql(r.properties.port, 'SELECT count(*) FROM t'), '3');
   p.cli('server', 'delete', '--name', `${source.name}-rot`, '--yes');

@@ -193,7 +193,10 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
       id: `/tenants/${req.params.tid}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${req.params.name}/backups/${m.id}`,
       name: m.id,
       type: 'Microsoft.DBforPostgreSQL/flexibleServers/backups',
-      properties: { backupType: m.type, completedTime: m.endTime, startTime: m.startTime, sizeBytes: m.sizeBytes, encryptionKeyEpoch: m.epoch },
+      properties: {
+        backupType: m.type, completedTime: m.endTime, startTime: m.startTime, sizeBytes: m.sizeBytes, encryptionKeyEpoch: m.epoch,
+        encryptionKeyVersion: m.wrappedBy ?? null,
+      },
     })),
   }));
   app.post<{ Params: NameParams }>(`${FS}/:name/backups`, { config: { operation: 'BackupCreate', duty: 'manageServers' } }, async (req, reply) => {

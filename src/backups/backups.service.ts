@@ -163,6 +163,10 @@ export function createBackupsService(d: BackupsDeps) {
     archive,
     flushWal,
     list: manifests,
+    /** The backups with the key version that currently wraps each one's backup key. */
+    listWithKeys: (s: Pick<Server, 'id' | 'location'>) => manifests(s).map((m) => ({
+      ...m, wrappedBy: storeOf(s.location).getJson<EpochRecord>(epochKeyPath(s.id, m.epoch))?.wrappedBy,
+    })),
     store: storeOf,
 
     /** A full base backup, streamed from pg_basebackup through encryption into the store. */

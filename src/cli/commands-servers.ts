@@ -183,7 +183,7 @@ export function registerServerCommands(program: Command): void {
 
   const backup = server.command('backup').description('encrypted full backups (WAL is archived continuously)');
   backup.command('list').requiredOption('--name <server>').action(action<{ name: string }>(async (ctx, o) =>
-    (await ctx.mgmt('GET', `${FS}/${enc(o.name)}/backups`)).value, ['name', 'properties.completedTime', 'properties.sizeBytes', 'properties.encryptionKeyEpoch']));
+    (await ctx.mgmt('GET', `${FS}/${enc(o.name)}/backups`)).value, ['name', 'properties.completedTime', 'properties.sizeBytes', 'properties.encryptionKeyVersion']));
   backup.command('create').requiredOption('--name <server>').option('--no-wait')
     .action(action<{ name: string; wait: boolean }>(async (ctx, o) => {
       await longOperation(ctx, await ctx.mgmtFull('POST', `${FS}/${enc(o.name)}/backups`), o.name, 'Backing up', o.wait, false);

@@ -926,7 +926,7 @@ export function createServersService(d: ServersDeps) {
     },
 
     backups(caller: Caller, name: string) {
-      return d.backups.list(requireServer(caller.tenantId, name));
+      return d.backups.listWithKeys(requireServer(caller.tenantId, name));
     },
 
     async update(caller: Caller, name: string, input: UpdateServerInput): Promise<{ server: Server; operation: Operation }> {
