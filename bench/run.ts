@@ -53,8 +53,13 @@ function loopMount(dir: string, name: string, gib: number): string {
   sh('mkfs.ext4', ['-q', '-F', '-O', 'encrypt', '-E', 'lazy_itable_init=1,lazy_journal_init=1', image]);
   sh('mount', ['-o', 'loop,nosuid,nodev,noatime', image, mnt]);
   execFileSync('chmod', ['711', mnt]);
-  cleanups.push(() => {
-    spawnSync('umount', [mnt]);
+  cleanups.push(async () => {
+    // A FUSE daemon may still hold the mount for a moment after its own unmount: retry, then detach lazily.
+    for (let i = 0; i < 20 && spawnSync('umount', [mnt]).status !== 0 && existsSync(join(mnt, 'lost+found')); i++) await sleep(250);
+    if (readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${mnt} `)) spawnSync('umount', ['-l', mnt]);
+    for (const line of spawnSync('losetup', ['-j', image], { encoding: 'utf8' }).stdout.split('\n')) {
+      if (line) spawnSync('losetup', ['-d', line.split(':')[0]]);
+    }
     rmSync(image, { force: true });
   });
   return mnt;
@@ -213,7 +218,10 @@ async function main() {
     sh('gocryptfs', ['-init', '-q', '-passfile', passfile, gmnt]);
     // gocryptfs daemonizes and keeps stdio open: do not wait on its pipes.
     execFileSync('gocryptfs', ['-q', '-nosyslog', '-allow_other', '-passfile', passfile, gmnt, plainDir], { stdio: 'ignore' });
-    cleanups.push(() => { spawnSync('umount', [plainDir]); });
+    cleanups.push(async () => {
+      spawnSync('umount', [plainDir]);
+      for (let i = 0; i < 40 && spawnSync('pgrep', ['-f', `gocryptfs.*${gmnt}`]).status === 0; i++) await sleep(250);
+    });
     execFileSync('chmod', ['711', plainDir]);
     inst.gocryptfs = await instanceOn(plainDir, 'gocryptfs', await freePort(), paths);
   }
@@ -561,7 +569,7 @@ function explain(r: any): string {
   for (const mode of ['rw', 'ro'] as const) {
     const x = r.pgbench[mode];
     if (x.ratio_pgbyok_vs_fscrypt_manual < 0.99) {
-      notes.push(`- **What pgbyok adds (${mode === 'rw' ? 'TPC-B' : 'select-only'}): ${x.ratio_pgbyok_vs_fscrypt_manual}.** The data path is the same kernel fscrypt; the differences are pgbyok's continuous WAL archiving into the encrypted backup store and its key monitor, both running on the same two cores as the benchmark, and run-to-run noise on this VM (see the per-round figures). Nothing sits between PostgreSQL and the kernel.`);
+      notes.push(`- **What pgbyok adds (${mode === 'rw' ? 'TPC-B' : 'select-only'}): ${x.ratio_pgbyok_vs_fscrypt_manual}.** The data path is the same kernel fscrypt and every variant archives its WAL; what pgbyok adds is sealing that WAL into the encrypted backup store (AES-256-GCM in the platform process), the base backup taken at creation, and the key monitor, all on the same two cores as the benchmark, plus run-to-run noise on this VM (see the per-round figures). Nothing sits between PostgreSQL and the kernel.`);
     }
   }
   const ro = r.pgbench.ro;
@@ -573,6 +581,9 @@ function explain(r: any): string {
     if (x.ratio_pgbyok_vs_gocryptfs !== null && x.ratio_pgbyok_vs_gocryptfs < 1.4) {
       notes.push(`- **Peer (${mode === 'rw' ? 'TPC-B' : 'select-only'}): ${x.ratio_pgbyok_vs_gocryptfs} × gocryptfs.** gocryptfs encrypts in user space with OpenSSL/Go AES-GCM using the CPU's AES instructions, so on a kernel without an AES-NI driver it decrypts bulk reads far faster than the kernel's generic AES; it loses on the small synchronous writes PostgreSQL makes (FUSE round trips), which is why TPC-B is closer. The reference measurements on this machine kind (shared/reference/fscrypt-postgres-facts.md, prewarmed cache) had fscrypt at 1.45 × (TPC-B) and 1.97 × (select-only) gocryptfs; what moves the ratio is how many reads miss the page cache, and each miss costs a software AES pass in the kernel. What closes it: a kernel with an accelerated \`xts(aes)\` driver, where a miss costs almost nothing.`);
     }
+  }
+  if (r.revocation.p99_s > 5) {
+    notes.push(`- **Revocation to lockout: p99 ${r.revocation.p99_s} s (p50 ${r.revocation.p50_s} s).** The vault's event reaches the control plane within milliseconds; the tail is PostgreSQL's own shutdown. pgbyok stops it with a *fast* shutdown, which writes a shutdown checkpoint: after the TPC-B runs, with 256 MB of shared buffers, flushing the dirty pages through this kernel's software AES takes seconds. What would close it: an *immediate* shutdown on key loss (WAL already makes every commit durable; the next start replays it), or an accelerated AES driver that makes the checkpoint cheap.`);
   }
   if (r.vault.ratio_vs_openssl < 0.7) {
     notes.push(`- **Vault throughput: ${round(r.vault.ratio_vs_openssl * 100, 1)} % of OpenSSL's multi-core RSA sign rate.** The vault runs in one Node.js process, so its RSA private operations use one core, and the ${r.vault.clients} load-generating clients run on the same ${m.cores}-core machine. Each request also carries TLS, a token verification (an RSA signature check), JSON, and an audit record appended synchronously to SQLite. What would close it: RSA operations in a worker-thread pool (one per core) and the load generator on another machine.`);
