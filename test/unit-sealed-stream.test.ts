@@ -33,7 +33,8 @@ test('round trip of empty, exact-chunk and multi-chunk objects', async () => {
   for (const size of [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3.5 * CHUNK_SIZE]) {
     const data = randomBytes(size);
     const sealed = await seal(key, 'obj-1', data);
-    assert.ok(!sealed.includes(data.subarray(0, Math.min(64, data.length))) || size === 0);
+    // A 32-byte run of the plaintext never shows in the ciphertext (shorter runs can occur by chance).
+    if (size >= 32) assert.ok(!sealed.includes(data.subarray(0, 32)), `plaintext visible at size ${size}`);
     assert.deepEqual(await open(key, 'obj-1', sealed), data, `size ${size}`);
   }
 });
