@@ -121,16 +121,19 @@ function ensureGocryptfs(): string | undefined {
 }
 
 /** Creates the CMK setup (identity, vault, key, policy) and a server; returns its parts. */
+/** The CMK setup (identity, vault with 90 days and purge protection, key, policy) and a server on it. */
 function cmkServer(p: Pgbyok, name: string, storage = 8) {
+  const t = Date.now();
   const id = p.cli('identity', 'create', '--name', `${name}-id`);
   const vault = `${name}-kv`.slice(0, 24).replace(/-$/, '');
   const v = p.cli('vault', 'create', '--name', vault, '--location', 'eastus', '--retention-days', '90', '--enable-purge-protection');
   const k = p.cli('key', 'create', '--vault-name', vault, '--name', 'kek');
   p.cli('vault', 'set-policy', '--name', vault, '--object-id', id.principalId, '--key-permissions', 'get', 'list', 'wrapKey', 'unwrapKey');
   const keyUri = k.key.kid.replace(/\/[0-9a-f]{32}$/, '');
-  const s = p.cli('server', 'create', '--name', name, '--location', 'eastus', '--admin-user', 'dbadmin', '--admin-password', PASSWORD,
+  const setupSeconds = (Date.now() - t) / 1000;
+  const server = p.cli('server', 'create', '--name', name, '--location', 'eastus', '--admin-user', 'dbadmin', '--admin-password', PASSWORD,
     '--key', keyUri, '--identity', id.name, '--storage-size', String(storage));
-  return { server: s, vaultUri: v.properties.vaultUri as string, vault, keyUri, objectId: id.principalId as string };
+  return { server, vaultUri: v.properties.vaultUri as string, vault, keyUri, objectId: id.principalId as string, setupSeconds };
 }
 
 function pgbyokInstance(p: Pgbyok, name: string, port: number): PostgresInstance {
@@ -265,7 +268,7 @@ async function main() {
   const mnt = join(p.home, 'regions', 'eastus', 'mnt', 'bench-main');
   const keyId = Buffer.from(header.keyIdentifier, 'hex');
   const port = main.server.properties.port;
-  psqlSocket(inst.pgbyok, `CREATE TABLE marker (v text); INSERT INTO marker VALUES ('${MARKER}')`);
+  inst.pgbyok.sql(`CREATE TABLE marker (v text); INSERT INTO marker VALUES ('${MARKER}')`);
   const lockedOut = async () => {
     const reply = await probe(port);
     let absent = false;
@@ -278,7 +281,7 @@ async function main() {
   };
   const readyAgain = () => {
     try {
-      return psqlSocket(inst.pgbyok!, 'SELECT count(*) FROM marker') === '1';
+      return inst.pgbyok!.sql('SELECT count(*) FROM marker') === '1';
     } catch {
       return false;
     }
@@ -355,9 +358,9 @@ async function main() {
   for (let i = 0; i < cfg.provision; i++) {
     const name = `bench-prov-${i}`;
     const t = Date.now();
-    const s = cmkServerTimed(p, name);
-    const pg = pgbyokInstance(p, name, s.properties.port);
-    psqlSocket(pg, 'SELECT 1');
+    const s = cmkServer(p, name, 4);
+    const pg = pgbyokInstance(p, name, s.server.properties.port);
+    pg.sql('SELECT 1');
     provisionTimes.push((Date.now() - t) / 1000 - s.setupSeconds);
     p.cli('server', 'delete', '--name', name, '--yes');
   }
@@ -366,7 +369,7 @@ async function main() {
   // 5. Backup and point-in-time restore of a database, against unencrypted pg_basebackup + replay.
   log(`backup: pgbench -i -s ${cfg.backupScale} on pgbyok and on plain ext4`);
   pgbench(inst.pgbyok, ['-i', '-s', String(cfg.backupScale), '-q']);
-  const dbBytes = Number(psqlSocket(inst.pgbyok, 'SELECT pg_database_size(current_database())'));
+  const dbBytes = Number(inst.pgbyok.sql('SELECT pg_database_size(current_database())'));
   let t = Date.now();
   p.cli('server', 'backup', 'create', '--name', 'bench-main');
   const backupSeconds = (Date.now() - t) / 1000;
@@ -385,7 +388,7 @@ async function main() {
   if (bb.status !== 0) throw new Error(`baseline pg_basebackup failed: ${bb.stderr}`);
   const baselinePg = new PostgresInstance({ dataDir: baseDir, socketDir: join(work, 'run-baseline'), port: await freePort(), clusterName: 'baseline', isUnlocked: () => true });
   await baselinePg.start();
-  psqlSocket(baselinePg, 'SELECT count(*) FROM pgbench_branches');
+  baselinePg.sql('SELECT count(*) FROM pgbench_branches');
   const baselineSeconds = (Date.now() - t) / 1000;
   baselinePg.stop('immediate');
   results.backup = {
@@ -415,23 +418,6 @@ async function main() {
   results.durationSeconds = round((Date.now() - started) / 1000, 1);
   writeReport(results);
   log(`done in ${results.durationSeconds}s`);
-}
-
-function cmkServerTimed(p: Pgbyok, name: string) {
-  const t = Date.now();
-  const id = p.cli('identity', 'create', '--name', `${name}-id`);
-  const vault = `${name}-kv`.slice(0, 24).replace(/-$/, '');
-  p.cli('vault', 'create', '--name', vault, '--location', 'eastus', '--retention-days', '90', '--enable-purge-protection');
-  const k = p.cli('key', 'create', '--vault-name', vault, '--name', 'kek');
-  p.cli('vault', 'set-policy', '--name', vault, '--object-id', id.principalId, '--key-permissions', 'get', 'list', 'wrapKey', 'unwrapKey');
-  const setupSeconds = (Date.now() - t) / 1000;
-  const s = p.cli('server', 'create', '--name', name, '--location', 'eastus', '--admin-user', 'dbadmin', '--admin-password', PASSWORD,
-    '--key', k.key.kid.replace(/\/[0-9a-f]{32}$/, ''), '--identity', id.name, '--storage-size', '4');
-  return { ...s, setupSeconds };
-}
-
-function psqlSocket(pg: PostgresInstance, sql: string): string {
-  return pg.sql(sql);
 }
 
 /** The server's DEK, unwrapped as its identity through the vault (to search for it). */

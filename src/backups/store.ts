@@ -15,7 +15,6 @@ export interface BackupStore {
   putJson(key: string, value: unknown): Promise<void>;
   getJson<T>(key: string): T | undefined;
   list(prefix: string): string[];
-  size(key: string): number;
   exists(key: string): boolean;
   delete(key: string): void;
   /** Absolute path of an object (for tests that tamper with it, and for scans). */
@@ -74,7 +73,6 @@ export function createFileStore(root: string, name: string): BackupStore {
       if (!existsSync(dir)) return [];
       return readdirSync(dir).filter((f) => !f.includes('.partial-')).sort().map((f) => join(prefix, f));
     },
-    size: (key) => statSync(pathOf(key)).size,
     exists: (key) => existsSync(pathOf(key)),
     delete: (key) => rmSync(pathOf(key), { force: true }),
   };

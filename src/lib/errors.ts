@@ -38,12 +38,10 @@ export const errors = {
   conflict: (message: string, inner?: string) => new ApiError(409, 'Conflict', message, inner),
   tooLarge: (limit: number) =>
     new ApiError(413, 'BadParameter', `The request body is larger than the ${limit} bytes this service accepts.`, 'RequestTooLarge'),
-  methodNotAllowed: (message: string) => new ApiError(405, 'MethodNotAllowed', message),
   internal: (requestId: string) =>
     new ApiError(500, 'InternalError', `The service hit an internal error. Quote request id ${requestId} to the operator.`),
   auditUnavailable: (requestId: string) =>
     new ApiError(500, 'InternalError', `The audit log could not record this request, so it was refused (request id ${requestId}).`, 'AuditFailure'),
-  unavailable: (message: string) => new ApiError(503, 'ServiceUnavailable', message),
 };
 
 /** Errors that are ours and safe to show; anything else becomes a generic 500 with a request id. */

@@ -140,8 +140,6 @@ export function createKeyAccess(d: KeyAccessDeps) {
   };
 
   return {
-    forget: (p: KeyPrincipal) => void tokens.delete(keyOf(p)),
-
     /** GET of the key (latest or pinned version) with its attributes. */
     async getKey(keyUri: string, p: KeyPrincipal): Promise<KeyInfo> {
       const { origin, name, version } = parseKeyUri(keyUri);

@@ -202,7 +202,3 @@ export function openDb(path: string): Db {
   }
   return db;
 }
-
-export function nowSeconds(): number {
-  return Math.floor(Date.now() / 1000);
-}
