@@ -8,7 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createIdentity, startPgbyok, vaultName, type Pgbyok } from './harness.js';
+import { createIdentity, eventually, startPgbyok, vaultName, type Pgbyok } from './harness.js';
 
 let p: Pgbyok;
 const PASSWORD = 'Passw0rd!x';
@@ -45,20 +45,6 @@ function psql(port: number, sql: string): string {
 
 const portOf = (name: string) => p.cli('server', 'show', '--name', name).properties.port as number;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function eventually<T>(fn: () => T | undefined | false, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const v = fn();
-      if (v) return v;
-    } catch {
-      // try again
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
 function storeFiles(region: string): string[] {
   const root = join(p.home, 'regions', region, 'backups');

@@ -41,19 +41,20 @@ export interface Pgbyok {
   child: () => ChildProcess;
 }
 
-async function waitFor<T>(fn: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+/** Polls `fn` until it returns a truthy value (errors count as "not yet"); fails naming `what` and the last error. */
+export async function eventually<T>(fn: () => T | undefined | false | Promise<T | undefined | false>, what: string, timeoutMs = 20_000, stepMs = 200): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
-  while (Date.now() < deadline) {
+  for (;;) {
     try {
       const v = await fn();
-      if (v !== undefined) return v;
+      if (v) return v;
     } catch (e) {
       last = e;
     }
-    await new Promise((r) => setTimeout(r, 100));
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, stepMs));
   }
-  throw new Error(`timed out waiting for ${what}: ${String(last)}`);
 }
 
 export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgbyok> {
@@ -66,10 +67,10 @@ export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgb
     child = spawn(process.execPath, [BIN, 'up'], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout!.on('data', (d) => (output += d));
     child.stderr!.on('data', (d) => (output += d));
-    await waitFor(async () => {
+    await eventually(() => {
       if (child.exitCode !== null) throw new Error(`pgbyok up exited ${child.exitCode}: ${output}`);
-      return output.includes('pgbyok is up.') ? true : undefined;
-    }, 30_000, 'pgbyok up');
+      return output.includes('pgbyok is up.');
+    }, 'pgbyok up', 30_000, 100);
   };
   await launch();
 

@@ -11,7 +11,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { BIN, createIdentity, startPgbyok, vaultName, type Pgbyok } from './harness.js';
+import { BIN, createIdentity, eventually, startPgbyok, vaultName, type Pgbyok } from './harness.js';
 
 let p: Pgbyok;
 const events: any[] = [];
@@ -38,16 +38,6 @@ after(async () => {
   hook?.close();
   rmSync(scratch, { recursive: true, force: true });
 });
-
-async function eventually<T>(fn: () => T | undefined, what: string, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = fn();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 test('status fails before pgbyok was ever started, and reports where everything is once it runs', () => {
   const fresh = mkdtempSync(join(tmpdir(), 'pgbyok-none-'));

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createIdentity, MGMT_RESOURCE, startPgbyok, vaultName, VAULT_RESOURCE, type Pgbyok } from './harness.js';
+import { createIdentity, eventually, MGMT_RESOURCE, startPgbyok, vaultName, VAULT_RESOURCE, type Pgbyok } from './harness.js';
 
 const PASSWORD = 'Passw0rd!x';
 const ADMIN = 'dbadmin';
@@ -26,21 +26,6 @@ after(async () => {
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function eventually<T>(fn: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 20_000, stepMs = 250): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(stepMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-}
 
 /** A vault (CMK-ready unless told otherwise), with its URI. */
 function mkVault(opts: { retention?: number; purgeProtection?: boolean } = {}): { name: string; uri: string } {

@@ -17,7 +17,7 @@ import { keyStatus } from '../src/storage/fscrypt.js';
 import { newDek, Volume, VolumeError, volumePaths } from '../src/storage/volume.js';
 import { PostgresError, PostgresInstance } from '../src/postgres/instance.js';
 import { scramSha256Verifier } from '../src/postgres/scram.js';
-import { ROOT } from './harness.js';
+import { eventually, ROOT } from './harness.js';
 
 const home = mkdtempSync(join(tmpdir(), 'pgbyok-storage-'));
 const paths = homePaths(home);
@@ -205,7 +205,8 @@ test('an instance killed with SIGKILL, and its host process too, comes back with
   assert.ok(postmaster);
   process.kill(postmaster, 'SIGKILL');
   host.kill('SIGKILL');
-  assert.equal(pg.isRunning(), false);
+  // SIGKILL is delivered asynchronously: wait for the postmaster to be gone (dead or a zombie), not just signalled.
+  await eventually(() => !pg.isRunning(), 'the killed postmaster to die', 10_000, 50);
 
   // The key belongs to the filesystem, so it survived the host; attach is idempotent and finds the mount.
   volume.attach();
