@@ -68,9 +68,9 @@ function loopMount(dir: string, name: string, gib: number): string {
 async function instanceOn(dir: string, variant: Variant, port: number, paths: ReturnType<typeof homePaths>): Promise<PostgresInstance> {
   const staging = join(dir, 'wal-staging');
   const pg = new PostgresInstance({ dataDir: join(dir, 'pgdata'), socketDir: join(dir, '..', `run-${variant}`), port, clusterName: variant.replace('_', '-'), isUnlocked: () => true, walStagingDir: staging });
-  pg.init('dbadmin', { ...(await issueServerCertificate(paths, variant, ['localhost'], ['127.0.0.1'])), ca: readFileSync(paths.caCert, 'utf8') });
+  await pg.init('dbadmin', { ...(await issueServerCertificate(paths, variant, ['localhost'], ['127.0.0.1'])), ca: readFileSync(paths.caCert, 'utf8') });
   await pg.start();
-  pg.setAdminPassword('SCRAM-SHA-256$4096:AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=');
+  await pg.setAdminPassword('SCRAM-SHA-256$4096:AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=');
   // Archiving is on for every variant (pgbyok's servers archive); the others' staged WAL is simply dropped.
   const timer = setInterval(() => {
     try {
@@ -80,10 +80,10 @@ async function instanceOn(dir: string, variant: Variant, port: number, paths: Re
     }
   }, 1000);
   timer.unref();
-  cleanups.push(() => {
+  cleanups.push(async () => {
     clearInterval(timer);
     try {
-      pg.stop('immediate');
+      await pg.stop('immediate');
     } catch {
       // already gone
     }
@@ -231,7 +231,7 @@ async function main() {
   const variants = (Object.keys(inst) as Variant[]);
   // The same tuning everywhere (as the reference measurements used): 256 MB of shared buffers.
   for (const v of variants) {
-    inst[v]!.sql("ALTER SYSTEM SET shared_buffers = '256MB'");
+    await inst[v]!.sql("ALTER SYSTEM SET shared_buffers = '256MB'");
     if (v === 'pgbyok') p.cli('server', 'restart', '--name', 'bench-main');
     else await inst[v]!.restart('fast');
   }
@@ -241,7 +241,7 @@ async function main() {
     log(`pgbench -i -s ${cfg.scale} on ${v}`);
     const t = Date.now();
     pgbench(inst[v]!, ['-i', '-s', String(cfg.scale), '-q']);
-    inst[v]!.sql('CHECKPOINT');
+    await inst[v]!.sql('CHECKPOINT');
     initSeconds[v] = round((Date.now() - t) / 1000);
   }
   const runs: Record<string, Record<Variant, number[]>> = {};
@@ -258,7 +258,7 @@ async function main() {
     ratio_pgbyok_vs_gocryptfs: r.gocryptfs ? round(median(r.pgbyok) / median(r.gocryptfs), 3) : null,
   });
   results.pgbench = { scale: cfg.scale, seconds: cfg.seconds, clients: 4, threads: 2, init_seconds: initSeconds, rw: summarize(runs.rw), ro: summarize(runs.ro), gocryptfs_note: gocryptfsProblem ?? null };
-  for (const v of variants) if (v !== 'pgbyok') inst[v]!.stop('fast');
+  for (const v of variants) if (v !== 'pgbyok') await inst[v]!.stop('fast');
 
   // 2. Revocation to lockout, and access restored to Ready, by disabling the key and by revoking the policy.
   log(`revocation: ${cfg.trials} trials each for key disable and access-policy revocation`);
@@ -268,7 +268,7 @@ async function main() {
   const mnt = join(p.home, 'regions', 'eastus', 'mnt', 'bench-main');
   const keyId = Buffer.from(header.keyIdentifier, 'hex');
   const port = main.server.properties.port;
-  inst.pgbyok.sql(`CREATE TABLE marker (v text); INSERT INTO marker VALUES ('${MARKER}')`);
+  await inst.pgbyok.sql(`CREATE TABLE marker (v text); INSERT INTO marker VALUES ('${MARKER}')`);
   const lockedOut = async () => {
     const reply = await probe(port);
     let absent = false;
@@ -279,9 +279,9 @@ async function main() {
     }
     return reply.includes('inaccessible') && absent;
   };
-  const readyAgain = () => {
+  const readyAgain = async () => {
     try {
-      return inst.pgbyok!.sql('SELECT count(*) FROM marker') === '1';
+      return (await inst.pgbyok!.sql('SELECT count(*) FROM marker')) === '1';
     } catch {
       return false;
     }
@@ -360,7 +360,7 @@ async function main() {
     const t = Date.now();
     const s = cmkServer(p, name, 4);
     const pg = pgbyokInstance(p, name, s.server.properties.port);
-    pg.sql('SELECT 1');
+    await pg.sql('SELECT 1');
     provisionTimes.push((Date.now() - t) / 1000 - s.setupSeconds);
     p.cli('server', 'delete', '--name', name, '--yes');
   }
@@ -369,7 +369,7 @@ async function main() {
   // 5. Backup and point-in-time restore of a database, against unencrypted pg_basebackup + replay.
   log(`backup: pgbench -i -s ${cfg.backupScale} on pgbyok and on plain ext4`);
   pgbench(inst.pgbyok, ['-i', '-s', String(cfg.backupScale), '-q']);
-  const dbBytes = Number(inst.pgbyok.sql('SELECT pg_database_size(current_database())'));
+  const dbBytes = Number(await inst.pgbyok.sql('SELECT pg_database_size(current_database())'));
   let t = Date.now();
   p.cli('server', 'backup', 'create', '--name', 'bench-main');
   const backupSeconds = (Date.now() - t) / 1000;
@@ -377,7 +377,7 @@ async function main() {
   p.cli('server', 'restore', '--source', 'bench-main', '--name', 'bench-restored');
   const restoreSeconds = (Date.now() - t) / 1000;
   p.cli('server', 'delete', '--name', 'bench-restored', '--yes');
-  inst.plain.stop('fast');
+  await inst.plain.stop('fast');
   await inst.plain.start();
   pgbench(inst.plain, ['-i', '-s', String(cfg.backupScale), '-q']);
   const baseDir = join(work, 'plain', 'baseline');
@@ -388,9 +388,9 @@ async function main() {
   if (bb.status !== 0) throw new Error(`baseline pg_basebackup failed: ${bb.stderr}`);
   const baselinePg = new PostgresInstance({ dataDir: baseDir, socketDir: join(work, 'run-baseline'), port: await freePort(), clusterName: 'baseline', isUnlocked: () => true });
   await baselinePg.start();
-  baselinePg.sql('SELECT count(*) FROM pgbench_branches');
+  await baselinePg.sql('SELECT count(*) FROM pgbench_branches');
   const baselineSeconds = (Date.now() - t) / 1000;
-  baselinePg.stop('immediate');
+  await baselinePg.stop('immediate');
   results.backup = {
     database_mb: round(dbBytes / 1048576, 1), backup_s: round(backupSeconds, 2), backup_mb_s: round(dbBytes / 1048576 / backupSeconds, 1),
     restore_s: round(restoreSeconds, 2), baseline_restore_s: round(baselineSeconds, 2), ratio_vs_baseline: round(restoreSeconds / baselineSeconds, 2),
@@ -398,7 +398,7 @@ async function main() {
 
   // 6. Nothing in the clear: every file pgbyok wrote is searched for the DEK and the marker row.
   log('scanning every file under the platform home for the DEK and the marker');
-  inst.pgbyok.sql('CHECKPOINT');
+  await inst.pgbyok.sql('CHECKPOINT');
   execFileSync('sync');
   const dek = await unwrapServerDek(p, 'bench-main');
   const needles = [dek, Buffer.from(MARKER)];

@@ -47,10 +47,10 @@ async function makeServer(name: string, sizeGiB = 1) {
   const pg = new PostgresInstance({ dataDir: join(volume.dataDir, 'pgdata'), socketDir: join(home, 'regions', 'eastus', 'run', name), port, clusterName: name, isUnlocked: () => volume.isUnlocked() });
   instances.push(pg);
   const tls = await issueServerCertificate(paths, name, ['localhost'], ['127.0.0.1']);
-  pg.init('dbadmin', { ...tls, ca: readFileSync(paths.caCert, 'utf8') });
+  await pg.init('dbadmin', { ...tls, ca: readFileSync(paths.caCert, 'utf8') });
   volume.updateHeader((h) => ({ ...h, initialized: true }));
   await pg.start();
-  pg.setAdminPassword(scramSha256Verifier(PASSWORD));
+  await pg.setAdminPassword(scramSha256Verifier(PASSWORD));
   return { volume, pg, dek, port };
 }
 
@@ -91,7 +91,7 @@ after(async () => {
   for (const c of children) c.kill('SIGKILL');
   for (const pg of instances) {
     try {
-      pg.stop('immediate');
+      await pg.stop('immediate');
     } catch {
       const pid = pg.pid();
       if (pid) process.kill(pid, 'SIGKILL');
@@ -140,7 +140,7 @@ test('data, WAL and file names never reach the image in plaintext; a locked volu
   assert.equal(pgVersion, false, 'file names are encrypted');
   assert.equal(hba, false, 'file names are encrypted');
 
-  pg.stop('fast');
+  await pg.stop('fast');
   await volume.lock();
   const st = volume.status();
   assert.equal(st.locked, true);
@@ -171,7 +171,7 @@ test('data, WAL and file names never reach the image in plaintext; a locked volu
   await pg.start();
   assert.equal(psql(port, 'SELECT md5(string_agg(note, \',\' ORDER BY id)) FROM t'), md5);
   assert.equal(psql(port, 'SELECT count(*) FROM t'), '2000');
-  assert.equal(pg.health().query, true);
+  assert.equal((await pg.health()).query, true);
 });
 
 test('psql and pgbench run against an instance on an encrypted volume', async () => {
@@ -192,7 +192,7 @@ test('psql and pgbench run against an instance on an encrypted volume', async ()
 test('an instance killed with SIGKILL, and its host process too, comes back with every committed row', async () => {
   const { volume, pg, dek, port } = await makeServer('crash1');
   psql(port, "CREATE TABLE t (id serial PRIMARY KEY, note text); INSERT INTO t (note) SELECT 'before-' || g FROM generate_series(1, 500) g");
-  pg.stop('fast');
+  await pg.stop('fast');
   // A separate host process opens the volume, starts PostgreSQL and commits more rows; then both die.
   const host = spawn(process.execPath, [join(ROOT, 'dist', 'test', 'fixtures', 'crash-host.js'), home, 'crash1', String(port)], { stdio: ['pipe', 'pipe', 'inherit'] });
   children.push(host);
@@ -218,7 +218,7 @@ test('an instance killed with SIGKILL, and its host process too, comes back with
 
 test('locking a volume whose files are still open reports the holder and does not claim to be locked', async () => {
   const { volume, pg } = await makeServer('busy1');
-  pg.stop('fast');
+  await pg.stop('fast');
   const holder = spawn('sleep', ['60'], { cwd: join(volume.dataDir, 'pgdata') });
   children.push(holder);
   await new Promise((r) => setTimeout(r, 200));
@@ -242,7 +242,7 @@ test('a volume grows to a larger size and keeps its data', async () => {
   } catch (e) {
     // Online resize needs CAP_SYS_RESOURCE; where the kernel refuses it, grow offline.
     assert.ok(e instanceof VolumeError && e.code === 'OnlineResizeUnavailable', String(e));
-    pg.stop('fast');
+    await pg.stop('fast');
     await volume.lock();
     volume.detach();
     volume.growOffline(2);
@@ -256,7 +256,7 @@ test('a volume grows to a larger size and keeps its data', async () => {
 
 test('attach after a crash reuses the mount, or cleans a stale loop device and mounts once', async () => {
   const { volume, pg, dek } = await makeServer('stale1');
-  pg.stop('fast');
+  await pg.stop('fast');
   await volume.lock();
   volume.detach();
   // A crash between losetup and mount leaves loop devices of the image that nothing mounts.
@@ -269,12 +269,12 @@ test('attach after a crash reuses the mount, or cleans a stale loop device and m
   assert.equal(volume.status().mounted, true);
   volume.unlock(Buffer.from(dek));
   await pg.start();
-  assert.equal(pg.health().query, true);
+  assert.equal((await pg.health()).query, true);
 });
 
 test('destroy crypto-shreds: the key leaves the kernel, the loop device and mount go, the image is deleted', async () => {
   const { volume, pg } = await makeServer('shred1');
-  pg.stop('fast');
+  await pg.stop('fast');
   const image = volume.image;
   const loop = volume.status().loopDevice!;
   await volume.destroy();

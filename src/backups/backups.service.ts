@@ -3,10 +3,9 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { chownSync, createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { execFileSync } from 'node:child_process';
 import type { Logger } from 'pino';
 import type { HomePaths } from '../lib/home.js';
-import { postgresBinDir, type PostgresInstance } from '../postgres/instance.js';
+import { postgresBinDir, postgresUser, type PostgresInstance } from '../postgres/instance.js';
 import type { KeyAccess } from '../servers/key-access.js';
 import type { ServerRuntime } from '../servers/runtime.js';
 import type { DataEncryption, Server } from '../servers/servers.repo.js';
@@ -51,13 +50,6 @@ export interface BackupsDeps {
 
 function asPostgres(args: string[]) {
   return spawn('runuser', ['-u', 'postgres', '--', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-}
-
-function postgresIds(): { uid: number; gid: number } {
-  return {
-    uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()),
-    gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()),
-  };
 }
 
 export function createBackupsService(d: BackupsDeps) {
@@ -149,10 +141,10 @@ export function createBackupsService(d: BackupsDeps) {
 
   /** Makes PostgreSQL finish its current WAL segment, waits for it to be staged, and archives it. */
   const flushWal = async (s: Server, pg: PostgresInstance) => {
-    const segment = pg.sql('SELECT pg_walfile_name(pg_switch_wal())');
+    const segment = await pg.sql('SELECT pg_walfile_name(pg_switch_wal())');
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
-      const last = pg.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+      const last = await pg.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
       if (last >= segment) break;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -174,9 +166,10 @@ export function createBackupsService(d: BackupsDeps) {
       const epoch = await newEpoch(s);
       const key = await epochKey(s, epoch);
       const id = `${new Date().toISOString().replace(/[-:.]/g, '').slice(0, 15)}-${randomUUID().slice(0, 8)}`;
-      const startWal = pg.sql('SELECT pg_walfile_name(pg_current_wal_lsn())');
+      const startWal = await pg.sql('SELECT pg_walfile_name(pg_current_wal_lsn())');
       const startTime = new Date().toISOString();
-      const child = asPostgres([join(postgresBinDir(), 'pg_basebackup'), '-h', pg.opts.socketDir, '-p', String(pg.opts.port), '-U', pg.sql('SELECT current_user'), '-D', '-', '-Ft', '-X', 'fetch', '-c', 'fast', '-w']);
+      const login = await pg.sql('SELECT current_user');
+      const child = asPostgres([join(postgresBinDir(), 'pg_basebackup'), '-h', pg.opts.socketDir, '-p', String(pg.opts.port), '-U', login, '-D', '-', '-Ft', '-X', 'fetch', '-c', 'fast', '-w']);
       child.stdin!.end();
       let stderr = '';
       child.stderr!.on('data', (c) => (stderr += c));
@@ -270,7 +263,7 @@ export function createBackupsService(d: BackupsDeps) {
      * postgres user), the WAL it needs into the encrypted volume, and recovery is configured to the time.
      */
     async restoreInto(source: Pick<Server, 'id' | 'location' | 'name'>, base: BackupManifest, target: PostgresInstance, restoreTime?: string): Promise<void> {
-      const { uid, gid } = postgresIds();
+      const { uid, gid } = postgresUser();
       const dataDir = target.opts.dataDir;
       if (existsSync(dataDir)) rmSync(dataDir, { recursive: true, force: true });
       mkdirSync(dataDir, { mode: 0o700 });

@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { SCRAM_VERIFIER_RE } from './scram.js';
@@ -16,6 +16,12 @@ export class PostgresError extends Error {
 }
 
 export type StopMode = 'smart' | 'fast' | 'immediate';
+
+interface ToolResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 let cachedBin: string | undefined;
 /** The PostgreSQL 15 binaries: `pg_config --bindir`, else Debian's path; a clear error when absent. */
@@ -39,12 +45,16 @@ export function postgresBinDir(): string {
   throw new PostgresError('PostgreSQL 15 server binaries were not found (initdb, pg_ctl, postgres). Install them with: apt-get install postgresql-15', 'PrerequisiteMissing');
 }
 
-function postgresUser(): { uid: number; gid: number } {
+let cachedUser: { uid: number; gid: number } | undefined;
+/** The postgres OS user's uid and gid (files PostgreSQL must own). */
+export function postgresUser(): { uid: number; gid: number } {
+  if (cachedUser) return cachedUser;
   try {
-    const [uid, gid] = execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim().split('\n').concat(
-      execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim(),
-    );
-    return { uid: Number(uid), gid: Number(gid) };
+    cachedUser = {
+      uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()),
+      gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()),
+    };
+    return cachedUser;
   } catch {
     throw new PostgresError('The postgres OS user does not exist; it comes with the postgresql-15 package.', 'PrerequisiteMissing');
   }
@@ -115,12 +125,19 @@ export class PostgresInstance {
     return join(postgresBinDir(), name);
   }
 
-  /** Runs a PostgreSQL tool as the postgres OS user. */
-  private asPostgres(tool: string, args: string[], input?: string) {
-    // Node feeds stdin through a socket, which /dev/stdin cannot reopen; `cat |` turns it into a real pipe.
-    const argv = input === undefined ? [this.bin(tool), ...args] : ['sh', '-c', 'cat | "$@"', 'sh', this.bin(tool), ...args];
-    return spawnSync('runuser', ['-u', 'postgres', '--', ...argv], {
-      encoding: 'utf8', input, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], timeout: 120_000,
+  /**
+   * Runs a PostgreSQL tool as the postgres OS user. Asynchronous on purpose: the platform's one event loop
+   * also serves the vault and the API, and must not freeze while initdb, a start or a checkpoint runs.
+   */
+  private asPostgres(tool: string, args: string[]): Promise<ToolResult> {
+    return new Promise((resolve) => {
+      const child = spawn('runuser', ['-u', 'postgres', '--', this.bin(tool), ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.once('error', (e) => resolve({ status: null, stdout, stderr: stderr + String(e) }));
+      child.once('close', (status) => resolve({ status, stdout, stderr }));
     });
   }
 
@@ -136,7 +153,7 @@ export class PostgresInstance {
    * gets no password here: `setAdminPassword` installs a SCRAM verifier once the server runs, so no
    * password ever passes through a file, an argument or pgbyok's store.
    */
-  init(adminLogin: string, tls: { cert: string; key: string; ca: string }): void {
+  async init(adminLogin: string, tls: { cert: string; key: string; ca: string }): Promise<void> {
     validateAdminLogin(adminLogin);
     this.requireUnlockedParent();
     if (existsSync(this.opts.dataDir)) {
@@ -145,7 +162,7 @@ export class PostgresInstance {
     const { uid, gid } = postgresUser();
     mkdirSync(this.opts.dataDir, { mode: 0o700 });
     chownSync(this.opts.dataDir, uid, gid);
-    const r = this.asPostgres('initdb', [
+    const r = await this.asPostgres('initdb', [
       '-D', this.opts.dataDir, '-U', adminLogin, '--data-checksums', '-E', 'UTF8', '--locale=C.UTF-8',
       '--auth-local=peer', '--auth-host=reject',
     ]);
@@ -197,7 +214,7 @@ export class PostgresInstance {
   /** Waits until recovery has ended and the server accepts writes. */
   async waitForPromotion(timeoutMs = 300_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    while (this.sql('SELECT pg_is_in_recovery()') === 't') {
+    while ((await this.sql('SELECT pg_is_in_recovery()')) === 't') {
       if (Date.now() > deadline) throw new PostgresError('recovery did not finish in time', 'Failed');
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -208,23 +225,23 @@ export class PostgresInstance {
    * role, with a slot, and the standby configuration written by -R. The password is read from `passfile`,
    * which lives inside this server's encrypted directory.
    */
-  cloneFrom(source: { host: string; port: number; user: string; passfile: string; slot: string; caFile: string }): void {
+  async cloneFrom(source: { host: string; port: number; user: string; passfile: string; slot: string; caFile: string }): Promise<void> {
     const { uid, gid } = postgresUser();
     if (existsSync(this.opts.dataDir)) rmSync(this.opts.dataDir, { recursive: true, force: true });
     mkdirSync(this.opts.dataDir, { mode: 0o700 });
     chownSync(this.opts.dataDir, uid, gid);
     const conn = `host=${source.host} port=${source.port} user=${source.user} passfile=${source.passfile} sslmode=verify-full sslrootcert=${source.caFile} application_name=${this.opts.clusterName}`;
-    const r = this.asPostgres('pg_basebackup', ['-d', conn, '-D', this.opts.dataDir, '-X', 'stream', '-R', '-C', '-S', source.slot, '-c', 'fast', '-w']);
+    const r = await this.asPostgres('pg_basebackup', ['-d', conn, '-D', this.opts.dataDir, '-X', 'stream', '-R', '-C', '-S', source.slot, '-c', 'fast', '-w']);
     if (r.status !== 0) throw new PostgresError(`pg_basebackup from the source failed: ${(r.stderr || r.stdout).trim()}`, 'Failed');
   }
 
-  isInRecovery(): boolean {
-    return this.sql('SELECT pg_is_in_recovery()') === 't';
+  async isInRecovery(): Promise<boolean> {
+    return (await this.sql('SELECT pg_is_in_recovery()')) === 't';
   }
 
   /** Ends recovery of a replica: it becomes a primary of its own. */
   async promote(): Promise<void> {
-    this.sql('SELECT pg_promote(true, 60)');
+    await this.sql('SELECT pg_promote(true, 60)');
     await this.waitForPromotion(60_000);
   }
 
@@ -327,7 +344,7 @@ export class PostgresInstance {
     mkdirSync(this.opts.socketDir, { recursive: true, mode: 0o755 });
     chownSync(this.opts.socketDir, uid, gid);
     this.writeManagedConfig();
-    const r = this.asPostgres('pg_ctl', ['start', '-D', this.opts.dataDir, '-w', '-t', '120', '-l', join(this.opts.dataDir, 'log', 'pg_ctl.log')]);
+    const r = await this.asPostgres('pg_ctl', ['start', '-D', this.opts.dataDir, '-w', '-t', '120', '-l', join(this.opts.dataDir, 'log', 'pg_ctl.log')]);
     if (r.status !== 0) {
       let tail = '';
       try {
@@ -339,30 +356,31 @@ export class PostgresInstance {
     }
   }
 
-  stop(mode: StopMode = 'fast'): void {
+  /** Stops and waits up to `timeoutSeconds`; throws if it is still running then (the stop goes on regardless). */
+  async stop(mode: StopMode = 'fast', timeoutSeconds = 120): Promise<void> {
     if (!existsSync(this.opts.dataDir) || !this.isRunning()) return;
-    const r = this.asPostgres('pg_ctl', ['stop', '-D', this.opts.dataDir, '-m', mode, '-w', '-t', '120']);
+    const r = await this.asPostgres('pg_ctl', ['stop', '-D', this.opts.dataDir, '-m', mode, '-w', '-t', String(timeoutSeconds)]);
     if (r.status !== 0 && this.isRunning()) throw new PostgresError(`PostgreSQL did not stop: ${(r.stderr || r.stdout).trim()}`, 'Failed');
   }
 
   async restart(mode: StopMode = 'fast'): Promise<void> {
-    this.stop(mode);
+    await this.stop(mode);
     await this.start();
   }
 
   /** Runs SQL as the administrator over the unix socket (peer-mapped); returns unaligned output. */
-  sql(sql: string, database = 'postgres'): string {
+  async sql(sql: string, database = 'postgres'): Promise<string> {
     const login = this.adminLogin();
-    const r = this.asPostgres('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', this.opts.socketDir, '-p', String(this.opts.port), '-U', login, '-d', database, '-At', '-c', sql]);
+    const r = await this.asPostgres('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', this.opts.socketDir, '-p', String(this.opts.port), '-U', login, '-d', database, '-At', '-c', sql]);
     if (r.status !== 0) throw new PostgresError(`query failed: ${r.stderr.trim()}`, 'Failed');
     return r.stdout.trim();
   }
 
   /** Installs the administrator's SCRAM verifier (computed from the password by `scramSha256Verifier`). */
-  setAdminPassword(verifier: string): void {
+  async setAdminPassword(verifier: string): Promise<void> {
     if (!SCRAM_VERIFIER_RE.test(verifier)) throw new PostgresError('not a SCRAM-SHA-256 verifier', 'Invalid');
     const login = this.adminLogin();
-    this.sql(`ALTER ROLE "${login}" PASSWORD '${verifier}'`);
+    await this.sql(`ALTER ROLE "${login}" PASSWORD '${verifier}'`);
   }
 
   private adminLogin(): string {
@@ -370,17 +388,17 @@ export class PostgresInstance {
   }
 
   /** Ends every client session (before a stop that must not wait for them). */
-  terminateSessions(): void {
-    this.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()");
+  async terminateSessions(): Promise<void> {
+    await this.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()");
   }
 
   /** pg_isready plus a real query. */
-  health(): { accepting: boolean; query: boolean } {
-    const ready = this.asPostgres('pg_isready', ['-q', '-h', this.opts.socketDir, '-p', String(this.opts.port)]).status === 0;
+  async health(): Promise<{ accepting: boolean; query: boolean }> {
+    const ready = (await this.asPostgres('pg_isready', ['-q', '-h', this.opts.socketDir, '-p', String(this.opts.port)])).status === 0;
     let query = false;
     if (ready) {
       try {
-        query = this.sql('SELECT 1') === '1';
+        query = (await this.sql('SELECT 1')) === '1';
       } catch {
         query = false;
       }

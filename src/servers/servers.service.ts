@@ -1,12 +1,11 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { chownSync, existsSync, rmSync, writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ApiError, errors } from '../lib/errors.js';
 import type { HomePaths } from '../lib/home.js';
-import { PostgresError, validateAdminLogin, validateAdminPassword } from '../postgres/instance.js';
+import { PostgresError, postgresUser, validateAdminLogin, validateAdminPassword } from '../postgres/instance.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { keyIdentifier } from '../storage/fscrypt.js';
 import { newDek, VolumeError } from '../storage/volume.js';
@@ -91,6 +90,12 @@ export const PAIRED_REGIONS: Record<string, string> = {
   northeurope: 'westeurope', westeurope: 'northeurope', uksouth: 'ukwest', ukwest: 'uksouth', japaneast: 'japanwest', japanwest: 'japaneast',
 };
 const RSA_SIZES = [2048, 3072, 4096];
+/**
+ * When the key is lost, PostgreSQL gets this long for a clean (fast) shutdown before it is stopped
+ * immediately: the shutdown checkpoint can take many seconds on a busy server, and the data must become
+ * unreachable promptly. An immediate stop loses nothing committed; the next start replays the WAL.
+ */
+const KEY_LOSS_STOP_SECONDS = 2;
 const LOOPBACK = ['127.0.0.1', '::1'];
 
 export const serverResourceId = (tenantId: string, name: string) => `/tenants/${tenantId}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${name}`;
@@ -109,14 +114,6 @@ async function freePort(used: Set<number>): Promise<number> {
   }
 }
 
-let pgOwnerCache: { uid: number; gid: number } | undefined;
-function pgOwner(): { uid: number; gid: number } {
-  pgOwnerCache ??= {
-    uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()),
-    gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()),
-  };
-  return pgOwnerCache;
-}
 
 /** Whether a key URI (versioned or not) names the key that made a versioned kid. */
 function sameKey(keyUri: string, kid: string): boolean {
@@ -261,21 +258,24 @@ export function createServersService(d: ServersDeps) {
     }
   };
 
-  /** Stops PostgreSQL (sessions first) and removes the DEK from the kernel; never leaves plaintext reachable. */
-  const shutdownData = async (s: Server, mode: 'fast' | 'immediate' = 'fast') => {
+  /**
+   * Stops PostgreSQL (sessions first) and removes the DEK from the kernel; never leaves plaintext reachable.
+   * A stop that outlasts `stopTimeoutSeconds` is made immediate.
+   */
+  const shutdownData = async (s: Server, mode: 'fast' | 'immediate' = 'fast', stopTimeoutSeconds = 120) => {
     const volume = volumeOf(s);
     const pg = pgOf(s, volume);
     try {
       if (pg.isRunning()) {
         try {
-          pg.terminateSessions();
+          await pg.terminateSessions();
         } catch {
           // Sessions end with the stop anyway.
         }
         try {
-          pg.stop(mode);
+          await pg.stop(mode, stopTimeoutSeconds);
         } catch {
-          pg.stop('immediate');
+          await pg.stop('immediate');
         }
       }
     } catch (e) {
@@ -300,7 +300,7 @@ export function createServersService(d: ServersDeps) {
       activity(s, ACTIVITY_OPERATIONS.ServerInaccessible, 'Failed', `Server ${s.name} is Inaccessible: its customer-managed key cannot be reached (${reason}).`);
     }
     d.backups.forget(s);
-    await shutdownData(s, 'fast');
+    await shutdownData(s, 'fast', KEY_LOSS_STOP_SECONDS);
     await startResponderFor(s);
   };
 
@@ -465,34 +465,34 @@ export function createServersService(d: ServersDeps) {
     const srcPg = pgOf(source);
     const { role, slot } = replicationNames(s.name);
     const password = randomBytes(24).toString('base64url');
-    srcPg.sql(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${role}') THEN CREATE ROLE ${role} WITH REPLICATION LOGIN; END IF; END $$`);
-    srcPg.sql(`ALTER ROLE ${role} PASSWORD '${scramSha256Verifier(password)}'`);
-    srcPg.sql(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}'`);
+    await srcPg.sql(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${role}') THEN CREATE ROLE ${role} WITH REPLICATION LOGIN; END IF; END $$`);
+    await srcPg.sql(`ALTER ROLE ${role} PASSWORD '${scramSha256Verifier(password)}'`);
+    await srcPg.sql(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}'`);
     const passfile = join(volume.dataDir, '.pgpass');
     writeFileSync(passfile, `localhost:${source.port}:*:${role}:${password}\n`, { mode: 0o600 });
-    chownSync(passfile, pgOwner().uid, pgOwner().gid);
-    pg.cloneFrom({ host: 'localhost', port: source.port, user: role, passfile, slot, caFile: d.home.caCert });
+    chownSync(passfile, postgresUser().uid, postgresUser().gid);
+    await pg.cloneFrom({ host: 'localhost', port: source.port, user: role, passfile, slot, caFile: d.home.caCert });
     pg.installTls(await d.tlsFor(s.name));
   };
 
   const waitForStreaming = async (pg: ReturnType<typeof pgOf>) => {
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
-      if (pg.sql("SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), '')") === 'streaming') return;
+      if ((await pg.sql("SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), '')")) === 'streaming') return;
       await new Promise((r) => setTimeout(r, 200));
     }
     throw new Error('the replica did not start streaming from its source');
   };
 
   /** Best effort: a replica that is gone or promoted no longer holds WAL on its source. */
-  const releaseSource = (replica: Server) => {
+  const releaseSource = async (replica: Server) => {
     const source = replica.sourceServer ? d.repo.byName(replica.sourceServer) : undefined;
     if (!source || source.state !== 'Ready') return;
     const { role, slot } = replicationNames(replica.name);
     try {
       const srcPg = pgOf(source);
-      srcPg.sql(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}' AND NOT active`);
-      srcPg.sql(`DROP ROLE IF EXISTS ${role}`);
+      await srcPg.sql(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}' AND NOT active`);
+      await srcPg.sql(`DROP ROLE IF EXISTS ${role}`);
     } catch (e) {
       d.logger.warn({ server: replica.name, err: describe(e) }, 'could not release the replication slot on the source');
     }
@@ -530,13 +530,13 @@ export function createServersService(d: ServersDeps) {
         } else if (s.replicationRole === 'AsyncReplica') {
           await cloneFromSource(s, volume, pg);
         } else {
-          pg.init(s.adminLogin, await d.tlsFor(s.name));
+          await pg.init(s.adminLogin, await d.tlsFor(s.name));
         }
         volume.updateHeader((h) => ({ ...h, initialized: true }));
       }
       await pg.start();
       if (s.replicationRole === 'AsyncReplica') await waitForStreaming(pg);
-      else pg.setAdminPassword(s.adminVerifier);
+      else await pg.setAdminPassword(s.adminVerifier);
       await subscribeEvents(s);
       s.state = 'Ready';
       s.keyStatus = 'Valid';
@@ -846,7 +846,7 @@ export function createServersService(d: ServersDeps) {
       if (s.replicationRole !== 'AsyncReplica') throw errors.badParameter(`${name} is not a read replica.`, 'NotAReplica');
       return runOp(s, 'Promote', async (fresh) => {
         await pgOf(fresh).promote();
-        releaseSource(fresh);
+        await releaseSource(fresh);
         const from = fresh.sourceServer;
         fresh.replicationRole = 'Primary';
         fresh.sourceServer = undefined;
@@ -1054,14 +1054,14 @@ export function createServersService(d: ServersDeps) {
         await volumeOf(fresh).destroy();
         rmSync(pgOf(fresh).opts.socketDir, { recursive: true, force: true });
         d.backups.deleteAll(fresh);
-        if (fresh.replicationRole === 'AsyncReplica') releaseSource(fresh);
+        if (fresh.replicationRole === 'AsyncReplica') await releaseSource(fresh);
         d.repo.delete(fresh.id);
         activity(fresh, ACTIVITY_OPERATIONS.delete, 'Succeeded', `Server ${name} deleted; its volume was destroyed and its wrapped DEK erased.`, caller.name);
       });
     },
 
     /** Resource health, as Azure Resource Health reports it. */
-    health(caller: Caller, name: string) {
+    async health(caller: Caller, name: string) {
       const s = requireServer(caller.tenantId, name);
       let state: 'Available' | 'Inaccessible' | 'Degraded' | 'Stopped' | 'Unknown' = 'Unknown';
       let reason: string | undefined;
@@ -1071,7 +1071,7 @@ export function createServersService(d: ServersDeps) {
       } else if (s.state === 'Stopped') {
         state = 'Stopped';
       } else if (s.state === 'Ready') {
-        const h = pgOf(s).health();
+        const h = await pgOf(s).health();
         state = h.query ? (s.keyUnreachableSince ? 'Degraded' : 'Available') : 'Degraded';
         if (!h.query) reason = h.accepting ? 'PostgreSQL accepts connections but cannot run a query' : 'PostgreSQL is not accepting connections';
         if (s.keyUnreachableSince) reason = 'the key vault is unreachable (grace period running)';
