@@ -174,6 +174,12 @@ function httpsJson(p: Pgbyok, method: string, url: string, token: string, body?:
   });
 }
 
+/** User + system CPU seconds a process has used so far (from /proc, in clock ticks of 1/100 s). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? round(Number(m[1]) / 1024, 1) : NaN;
@@ -334,6 +340,8 @@ async function main() {
   let errors = 0;
   let rssPeak = rssIdle;
   const rssTimer = setInterval(() => { rssPeak = Math.max(rssPeak, rssMb(pid)); }, 500);
+  const platformCpu0 = cpuSeconds(pid);
+  const loadCpu0 = process.cpuUsage();
   const deadline = Date.now() + cfg.vaultSeconds * 1000;
   await Promise.all(Array.from({ length: cfg.clients }, async () => {
     while (Date.now() < deadline) {
@@ -344,12 +352,16 @@ async function main() {
     }
   }));
   clearInterval(rssTimer);
+  const platformCores = (cpuSeconds(pid) - platformCpu0) / cfg.vaultSeconds;
+  const loadUsage = process.cpuUsage(loadCpu0);
+  const loadCores = (loadUsage.user + loadUsage.system) / 1e6 / cfg.vaultSeconds;
   agent.destroy();
   results.vault = {
     clients: cfg.clients, seconds: cfg.vaultSeconds, unwrap_per_s: round(latencies.length / cfg.vaultSeconds, 1), errors,
     p50_ms: round(percentile(latencies, 50), 1), p99_ms: round(percentile(latencies, 99), 1),
     openssl_rsa2048_sign_per_s: opensslSign, ratio_vs_openssl: round(latencies.length / cfg.vaultSeconds / opensslSign, 3),
     rss_mb: rssPeak, rss_idle_mb: rssIdle,
+    platform_cpu_cores: round(platformCores, 2), load_generator_cpu_cores: round(loadCores, 2),
   };
 
   // 4. Provisioning: server create with a customer key, to Ready and a successful query.
@@ -569,10 +581,10 @@ function explain(r: any): string {
     }
   }
   if (r.revocation.p99_s > 5) {
-    notes.push(`- **Revocation to lockout: p99 ${r.revocation.p99_s} s (p50 ${r.revocation.p50_s} s).** The vault's event reaches the control plane within milliseconds; the tail is PostgreSQL's own shutdown. pgbyok stops it with a *fast* shutdown, which writes a shutdown checkpoint: after the TPC-B runs, with 256 MB of shared buffers, flushing the dirty pages through this kernel's software AES takes seconds. What would close it: an *immediate* shutdown on key loss (WAL already makes every commit durable; the next start replays it), or an accelerated AES driver that makes the checkpoint cheap.`);
+    notes.push(`- **Revocation to lockout: p99 ${r.revocation.p99_s} s (p50 ${r.revocation.p50_s} s).** The vault's event reaches the control plane within milliseconds; the tail is stopping PostgreSQL. On key loss pgbyok allows a clean (fast) shutdown 2 s, whose checkpoint writes the dirty pages through this kernel's software AES, then makes it immediate, waits for every process to exit and removes the key. The slow trials are the first ones after the pgbench runs, when shared buffers are full of dirty pages. What would close it: an accelerated AES driver that makes the checkpoint cheap, or skipping the clean attempt.`);
   }
   if (r.vault.ratio_vs_openssl < 0.7) {
-    notes.push(`- **Vault throughput: ${round(r.vault.ratio_vs_openssl * 100, 1)} % of OpenSSL's multi-core RSA sign rate.** The vault runs in one Node.js process, so its RSA private operations use one core, and the ${r.vault.clients} load-generating clients run on the same ${m.cores}-core machine. Each request also carries TLS, a token verification (an RSA signature check), JSON, and an audit record appended synchronously to SQLite. What would close it: RSA operations in a worker-thread pool (one per core) and the load generator on another machine.`);
+    notes.push(`- **Vault throughput: ${round(r.vault.ratio_vs_openssl * 100, 1)} % of OpenSSL's multi-core RSA sign rate.** The RSA private operations run on a pool of worker threads, but this machine has ${m.cores} cores for everything: the platform used ${r.vault.platform_cpu_cores ?? '?'} of them (RSA workers, plus the event loop's TLS, token verification, JSON and an audit record appended to SQLite per request) and the ${r.vault.clients} load-generating clients ${r.vault.load_generator_cpu_cores ?? '?'}. OpenSSL's figure is the RSA operation alone on every core. What would close it: the load generator on another machine, and more cores (the pool grows with them).`);
   }
   if (r.backup.ratio_vs_baseline > 2) {
     notes.push(`- **Restore time ${r.backup.ratio_vs_baseline} × the unencrypted baseline.** The restore decrypts the backup (AES-256-GCM in user space, fast), but writes every page through fscrypt's software AES on this kernel, and creates a new volume and server; the baseline writes to plain ext4.`);

@@ -3,6 +3,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import { createServer as createNetServer } from 'node:net';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import Fastify from 'fastify';
 import pino, { type Logger } from 'pino';
 import { createAuditLog } from './audit/audit.js';
@@ -20,6 +21,7 @@ import { fastifyOptions, installAuditHook, installErrorHandler, installJsonParse
 import { registerManagementRoutes } from './api/management.routes.js';
 import { createEventBus } from './vault/events.js';
 import { createKeyService } from './vault/keys.service.js';
+import { createRsaPool } from './vault/rsa-pool.js';
 import { createVaultRepo } from './vault/vault.repo.js';
 import { buildVaultApp } from './vault/vault.routes.js';
 import { createVaultService, type VaultListeners } from './vault/vaults.service.js';
@@ -171,7 +173,10 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     repo: vaultRepo, listeners, events,
     principalExists: (tenantId, objectId) => identityRepo.principal(objectId)?.tenantId === tenantId,
   });
-  const keys = createKeyService({ repo: vaultRepo, barrier, events });
+  // RSA private operations run on worker threads (one per core by default; 0 runs them on the event loop).
+  const rsaWorkers = intEnv('PGBYOK_RSA_WORKERS', Math.min(availableParallelism(), 8), 0);
+  const rsaPool = rsaWorkers > 0 ? createRsaPool(rsaWorkers) : undefined;
+  const keys = createKeyService({ repo: vaultRepo, barrier, events, rsaPool });
 
   const vaultApp = buildVaultApp({
     logger, identity, vaults, keys, audit, platformOrigin: origin,
@@ -296,6 +301,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       await platformApp.close();
       for (const p of [...vaultServers.keys()]) await listeners.close(p);
       await vaultApp.close();
+      await rsaPool?.close();
       db.close();
       logger.flush?.();
     },

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { constants, createHash, createPublicKey, generateKeyPairSync, randomBytes, sign as nodeSign, verify as nodeVerify } from 'node:crypto';
 import Database from 'better-sqlite3';
 import * as rsa from '../src/vault/rsa.js';
+import { createRsaPool } from '../src/vault/rsa-pool.js';
+import { ApiError } from '../src/lib/errors.js';
 import { createBarrier, loadOrCreateMasterKey } from '../src/barrier/barrier.js';
 import { createAuditLog, type AuditRecord } from '../src/audit/audit.js';
 import { openDb } from '../src/store/db.js';
@@ -64,6 +66,26 @@ test('OAEP round trips, refuses oversize input, and hides padding failures behin
   const wrapped = rsa.encrypt(publicKey, 'RSA-OAEP', randomBytes(32), 256);
   assert.throws(() => rsa.decrypt(privateKey, 'RSA-OAEP-256', wrapped, 256), /could not be decrypted/);
   assert.throws(() => rsa.assertEncryptionAlg('RSA1_5'), /RSA1_5 is not supported/);
+});
+
+test('the RSA worker pool answers as the calling thread does, errors included, and refuses work once closed', async () => {
+  const pool = createRsaPool(2);
+  try {
+    const deks = Array.from({ length: 16 }, () => randomBytes(64));
+    const wrapped = deks.map((d) => rsa.encrypt(publicKey, 'RSA-OAEP-256', d, 256));
+    const unwrapped = await Promise.all(wrapped.map((w) => pool.run({ op: 'decrypt', key: privateKey, alg: 'RSA-OAEP-256', value: w, modulusBytes: 256 })));
+    unwrapped.forEach((u, i) => assert.deepEqual(u, deks[i]));
+    const digest = createHash('sha256').update(message).digest();
+    const sig = await pool.run({ op: 'sign', key: privateKey, alg: 'PS256', value: digest });
+    assert.ok(nodeVerify('sha256', message, { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, sig));
+    await assert.rejects(pool.run({ op: 'decrypt', key: privateKey, alg: 'RSA-OAEP', value: wrapped[0], modulusBytes: 256 }),
+      (e: unknown) => e instanceof ApiError && e.status === 400 && e.code === 'BadParameter' && /could not be decrypted/.test(e.message));
+    await assert.rejects(pool.run({ op: 'sign', key: privateKey, alg: 'RS256', value: Buffer.alloc(20) }),
+      (e: unknown) => e instanceof ApiError && /RS256 signs a 32-byte digest/.test(e.message));
+  } finally {
+    await pool.close();
+  }
+  await assert.rejects(pool.run({ op: 'sign', key: privateKey, alg: 'RS256', value: Buffer.alloc(32) }), /closed/);
 });
 
 test('an imported JWK whose parts do not belong together is refused', () => {

@@ -8,6 +8,7 @@ import {
   KEY_OPS, RSA_SIZES, type KeyOp, type KeyRecord, type KeyVersion, type LifetimeAction, type RotationPolicy, type Vault,
 } from './vault.types.js';
 import * as rsa from './rsa.js';
+import type { PrivateJob, RsaPool } from './rsa-pool.js';
 import { DEFAULT_ROTATION_POLICY } from './keys.wire.js';
 
 const NAME_RE = /^[0-9a-zA-Z-]{1,127}$/;
@@ -96,6 +97,8 @@ export interface KeyServiceDeps {
   repo: VaultRepo;
   barrier: Barrier;
   events: EventBus;
+  /** Where private-key operations run; without one they run on the calling thread. */
+  rsaPool?: RsaPool;
   now?: () => number;
 }
 
@@ -103,7 +106,7 @@ export interface KeyServiceDeps {
  * The key domain: versioned RSA keys per vault, soft-delete, backup/restore, rotation and the cryptographic
  * operations. Authorization and network checks happen before any of this is called.
  */
-export function createKeyService({ repo, barrier, events, now = () => Math.floor(Date.now() / 1000) }: KeyServiceDeps) {
+export function createKeyService({ repo, barrier, events, rsaPool, now = () => Math.floor(Date.now() / 1000) }: KeyServiceDeps) {
   const sealAad = (vaultId: string, name: string, version: string) => `key:${vaultId}/${name}/${version}`;
   const privateCache = new Map<string, KeyObject>();
 
@@ -136,6 +139,11 @@ export function createKeyService({ repo, barrier, events, now = () => Math.floor
       privateCache.set(cacheKey, k);
     }
     return k;
+  };
+
+  const runPrivate = (job: PrivateJob): Promise<Buffer> | Buffer => {
+    if (rsaPool) return rsaPool.run(job);
+    return job.op === 'decrypt' ? rsa.decrypt(job.key, job.alg, job.value, job.modulusBytes) : rsa.sign(job.key, job.alg, job.value);
   };
 
   const dropCached = (vaultId: string, name: string) => {
@@ -408,7 +416,7 @@ export function createKeyService({ repo, barrier, events, now = () => Math.floor
      * Runs one cryptographic operation. Outside the key's nbf/exp window only the "new protection"
      * operations (encrypt, wrapKey, sign) are refused; decrypt, unwrapKey and verify keep working, as Azure documents.
      */
-    crypto(vault: Vault, name: string, version: string | undefined, op: CryptoOp, body: Record<string, unknown>) {
+    async crypto(vault: Vault, name: string, version: string | undefined, op: CryptoOp, body: Record<string, unknown>): Promise<{ version: KeyVersion; out: Buffer | boolean }> {
       const v = versionOf(vault, name, version);
       if (!v.enabled) throw errors.forbidden(`Operation ${op} is not allowed on a disabled key.`, 'KeyDisabled');
       if (!v.keyOps.includes(op)) throw errors.badParameter(`Operation ${op} is not permitted by this key's key_ops (${v.keyOps.join(', ')}).`, 'OperationNotAllowed');
@@ -428,9 +436,9 @@ export function createKeyService({ repo, barrier, events, now = () => Math.floor
           return result(rsa.encrypt(createPublicKey(privateKey), rsa.assertEncryptionAlg(body.alg), value, modulusBytes));
         case 'decrypt':
         case 'unwrapKey':
-          return result(rsa.decrypt(privateKey, rsa.assertEncryptionAlg(body.alg), value, modulusBytes));
+          return result(await runPrivate({ op: 'decrypt', key: privateKey, alg: rsa.assertEncryptionAlg(body.alg), value, modulusBytes }));
         case 'sign':
-          return result(rsa.sign(privateKey, rsa.assertSignatureAlg(body.alg), value));
+          return result(await runPrivate({ op: 'sign', key: privateKey, alg: rsa.assertSignatureAlg(body.alg), value }));
         case 'verify': {
           const alg = rsa.assertSignatureAlg(body.alg);
           return result(rsa.verify(createPublicKey(privateKey), alg, decodeB64url(body.digest, 'digest'), value));

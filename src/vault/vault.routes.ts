@@ -248,8 +248,8 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
     ['unwrapkey', 'unwrapKey', 'KeyUnwrap'], ['sign', 'sign', 'KeySign'], ['verify', 'verify', 'KeyVerify'],
   ];
   for (const [path, op, operation] of cryptoRoutes) {
-    route('POST', `/keys/:name/:version/${path}`, operation, op, (req) => {
-      const { version, out } = d.keys.crypto(req.vault, req.params.name, ver(req.params.version), op, req.body as any);
+    route('POST', `/keys/:name/:version/${path}`, operation, op, async (req) => {
+      const { version, out } = await d.keys.crypto(req.vault, req.params.name, ver(req.params.version), op, req.body as any);
       if (typeof out === 'boolean') return { value: out };
       return { kid: keyId(req.origin, req.params.name, version.version), value: out.toString('base64url') };
     }, cryptoSchema);
