@@ -175,7 +175,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
   });
   // RSA private operations run on worker threads (one per core by default; 0 runs them on the event loop).
   const rsaWorkers = intEnv('PGBYOK_RSA_WORKERS', Math.min(availableParallelism(), 8), 0);
-  const rsaPool = rsaWorkers > 0 ? createRsaPool(rsaWorkers) : undefined;
+  const rsaPool = rsaWorkers > 0 ? createRsaPool(rsaWorkers, (problem) => logger.error(problem)) : undefined;
   const keys = createKeyService({ repo: vaultRepo, barrier, events, rsaPool });
 
   const vaultApp = buildVaultApp({

@@ -38,6 +38,7 @@ export const errors = {
   conflict: (message: string, inner?: string) => new ApiError(409, 'Conflict', message, inner),
   tooLarge: (limit: number) =>
     new ApiError(413, 'BadParameter', `The request body is larger than the ${limit} bytes this service accepts.`, 'RequestTooLarge'),
+  serviceUnavailable: (message: string) => new ApiError(503, 'ServiceUnavailable', message),
   internal: (requestId: string) =>
     new ApiError(500, 'InternalError', `The service hit an internal error. Quote request id ${requestId} to the operator.`),
   auditUnavailable: (requestId: string) =>

@@ -129,9 +129,9 @@ export class PostgresInstance {
    * Runs a PostgreSQL tool as the postgres OS user. Asynchronous on purpose: the platform's one event loop
    * also serves the vault and the API, and must not freeze while initdb, a start or a checkpoint runs.
    */
-  private asPostgres(tool: string, args: string[]): Promise<ToolResult> {
+  private asPostgres(tool: string, args: string[], timeoutMs = 300_000): Promise<ToolResult> {
     return new Promise((resolve) => {
-      const child = spawn('runuser', ['-u', 'postgres', '--', this.bin(tool), ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 });
+      const child = spawn('runuser', ['-u', 'postgres', '--', this.bin(tool), ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
       let stdout = '';
       let stderr = '';
       child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -369,9 +369,9 @@ export class PostgresInstance {
   }
 
   /** Runs SQL as the administrator over the unix socket (peer-mapped); returns unaligned output. */
-  async sql(sql: string, database = 'postgres'): Promise<string> {
+  async sql(sql: string, database = 'postgres', timeoutMs?: number): Promise<string> {
     const login = this.adminLogin();
-    const r = await this.asPostgres('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', this.opts.socketDir, '-p', String(this.opts.port), '-U', login, '-d', database, '-At', '-c', sql]);
+    const r = await this.asPostgres('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', this.opts.socketDir, '-p', String(this.opts.port), '-U', login, '-d', database, '-At', '-c', sql], timeoutMs);
     if (r.status !== 0) throw new PostgresError(`query failed: ${r.stderr.trim()}`, 'Failed');
     return r.stdout.trim();
   }
@@ -387,9 +387,9 @@ export class PostgresInstance {
     return readFileSync(join(this.opts.dataDir, 'pg_ident.conf'), 'utf8').trim().split(/\s+/)[2];
   }
 
-  /** Ends every client session (before a stop that must not wait for them). */
+  /** Ends every client session (before a stop that must not wait for them); gives up after 5 s, the stop ends them too. */
   async terminateSessions(): Promise<void> {
-    await this.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()");
+    await this.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()", 'postgres', 5_000);
   }
 
   /** pg_isready plus a real query. */

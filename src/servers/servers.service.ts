@@ -441,6 +441,8 @@ export function createServersService(d: ServersDeps) {
   const runOp = (s: Server, kind: string, fn: (s: Server) => Promise<void>, existing?: Operation): Operation => {
     const op = existing ?? newOperation(s, kind);
     void withLock(s.name, async () => {
+      // Accepted just before shutdown began: left open, as a crash would leave it; the next start's reconcile resumes it.
+      if (stopping) return;
       const fresh = d.repo.byId(s.id) ?? s;
       try {
         await fn(fresh);
@@ -696,7 +698,13 @@ export function createServersService(d: ServersDeps) {
     return s;
   };
 
+  /** No new work once shutdown has begun: it could start a server after shutdown has stopped it. */
+  const refuseWhileStopping = () => {
+    if (stopping) throw errors.serviceUnavailable('pgbyok is shutting down; send the request again once it is back.');
+  };
+
   const requireState = (s: Server, allowed: string[], action: string) => {
+    refuseWhileStopping();
     if (!allowed.includes(s.state)) {
       throw new ApiError(409, 'ServerStateConflict', `Cannot ${action} server ${s.name} while it is ${s.state}${s.state === 'Inaccessible' ? ' (revalidate it first)' : ''}.`);
     }
@@ -801,6 +809,7 @@ export function createServersService(d: ServersDeps) {
         port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
         keyStatus: 'Valid', backupRetentionDays, replicationRole: 'Primary', geo, created: now, updated: now,
       };
+      refuseWhileStopping();
       d.repo.insert(server);
       activity(server, ACTIVITY_OPERATIONS.write, 'Started', `Creating server ${server.name} (${encryption.type}${encryption.primaryKeyURI ? ', key ' + encryption.primaryKeyURI : ''}).`, caller.name);
       const operation = runOp(server, 'Create', provision);
@@ -833,6 +842,7 @@ export function createServersService(d: ServersDeps) {
         keyStatus: 'Valid', backupRetentionDays: source.backupRetentionDays, replicationRole: 'AsyncReplica', sourceServer: source.name,
         created: now, updated: now,
       };
+      refuseWhileStopping();
       d.repo.insert(server);
       activity(server, ACTIVITY_OPERATIONS.write, 'Started', `Creating read replica ${server.name} of ${source.name} in ${location} (${encryption.type}).`, caller.name);
       return { server, operation: runOp(server, 'CreateReplica', provision) };
@@ -910,6 +920,7 @@ export function createServersService(d: ServersDeps) {
         port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
         keyStatus: 'Valid', backupRetentionDays: source.backupRetentionDays, restoreSpec: spec, replicationRole: 'Primary', created: now, updated: now,
       };
+      refuseWhileStopping();
       d.repo.insert(server);
       activity(server, ACTIVITY_OPERATIONS.write, 'Started', `${input.geo ? 'Geo-restoring' : 'Restoring'} ${source.name} to ${restoreTime ?? 'the latest restorable time'} into ${server.name} in ${location} (${encryption.type}).`, caller.name);
       return { server, operation: runOp(server, 'Restore', provision) };
@@ -1164,15 +1175,17 @@ export function createServersService(d: ServersDeps) {
       stopping = true;
       for (const t of timers) clearTimeout(t);
       for (const t of checkTimers.values()) clearTimeout(t);
-      await Promise.allSettled([...locks.values()]);
+      // Each server's step waits for the operation running on it, under the same per-server lock.
       for (const s of d.repo.all()) {
-        try {
-          await stopResponder(s);
-          await shutdownData(s, 'fast');
-          volumeOf(s).detach();
-        } catch (e) {
-          d.logger.error({ server: s.name, err: describe(e) }, 'shutdown of a server failed');
-        }
+        await withLock(s.name, async () => {
+          try {
+            await stopResponder(s);
+            await shutdownData(d.repo.byId(s.id) ?? s, 'fast');
+            volumeOf(s).detach();
+          } catch (e) {
+            d.logger.error({ server: s.name, err: describe(e) }, 'shutdown of a server failed');
+          }
+        });
       }
     },
   };

@@ -8,7 +8,7 @@ import {
   KEY_OPS, RSA_SIZES, type KeyOp, type KeyRecord, type KeyVersion, type LifetimeAction, type RotationPolicy, type Vault,
 } from './vault.types.js';
 import * as rsa from './rsa.js';
-import type { PrivateJob, RsaPool } from './rsa-pool.js';
+import { runPrivateJob, type PrivateJob, type RsaPool } from './rsa-pool.js';
 import { DEFAULT_ROTATION_POLICY } from './keys.wire.js';
 
 const NAME_RE = /^[0-9a-zA-Z-]{1,127}$/;
@@ -141,10 +141,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
     return k;
   };
 
-  const runPrivate = (job: PrivateJob): Promise<Buffer> | Buffer => {
-    if (rsaPool) return rsaPool.run(job);
-    return job.op === 'decrypt' ? rsa.decrypt(job.key, job.alg, job.value, job.modulusBytes) : rsa.sign(job.key, job.alg, job.value);
-  };
+  const runPrivate = (job: PrivateJob): Promise<Buffer> | Buffer => (rsaPool ? rsaPool.run(job) : runPrivateJob(job));
 
   const dropCached = (vaultId: string, name: string) => {
     for (const k of privateCache.keys()) if (k.startsWith(`${vaultId}/${name}/`)) privateCache.delete(k);
