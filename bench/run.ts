@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -16,7 +16,7 @@ import { ensureHomeDirs, homePaths } from '../src/lib/home.js';
 import { issueServerCertificate } from '../src/pki/ca.js';
 import { PostgresInstance } from '../src/postgres/instance.js';
 import { addKey, keyStatus, setPolicy } from '../src/storage/fscrypt.js';
-import { cleanupLeftovers, startPgbyok, type Pgbyok } from '../test/harness.js';
+import { cleanupLeftovers, fileContains, startPgbyok, type Pgbyok } from '../test/harness.js';
 import { barChart, interleaved, log, machine, median, percentile, round } from './lib.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -433,7 +433,7 @@ async function main() {
   for (const f of walk(p.home)) {
     if (f.startsWith(join(p.home, 'regions', 'eastus', 'mnt'))) continue; // the mounted plaintext view
     scanned++;
-    if (contains(f, needles)) {
+    if (fileContains(f, needles).some(Boolean)) {
       hits++;
       log(`found a secret in ${f}`);
     }
@@ -471,24 +471,6 @@ function walk(dir: string): string[] {
   return out;
 }
 
-function contains(path: string, needles: Buffer[]): boolean {
-  const fd = openSync(path, 'r');
-  const buf = Buffer.alloc(16 * 1024 * 1024);
-  const overlap = Math.max(...needles.map((n) => n.length));
-  let pos = 0;
-  try {
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, pos);
-      if (n <= 0) return false;
-      const view = buf.subarray(0, n);
-      if (needles.some((x) => view.includes(x))) return true;
-      if (n < buf.length) return false;
-      pos += n - overlap;
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function verdict(ok: boolean | null): string {
   return ok === null ? 'n/a' : ok ? 'met' : '**missed**';

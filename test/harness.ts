@@ -3,7 +3,7 @@
  * over HTTPS exactly as a user or an SDK would. Everything it starts is stopped by `stop()`, also on failure.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -182,4 +182,26 @@ export function vaultName(prefix = 'v'): string {
 export function createIdentity(p: Pgbyok, name: string): Cred & { objectId: string; id: string } {
   const r = p.cli('identity', 'create', '--name', name);
   return { tenantId: r.tenantId, clientId: r.clientId, clientSecret: r.clientSecret, objectId: r.principalId, id: r.id };
+}
+
+/** Searches a file for byte strings in 64 MiB windows (with overlap), without loading it whole. */
+export function fileContains(path: string, needles: Buffer[]): boolean[] {
+  const found = needles.map(() => false);
+  const fd = openSync(path, 'r');
+  const chunk = Buffer.alloc(64 * 1024 * 1024);
+  const overlap = Math.max(...needles.map((n) => n.length));
+  let position = 0;
+  try {
+    for (;;) {
+      const n = readSync(fd, chunk, 0, chunk.length, position);
+      if (n <= 0) break;
+      const view = chunk.subarray(0, n);
+      needles.forEach((needle, i) => { if (!found[i] && view.includes(needle)) found[i] = true; });
+      if (n < chunk.length) break;
+      position += n - overlap;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return found;
 }

@@ -6,7 +6,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes } from 'node:crypto';
+import { generateRsaKeySync } from '../src/lib/rsa-keygen.js';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -164,7 +165,7 @@ test('separation of duties: a DBA cannot touch vaults, a security officer cannot
 test('imported keys (PEM and PKCS#12) never appear unsealed in any file pgbyok writes', async () => {
   const name = vaultName('imp');
   p.cli('vault', 'create', '--name', name, '--location', 'eastus');
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const privateKey = generateRsaKeySync(2048);
   const pemFile = join(scratch, 'k.pem');
   writeFileSync(pemFile, privateKey.export({ format: 'pem', type: 'pkcs8' }));
   const imported = p.cli('key', 'import', '--vault-name', name, '--name', 'pem-key', '--pem-file', pemFile);

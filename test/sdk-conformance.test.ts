@@ -5,9 +5,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  constants, createHash, createPublicKey, generateKeyPairSync, publicEncrypt, randomBytes, sign as nodeSign, verify as nodeVerify,
+  constants, createHash, createPublicKey, publicEncrypt, randomBytes, sign as nodeSign, verify as nodeVerify,
   type KeyObject,
 } from 'node:crypto';
+import { generateRsaKeySync } from '../src/lib/rsa-keygen.js';
 import type { TokenCredential } from '@azure/identity';
 import {
   CryptographyClient, KeyClient, type KeyVaultKey, type KeyWrapAlgorithm, type SignatureAlgorithm,
@@ -292,7 +293,7 @@ describe('official Azure SDK against pgbyok', { timeout: 170_000 }, () => {
     // A random signature of the right length verifies false rather than erroring.
     assert.equal((await cc.verify('PS256', digest, randomBytes(256))).result, false);
     // Imported-key direction: a node-made signature verifies in the vault.
-    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const privateKey = generateRsaKeySync(2048);
     const jwk = privateKey.export({ format: 'jwk' }) as Record<string, string>;
     const imp = await client.importKey(keyName('xi'), {
       kty: 'RSA', n: Buffer.from(jwk.n, 'base64url'), e: Buffer.from(jwk.e, 'base64url'), d: Buffer.from(jwk.d, 'base64url'),
@@ -447,7 +448,8 @@ describe('official Azure SDK against pgbyok', { timeout: 170_000 }, () => {
   // ---------------------------------------------------------------- import
 
   test('importKey takes a node:crypto JWK, never returns private parts, and unwraps a local wrap', async () => {
-    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const privateKey = generateRsaKeySync(2048);
+    const publicKey = createPublicKey(privateKey);
     const jwk = privateKey.export({ format: 'jwk' }) as Record<string, string>;
     const buf = (f: string) => Buffer.from(jwk[f], 'base64url');
     const name = keyName('imp');

@@ -29,8 +29,8 @@ let slowestCreateMs = 0;
 before(async () => {
   p = await startPgbyok({ PGBYOK_KEY_MONITOR_INTERVAL_MS: '1000', PGBYOK_VAULT_GRACE_MS: '3000' });
   try {
-    vault = vaultName('srv');
-    const v = p.cli('vault', 'create', '--name', vault, '--location', REGION, '--retention-days', '90', '--enable-purge-protection');
+    const v = createVault('srv');
+    vault = v.name;
     vaultUri = v.properties.vaultUri;
   } catch (e) {
     await p.stop();
@@ -111,13 +111,18 @@ async function waitServer(name: string, pred: (s: any) => boolean, what: string,
 
 const isState = (state: string) => (s: any) => s.properties.state === state;
 
-/** A fresh identity with a fresh key in the shared vault, and the access policy a server needs. */
-function cmkSetup(tag: string, keyArgs: string[] = []) {
+/** A vault a customer key may live in: soft-delete for 90 days and purge protection. */
+function createVault(prefix: string): any {
+  return p.cli('vault', 'create', '--name', vaultName(prefix), '--location', REGION, '--retention-days', '90', '--enable-purge-protection');
+}
+
+/** A fresh identity with a fresh key (in the shared vault unless told), and the access policy a server needs. */
+function cmkSetup(tag: string, keyArgs: string[] = [], inVault = vault) {
   const identityName = `id-${tag}`;
   const identity = createIdentity(p, identityName);
-  p.cli('vault', 'set-policy', '--name', vault, '--object-id', identity.objectId, '--key-permissions', 'get', 'list', 'wrapKey', 'unwrapKey');
+  p.cli('vault', 'set-policy', '--name', inVault, '--object-id', identity.objectId, '--key-permissions', 'get', 'list', 'wrapKey', 'unwrapKey');
   const keyName = `kek-${tag}`;
-  const key = p.cli('key', 'create', '--vault-name', vault, '--name', keyName, ...keyArgs);
+  const key = p.cli('key', 'create', '--vault-name', inVault, '--name', keyName, ...keyArgs);
   const keyUri = String(key.key.kid).replace(/\/[^/]+$/, '');
   return { identity, identityName, keyName, keyUri };
 }
@@ -629,13 +634,10 @@ test('11. separation of duties: a security officer cannot see or create servers;
 test('12. the vault firewall closed to the platform: Inaccessible; reopened: Ready again with every row', async () => {
   const name = 'srv-firewall';
   // Its own vault: closing a firewall would disturb every other scenario's key.
-  const fwVault = vaultName('fw');
-  p.cli('vault', 'create', '--name', fwVault, '--location', REGION, '--retention-days', '90', '--enable-purge-protection');
-  const identity = createIdentity(p, 'id-s12');
-  p.cli('vault', 'set-policy', '--name', fwVault, '--object-id', identity.objectId, '--key-permissions', 'get', 'list', 'wrapKey', 'unwrapKey');
-  const keyUri = String(p.cli('key', 'create', '--vault-name', fwVault, '--name', 'kek').key.kid).replace(/\/[^/]+$/, '');
+  const fwVault = createVault('fw').name;
+  const { keyUri, identityName } = cmkSetup('s12', [], fwVault);
   try {
-    const s = createCmkServer(name, keyUri, 'id-s12');
+    const s = createCmkServer(name, keyUri, identityName);
     const port = s.properties.port;
     const rows = seed(port, `MARKER-${name}`);
 
@@ -658,13 +660,10 @@ test('12. the vault firewall closed to the platform: Inaccessible; reopened: Rea
 
 test('13. the vault deleted (unreachable): Inaccessible once the grace period is over; vault recovered: Ready again with every row', async () => {
   const name = 'srv-vault-gone';
-  const goneVault = vaultName('gone');
-  p.cli('vault', 'create', '--name', goneVault, '--location', REGION, '--retention-days', '90', '--enable-purge-protection');
-  const identity = createIdentity(p, 'id-s13');
-  p.cli('vault', 'set-policy', '--name', goneVault, '--object-id', identity.objectId, '--key-permissions', 'get', 'list', 'wrapKey', 'unwrapKey');
-  const keyUri = String(p.cli('key', 'create', '--vault-name', goneVault, '--name', 'kek').key.kid).replace(/\/[^/]+$/, '');
+  const goneVault = createVault('gone').name;
+  const { keyUri, identityName } = cmkSetup('s13', [], goneVault);
   try {
-    const s = createCmkServer(name, keyUri, 'id-s13');
+    const s = createCmkServer(name, keyUri, identityName);
     const port = s.properties.port;
     const rows = seed(port, `MARKER-${name}`);
     const deletedAt = Date.now();

@@ -378,7 +378,22 @@ test('E: SIGTERM leaves no mount, loop device or postgres of the home behind; a 
 
   const child = p.child();
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const token = await p.token(p.admin, MGMT_RESOURCE);
+  const restartUrl = `${p.origin}/tenants/${p.admin.tenantId}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${servers[0].name}/restart?api-version=2023-07-01`;
   child.kill('SIGTERM');
+  // While the servers are being stopped the API still answers, but takes no new server work.
+  const refusals: any[] = [];
+  while (child.exitCode === null && child.signalCode === null) {
+    const r = await p.http('POST', restartUrl, { token }).catch(() => undefined);
+    if (!r) break; // the listener has closed
+    if (r.status === 202) await sleep(20); // the signal is not handled yet
+    else refusals.push(r);
+    if (refusals.length) break;
+  }
+  assert.equal(refusals.length, 1, 'a server change sent during shutdown was answered');
+  assert.equal(refusals[0].status, 503);
+  assert.equal(refusals[0].json.error.code, 'ServiceUnavailable');
+  assert.match(refusals[0].json.error.message, /shutting down/);
   const code = await Promise.race([exited, sleep(30_000).then(() => 'timeout' as const)]);
   assert.notEqual(code, 'timeout', 'pgbyok up exits after SIGTERM');
 

@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +17,7 @@ import { keyStatus } from '../src/storage/fscrypt.js';
 import { newDek, Volume, VolumeError, volumePaths } from '../src/storage/volume.js';
 import { PostgresError, PostgresInstance } from '../src/postgres/instance.js';
 import { scramSha256Verifier } from '../src/postgres/scram.js';
-import { eventually, ROOT } from './harness.js';
+import { eventually, fileContains, ROOT } from './harness.js';
 
 const home = mkdtempSync(join(tmpdir(), 'pgbyok-storage-'));
 const paths = homePaths(home);
@@ -54,27 +54,6 @@ async function makeServer(name: string, sizeGiB = 1) {
   return { volume, pg, dek, port };
 }
 
-/** Searches a file for byte strings in 64 MiB windows (with overlap), without loading it whole. */
-function fileContains(path: string, needles: Buffer[]): boolean[] {
-  const found = needles.map(() => false);
-  const fd = openSync(path, 'r');
-  const chunk = Buffer.alloc(64 * 1024 * 1024);
-  const overlap = Math.max(...needles.map((n) => n.length));
-  let position = 0;
-  try {
-    for (;;) {
-      const n = readSync(fd, chunk, 0, chunk.length, position);
-      if (n <= 0) break;
-      const view = chunk.subarray(0, n);
-      needles.forEach((needle, i) => { if (!found[i] && view.includes(needle)) found[i] = true; });
-      if (n < chunk.length) break;
-      position += n - overlap;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return found;
-}
 
 function psql(port: number, sql: string, extraEnv: Record<string, string> = {}): string {
   return execFileSync('psql', [`host=127.0.0.1 port=${port} user=dbadmin dbname=postgres sslmode=verify-full sslrootcert=${paths.caCert}`, '-X', '-At', '-v', 'ON_ERROR_STOP=1', '-c', sql], {

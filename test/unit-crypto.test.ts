@@ -1,7 +1,8 @@
 /** Pure-logic tests: the RSA digest signing against OpenSSL's own, the barrier, the audit chain, durations. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { constants, createHash, createPublicKey, generateKeyPairSync, randomBytes, sign as nodeSign, verify as nodeVerify } from 'node:crypto';
+import { constants, createHash, createPublicKey, randomBytes, sign as nodeSign, verify as nodeVerify } from 'node:crypto';
+import { generateRsaKeySync } from '../src/lib/rsa-keygen.js';
 import Database from 'better-sqlite3';
 import * as rsa from '../src/vault/rsa.js';
 import { createRsaPool } from '../src/vault/rsa-pool.js';
@@ -14,7 +15,7 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const privateKey = generateRsaKeySync(2048);
 const publicKey = createPublicKey(privateKey);
 const message = Buffer.from('pgbyok signs digests');
 
@@ -45,7 +46,7 @@ for (const bits of ['256', '384', '512'] as const) {
 
 test('PSS works for 3072 and 4096-bit keys too', () => {
   for (const modulusLength of [3072, 4096]) {
-    const k = generateKeyPairSync('rsa', { modulusLength }).privateKey;
+    const k = generateRsaKeySync(modulusLength);
     const digest = createHash('sha256').update(message).digest();
     const sig = rsa.sign(k, 'PS256', digest);
     assert.ok(nodeVerify('sha256', message, { key: createPublicKey(k), padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, sig));
@@ -90,7 +91,7 @@ test('the RSA worker pool answers as the calling thread does, errors included, a
 
 test('an imported JWK whose parts do not belong together is refused', () => {
   const a = privateKey.export({ format: 'jwk' });
-  const b = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+  const b = generateRsaKeySync(2048).export({ format: 'jwk' });
   assert.throws(() => rsa.privateFromJwk({ ...a, n: b.n }), /(inconsistent|not a valid)/);
   assert.equal(rsa.publicParts(rsa.privateFromJwk(a as any)).n, a.n);
 });

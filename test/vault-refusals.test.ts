@@ -6,7 +6,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { generateRsaKeySync } from '../src/lib/rsa-keygen.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -208,7 +209,7 @@ describe('vault refusals', () => {
     const good = await p.token(p.admin);
     const claims = decodeJwt(good);
     const header = decodeProtectedHeader(good);
-    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const privateKey = generateRsaKeySync(2048);
     const forge = (kid: string) => new SignJWT({ ...claims }).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid }).sign(privateKey);
     const [h, , s] = good.split('.');
     const tampered = `${h}.${b64u(JSON.stringify({ ...claims, exp: (claims.exp ?? 0) + 86400, appid: 'attacker' }))}.${s}`;
@@ -311,7 +312,7 @@ describe('vault refusals', () => {
     assert.equal((await asAdmin('DELETE', 'keys/kbk')).status, 200);
     assert.equal((await asAdmin('DELETE', 'deletedkeys/kbk')).status, 204);
     const policyBefore = (await asAdmin('GET', `keys/${K1}/rotationpolicy`)).json;
-    const jwk = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+    const jwk = generateRsaKeySync(2048).export({ format: 'jwk' });
 
     const name = `getonly${uniq()}`;
     const id = createIdentity(p, name);

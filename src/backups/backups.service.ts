@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { chownSync, createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { HomePaths } from '../lib/home.js';
-import { postgresBinDir, postgresUser, type PostgresInstance } from '../postgres/instance.js';
+import { postgresUser, spawnAsPostgres, type PostgresInstance } from '../postgres/instance.js';
 import type { KeyAccess } from '../servers/key-access.js';
 import type { ServerRuntime } from '../servers/runtime.js';
 import type { DataEncryption, Server } from '../servers/servers.repo.js';
@@ -46,10 +45,6 @@ export interface BackupsDeps {
   runtime: ServerRuntime;
   keys: KeyAccess;
   logger: Logger;
-}
-
-function asPostgres(args: string[]) {
-  return spawn('runuser', ['-u', 'postgres', '--', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
 export function createBackupsService(d: BackupsDeps) {
@@ -156,9 +151,15 @@ export function createBackupsService(d: BackupsDeps) {
     flushWal,
     list: manifests,
     /** The backups with the key version that currently wraps each one's backup key. */
-    listWithKeys: (s: Pick<Server, 'id' | 'location'>) => manifests(s).map((m) => ({
-      ...m, wrappedBy: storeOf(s.location).getJson<EpochRecord>(epochKeyPath(s.id, m.epoch))?.wrappedBy,
-    })),
+    listWithKeys: (s: Pick<Server, 'id' | 'location'>) => {
+      // Many backups share an epoch: read each epoch's record once.
+      const wrappedBy = new Map<string, string | undefined>();
+      const of = (epoch: string) => {
+        if (!wrappedBy.has(epoch)) wrappedBy.set(epoch, storeOf(s.location).getJson<EpochRecord>(epochKeyPath(s.id, epoch))?.wrappedBy);
+        return wrappedBy.get(epoch);
+      };
+      return manifests(s).map((m) => ({ ...m, wrappedBy: of(m.epoch) }));
+    },
     store: storeOf,
 
     /** A full base backup, streamed from pg_basebackup through encryption into the store. */
@@ -168,9 +169,7 @@ export function createBackupsService(d: BackupsDeps) {
       const id = `${new Date().toISOString().replace(/[-:.]/g, '').slice(0, 15)}-${randomUUID().slice(0, 8)}`;
       const startWal = await pg.sql('SELECT pg_walfile_name(pg_current_wal_lsn())');
       const startTime = new Date().toISOString();
-      const login = await pg.sql('SELECT current_user');
-      const child = asPostgres([join(postgresBinDir(), 'pg_basebackup'), '-h', pg.opts.socketDir, '-p', String(pg.opts.port), '-U', login, '-D', '-', '-Ft', '-X', 'fetch', '-c', 'fast', '-w']);
-      child.stdin!.end();
+      const child = pg.baseBackupTar();
       let stderr = '';
       child.stderr!.on('data', (c) => (stderr += c));
       const exited = new Promise<number>((r) => child.once('exit', (code) => r(code ?? 1)));
@@ -269,7 +268,7 @@ export function createBackupsService(d: BackupsDeps) {
       mkdirSync(dataDir, { mode: 0o700 });
       chownSync(dataDir, uid, gid);
       const key = await epochKey(source, base.epoch);
-      const tar = asPostgres(['tar', '-x', '-f', '-', '-C', dataDir]);
+      const tar = spawnAsPostgres(['tar', '-x', '-f', '-', '-C', dataDir]);
       let tarErr = '';
       tar.stderr!.on('data', (c) => (tarErr += c));
       const tarExit = new Promise<number>((r) => tar.once('exit', (c) => r(c ?? 1)));

@@ -1,4 +1,5 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomUUID, type KeyObject } from 'node:crypto';
+import { generateRsaKeySync } from '../lib/rsa-keygen.js';
 import { SignJWT, jwtVerify, exportJWK, decodeProtectedHeader, errors as joseErrors, type JWK } from 'jose';
 import type { Db } from '../store/db.js';
 import type { Barrier } from '../barrier/barrier.js';
@@ -70,7 +71,7 @@ export function createTokenService(db: Db, barrier: Barrier, opts: TokenServiceO
       loaded = true;
     }
     if (!keys.length || now - keys[0].created >= opts.keyRotationSeconds) {
-      const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const privateKey = generateRsaKeySync(2048);
       const kid = randomUUID();
       const publicJwk = { ...(await exportJWK(createPublicKey(privateKey))), kid, use: 'sig', alg: 'RS256' };
       const sealed = barrier.seal(privateKey.export({ format: 'der', type: 'pkcs8' }) as Buffer, aad(kid));

@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { SCRAM_VERIFIER_RE } from './scram.js';
@@ -58,6 +58,11 @@ export function postgresUser(): { uid: number; gid: number } {
   } catch {
     throw new PostgresError('The postgres OS user does not exist; it comes with the postgresql-15 package.', 'PrerequisiteMissing');
   }
+}
+
+/** Starts a command as the postgres OS user, with piped stdio (for tools whose output is streamed). */
+export function spawnAsPostgres(argv: string[], timeoutMs?: number): ChildProcess {
+  return spawn('runuser', ['-u', 'postgres', '--', ...argv], { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs });
 }
 
 const RESERVED_LOGINS = new Set(['postgres', 'admin', 'administrator', 'root', 'guest', 'public', 'azure_superuser', 'azure_pg_admin', 'pgbyok', 'replication']);
@@ -131,11 +136,12 @@ export class PostgresInstance {
    */
   private asPostgres(tool: string, args: string[], timeoutMs = 300_000): Promise<ToolResult> {
     return new Promise((resolve) => {
-      const child = spawn('runuser', ['-u', 'postgres', '--', this.bin(tool), ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
+      const child = spawnAsPostgres([this.bin(tool), ...args], timeoutMs);
+      child.stdin!.end();
       let stdout = '';
       let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
       child.once('error', (e) => resolve({ status: null, stdout, stderr: stderr + String(e) }));
       child.once('close', (status) => resolve({ status, stdout, stderr }));
     });
@@ -381,6 +387,16 @@ export class PostgresInstance {
     if (!SCRAM_VERIFIER_RE.test(verifier)) throw new PostgresError('not a SCRAM-SHA-256 verifier', 'Invalid');
     const login = this.adminLogin();
     await this.sql(`ALTER ROLE "${login}" PASSWORD '${verifier}'`);
+  }
+
+  /**
+   * A full base backup as a tar stream on the child's stdout (WAL fetched into it), taken over the socket
+   * as the administrator; the caller reads stdout and waits for the exit code.
+   */
+  baseBackupTar(): ChildProcess {
+    const child = spawnAsPostgres([this.bin('pg_basebackup'), '-h', this.opts.socketDir, '-p', String(this.opts.port), '-U', this.adminLogin(), '-D', '-', '-Ft', '-X', 'fetch', '-c', 'fast', '-w']);
+    child.stdin!.end();
+    return child;
   }
 
   private adminLogin(): string {

@@ -114,7 +114,6 @@ async function freePort(used: Set<number>): Promise<number> {
   }
 }
 
-
 /** Whether a key URI (versioned or not) names the key that made a versioned kid. */
 function sameKey(keyUri: string, kid: string): boolean {
   const a = parseKeyUri(keyUri);
@@ -472,7 +471,8 @@ export function createServersService(d: ServersDeps) {
     await srcPg.sql(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}'`);
     const passfile = join(volume.dataDir, '.pgpass');
     writeFileSync(passfile, `localhost:${source.port}:*:${role}:${password}\n`, { mode: 0o600 });
-    chownSync(passfile, postgresUser().uid, postgresUser().gid);
+    const { uid, gid } = postgresUser();
+    chownSync(passfile, uid, gid);
     await pg.cloneFrom({ host: 'localhost', port: source.port, user: role, passfile, slot, caFile: d.home.caCert });
     pg.installTls(await d.tlsFor(s.name));
   };

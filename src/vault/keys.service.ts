@@ -8,6 +8,7 @@ import {
   KEY_OPS, RSA_SIZES, type KeyOp, type KeyRecord, type KeyVersion, type LifetimeAction, type RotationPolicy, type Vault,
 } from './vault.types.js';
 import * as rsa from './rsa.js';
+import { generateRsaKey } from '../lib/rsa-keygen.js';
 import { runPrivateJob, type PrivateJob, type RsaPool } from './rsa-pool.js';
 import { DEFAULT_ROTATION_POLICY } from './keys.wire.js';
 
@@ -178,7 +179,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
   const rotate = async (vault: Vault, name: string): Promise<KeyVersion> => {
     const k = liveKey(vault, name);
     const latest = versionOf(vault, name);
-    const key = await rsa.generateRsa(latest.keySize);
+    const key = await generateRsaKey(latest.keySize);
     const t = now();
     const expirySeconds = k.rotationPolicy?.expiryTime ? parseDurationSeconds(k.rotationPolicy.expiryTime) : undefined;
     return addVersion(vault, name, key, {
@@ -211,7 +212,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
       if (existing?.deletedAt != null) {
         throw errors.conflict(`Key ${name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged.`, 'ObjectIsDeletedButRecoverable');
       }
-      const key = await rsa.generateRsa(size);
+      const key = await generateRsaKey(size);
       const t = now();
       return addVersion(vault, name, key, {
         keyOps, enabled: input.attributes?.enabled ?? true, nbf: input.attributes?.nbf ?? undefined,

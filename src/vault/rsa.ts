@@ -1,8 +1,7 @@
 import {
-  constants, createHash, createPrivateKey, createPublicKey, generateKeyPair, privateDecrypt, privateEncrypt,
+  constants, createHash, createPrivateKey, createPublicKey, privateDecrypt, privateEncrypt,
   publicDecrypt, publicEncrypt, randomBytes, timingSafeEqual, type KeyObject,
 } from 'node:crypto';
-import { promisify } from 'node:util';
 import { errors } from '../lib/errors.js';
 
 /**
@@ -28,12 +27,6 @@ const SIG_HASH: Record<'256' | '384' | '512', { hash: string; len: number; diges
   '512': { hash: 'sha512', len: 64, digestInfo: Buffer.from('3051300d060960864801650304020305000440', 'hex') },
 };
 
-const genKeyPair = promisify(generateKeyPair);
-
-export async function generateRsa(size: number, publicExponent = 65537): Promise<KeyObject> {
-  const { privateKey } = await genKeyPair('rsa', { modulusLength: size, publicExponent });
-  return privateKey;
-}
 
 export function publicParts(privateKey: KeyObject): { n: string; e: string; size: number } {
   const jwk = createPublicKey(privateKey).export({ format: 'jwk' }) as { n: string; e: string };
