@@ -4,12 +4,10 @@ import { createServer as createNetServer } from 'node:net';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
-import Fastify from 'fastify';
 import pino, { type Logger } from 'pino';
 import { createAuditLog } from './audit/audit.js';
 import { createBarrier, loadOrCreateMasterKey } from './barrier/barrier.js';
 import { createIdentityRepo } from './identity/identity.repo.js';
-import { registerIdentityRoutes } from './identity/identity.routes.js';
 import { createIdentityService } from './identity/identity.service.js';
 import { createTokenService } from './identity/tokens.js';
 import {
@@ -17,15 +15,16 @@ import {
 } from './lib/home.js';
 import { ensureTls, issueServerCertificate } from './pki/ca.js';
 import { openDb } from './store/db.js';
-import { fastifyOptions, installAuditHook, installErrorHandler, installJsonParser } from './api/http-common.js';
-import { registerManagementRoutes } from './api/management.routes.js';
+import { buildPlatformApp } from './api/platform-app.js';
+import { platformSetting } from './api/platform-settings.routes.js';
+import { loadConfig, type Config } from './lib/config.js';
+import { acquireHomeLock } from './lib/home-lock.js';
 import { createEventBus } from './vault/events.js';
 import { createKeyService } from './vault/keys.service.js';
 import { createRsaPool } from './vault/rsa-pool.js';
 import { createVaultRepo } from './vault/vault.repo.js';
 import { buildVaultApp } from './vault/vault.routes.js';
 import { createVaultService, type VaultListeners } from './vault/vaults.service.js';
-import { registerServerRoutes } from './api/servers.routes.js';
 import { createDirectory } from './servers/directory.js';
 import { createKeyAccess } from './servers/key-access.js';
 import { createMonitoring } from './servers/monitoring.js';
@@ -33,7 +32,6 @@ import { createServersRepo } from './servers/servers.repo.js';
 import { createServersService } from './servers/servers.service.js';
 import { createServerRuntime } from './servers/runtime.js';
 import { createBackupsService } from './backups/backups.service.js';
-import { errors } from './lib/errors.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
@@ -44,12 +42,16 @@ export interface PlatformOptions {
   port?: number;
   location?: string;
   logger?: Logger;
+  /** The validated settings; read from the environment when not given. */
+  config?: Config;
 }
 
 export interface Platform {
   paths: HomePaths;
   settings: Settings;
   origin: string;
+  /** Every route of the platform port and of the vault ports, with the scope that secures it. */
+  routes(): { app: 'platform' | 'vault'; method: string; url: string; securedBy: string; kind: string }[];
   close(): Promise<void>;
 }
 
@@ -60,14 +62,6 @@ export interface AdminCredential {
   clientSecret: string;
   objectId: string;
   authorityHost: string;
-}
-
-function intEnv(name: string, fallback: number, min = 1): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a whole number of at least ${min}, not '${v}'`);
-  return n;
 }
 
 async function freePort(): Promise<number> {
@@ -87,12 +81,24 @@ async function freePort(): Promise<number> {
  * tenant and its bootstrap administrator credential (0600).
  */
 export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
+  const config = opts.config ?? loadConfig();
   const paths = homePaths(opts.home);
   ensureHomeDirs(paths);
-  const logger = opts.logger ?? pino({ level: process.env.PGBYOK_LOG_LEVEL ?? 'info' }, pino.destination({ dest: join(paths.logs, 'pgbyok.log'), mkdir: true, sync: false }));
+  // One platform per home: a second `up` on the same home stops here, before it opens anything.
+  const releaseLock = acquireHomeLock(paths.root);
+  try {
+    return await startLocked(opts, config, paths, releaseLock);
+  } catch (e) {
+    releaseLock();
+    throw e;
+  }
+}
+
+async function startLocked(opts: PlatformOptions, config: Config, paths: HomePaths, releaseLock: () => void): Promise<Platform> {
+  const logger = opts.logger ?? pino({ level: config.PGBYOK_LOG_LEVEL }, pino.destination({ dest: join(paths.logs, 'pgbyok.log'), mkdir: true, sync: false }));
 
   let settings = readSettings(paths);
-  const port = opts.port ?? settings?.port ?? (process.env.PGBYOK_PORT ? Number(process.env.PGBYOK_PORT) : await freePort());
+  const port = opts.port ?? settings?.port ?? config.PGBYOK_PORT ?? await freePort();
   const origin = originOf(HOST, port);
 
   const barrier = createBarrier(loadOrCreateMasterKey(paths.masterKey));
@@ -101,9 +107,9 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
 
   const tokens = createTokenService(db, barrier, {
     origin,
-    lifetimeSeconds: intEnv('PGBYOK_TOKEN_LIFETIME_SECONDS', 3599),
-    keyRotationSeconds: intEnv('PGBYOK_SIGNING_KEY_ROTATION_SECONDS', 24 * 3600),
-    clockToleranceSeconds: intEnv('PGBYOK_CLOCK_TOLERANCE_SECONDS', 30, 0),
+    lifetimeSeconds: config.PGBYOK_TOKEN_LIFETIME_SECONDS,
+    keyRotationSeconds: config.PGBYOK_SIGNING_KEY_ROTATION_SECONDS,
+    clockToleranceSeconds: config.PGBYOK_CLOCK_TOLERANCE_SECONDS,
   });
   await tokens.rotateIfDue();
   const identityRepo = createIdentityRepo(db);
@@ -174,7 +180,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     principalExists: (tenantId, objectId) => identityRepo.principal(objectId)?.tenantId === tenantId,
   });
   // RSA private operations run on worker threads (one per core by default; 0 runs them on the event loop).
-  const rsaWorkers = intEnv('PGBYOK_RSA_WORKERS', Math.min(availableParallelism(), 8), 0);
+  const rsaWorkers = config.PGBYOK_RSA_WORKERS ?? Math.min(availableParallelism(), 8);
   const rsaPool = rsaWorkers > 0 ? createRsaPool(rsaWorkers, (problem) => logger.error(problem)) : undefined;
   const keys = createKeyService({ repo: vaultRepo, barrier, events, rsaPool });
 
@@ -191,71 +197,28 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
   const monitoring = createMonitoring({ repo: serversRepo, logger, ca: tls.ca });
   const trusted = { platformOrigin: origin, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };
   const hookCode = randomBytes(24).toString('base64url');
-  const setting = (env: string, key: string, fallbackSeconds: number) => () =>
-    process.env[env] ? intEnv(env, fallbackSeconds * 1000) : Number(serversRepo.setting(key) ?? fallbackSeconds) * 1000;
+  // An interval from the environment wins over the platform setting the system administrator keeps.
+  const settingMs = (fromEnv: number | undefined, name: Parameters<typeof platformSetting>[1]) => () => fromEnv ?? platformSetting(serversRepo, name) * 1000;
   const directory = createDirectory(trusted);
   const runtime = createServerRuntime({ home: paths, directory });
   const keyAccess = createKeyAccess(trusted);
   const backups = createBackupsService({ home: paths, runtime, keys: keyAccess, logger });
   const servers = createServersService({
     repo: serversRepo, home: paths, logger, monitoring, runtime, backups,
-    archiveIntervalMs: () => intEnv('PGBYOK_ARCHIVE_INTERVAL_MS', 5000),
-    backupIntervalMs: () => intEnv('PGBYOK_BACKUP_INTERVAL_MS', 24 * 3600 * 1000),
+    archiveIntervalMs: () => config.PGBYOK_ARCHIVE_INTERVAL_MS,
+    backupIntervalMs: () => config.PGBYOK_BACKUP_INTERVAL_MS,
     keys: keyAccess,
     directory,
     tlsFor: async (name) => ({ ...(await issueServerCertificate(paths, name, ['localhost'], ['127.0.0.1', '::1'])), ca: tls.ca }),
     eventsEndpoint: () => `${origin}/hooks/vault-events?code=${hookCode}`,
-    monitorIntervalMs: setting('PGBYOK_KEY_MONITOR_INTERVAL_MS', 'keyMonitorIntervalSeconds', 30),
-    vaultGraceMs: setting('PGBYOK_VAULT_GRACE_MS', 'vaultUnreachableGraceSeconds', 60),
+    monitorIntervalMs: settingMs(config.PGBYOK_KEY_MONITOR_INTERVAL_MS, 'keyMonitorIntervalSeconds'),
+    vaultGraceMs: settingMs(config.PGBYOK_VAULT_GRACE_MS, 'vaultUnreachableGraceSeconds'),
     responderTls: { key: tls.key, cert: tls.cert },
   });
 
-  const platformApp = Fastify({ ...fastifyOptions(logger), https: { key: tls.key, cert: tls.cert, ca: [tls.ca], requestCert: true, rejectUnauthorized: false } });
-  installJsonParser(platformApp);
-  installErrorHandler(platformApp);
-  installAuditHook(
-    platformApp, audit,
-    'management',
-    (req) => {
-      const p = req.caller?.principal ?? (req as any).tokenPrincipal;
-      const params = (req.params ?? {}) as { tid?: string; tenant?: string };
-      // The record belongs to the tenant whose resource was addressed, so a refused caller from elsewhere
-      // (or a failed sign-in) shows up in that tenant's log, not only in the caller's.
-      const addressed = params.tid ?? (params.tenant ? identity.tenants().find((t) => t.id === params.tenant || t.name === params.tenant)?.id : undefined);
-      return {
-        surface: req.url.includes('/oauth2/') ? 'identity' : 'management',
-        tenantId: addressed ?? p?.tenantId,
-        callerObjectId: p?.objectId,
-        callerClientId: p?.clientId,
-        callerName: p?.name,
-        vault: (req.params as { name?: string })?.name && req.url.includes('Microsoft.KeyVault') ? (req.params as { name: string }).name : undefined,
-      };
-    },
-    (req) => req.method === 'GET' && !req.url.startsWith('/tenants'),
-  );
-  registerIdentityRoutes(platformApp, identity, tokens, origin);
-  registerManagementRoutes(platformApp, { identity, vaults, audit, host: HOST, platformTenantId: () => settings!.defaultTenantId });
-  registerServerRoutes(platformApp, servers, monitoring);
-  // Vault events for the control plane (a hint to check keys now; the code keeps strangers out).
-  platformApp.post<{ Body: unknown }>('/hooks/vault-events', { config: { operation: 'VaultEventsReceived' } }, async (req) => {
-    if (new URLSearchParams(req.url.split('?')[1] ?? '').get('code') !== hookCode) throw errors.forbidden('Unknown webhook code.', 'InvalidWebhookCode');
-    if (Array.isArray(req.body)) servers.onVaultEvents(req.body as any);
-    return {};
-  });
-  // Platform settings: the system administrator's duty.
-  const SETTINGS = { keyMonitorIntervalSeconds: [5, 3600, 30], vaultUnreachableGraceSeconds: [0, 86400, 60] } as const;
-  const settingsView = () => Object.fromEntries(Object.entries(SETTINGS).map(([k, [, , dflt]]) => [k, Number(serversRepo.setting(k) ?? dflt)]));
-  platformApp.get('/tenants/:tid/platformSettings', { config: { operation: 'PlatformSettingsGet', duty: 'managePlatformSettings' } }, async () => settingsView());
-  platformApp.patch<{ Body: Record<string, number> }>('/tenants/:tid/platformSettings', {
-    config: { operation: 'PlatformSettingsUpdate', duty: 'managePlatformSettings' },
-    schema: { body: { type: 'object', additionalProperties: false, properties: Object.fromEntries(Object.keys(SETTINGS).map((k) => [k, { type: 'integer' }])) } },
-  }, async (req) => {
-    for (const [k, v] of Object.entries(req.body ?? {})) {
-      const [min, max] = SETTINGS[k as keyof typeof SETTINGS];
-      if (v < min || v > max) throw errors.badParameter(`${k} must be from ${min} to ${max}.`);
-      serversRepo.putSetting(k, String(v));
-    }
-    return settingsView();
+  const platformApp = buildPlatformApp({
+    logger, tls, audit, identity, tokens, vaults, servers, monitoring, settings: serversRepo, origin, host: HOST,
+    platformTenantId: () => settings!.defaultTenantId, hookCode,
   });
   await platformApp.listen({ port, host: HOST });
 
@@ -286,7 +249,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       ticking = false;
     }
   };
-  const timer = setInterval(tick, intEnv('PGBYOK_SCHEDULER_INTERVAL_MS', 5000));
+  const timer = setInterval(tick, config.PGBYOK_SCHEDULER_INTERVAL_MS);
   timer.unref();
 
   logger.info({ origin, home: paths.root }, 'pgbyok platform started');
@@ -294,6 +257,10 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     paths,
     settings,
     origin,
+    routes: () => [
+      ...platformApp.securedRoutes().map((r) => ({ app: 'platform' as const, ...r })),
+      ...vaultApp.securedRoutes().map((r) => ({ app: 'vault' as const, ...r })),
+    ],
     async close() {
       clearInterval(timer);
       await reconciled;
@@ -304,6 +271,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       await rsaPool?.close();
       db.close();
       logger.flush?.();
+      releaseLock();
     },
   };
 }

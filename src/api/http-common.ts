@@ -85,32 +85,54 @@ function errorCodeOf(payload: unknown): string | undefined {
   }
 }
 
+type Describe = (req: FastifyRequest) => Partial<AuditRecord>;
+type Appender = { append(r: AuditRecord): number };
+
+function baseRecord(req: FastifyRequest, surface: AuditRecord['surface']): Omit<AuditRecord, 'result' | 'httpStatus'> {
+  return {
+    time: new Date().toISOString(),
+    requestId: String(req.id),
+    surface: req.routeOptions.config?.surface ?? surface,
+    operation: req.routeOptions.config?.operation ?? 'Unknown',
+    sourceAddress: sourceAddress(req),
+  };
+}
+
+/** Requests that act (anything but a read) are recorded before they do; reads are recorded with their outcome. */
+const acts = (req: FastifyRequest) => req.method !== 'GET' && req.method !== 'HEAD';
+
 /**
- * Audits every reply of an app, refusals included. If the record cannot be written the reply is replaced by
- * an error: a result the audit log did not see is never handed out (audit fails closed).
+ * The record of an attempt, written after authentication and authorization and before the handler runs: a
+ * request whose record cannot be written is refused here, before it has changed anything (audit fails closed).
  */
-export function installAuditHook(
-  app: FastifyInstance,
-  audit: { append(r: AuditRecord): number },
-  surface: AuditRecord['surface'],
-  describe: (req: FastifyRequest) => Partial<AuditRecord>,
-  skip: (req: FastifyRequest) => boolean = () => false,
-): void {
+export function auditAttempt(audit: Appender, surface: AuditRecord['surface'], describe: Describe) {
+  return (req: FastifyRequest): void => {
+    if (req.routeOptions.config?.audit === false || !acts(req)) return;
+    try {
+      audit.append({ ...baseRecord(req, surface), result: 'Started', httpStatus: 0, ...describe(req) });
+    } catch (err) {
+      req.log.error({ err, reqId: req.id }, 'audit append failed; refusing the request before it acts');
+      throw errors.auditUnavailable(String(req.id));
+    }
+  };
+}
+
+/**
+ * Records the outcome of every reply of an app, refusals included. If the record cannot be written the reply
+ * is replaced by an error: a result the audit log did not see is never handed out.
+ */
+export function installAuditOutcome(app: FastifyInstance, audit: Appender, surface: AuditRecord['surface'], describe: Describe): void {
   app.addHook('onSend', async (req, reply, payload) => {
     reply.header('x-ms-request-id', String(req.id));
     const clientRequestId = req.headers['x-ms-client-request-id'];
     if (typeof clientRequestId === 'string') reply.header('x-ms-client-request-id', clientRequestId);
-    if (skip(req)) return payload;
+    if (req.routeOptions.config?.audit === false) return payload;
     try {
       audit.append({
-        time: new Date().toISOString(),
-        requestId: String(req.id),
-        surface,
-        operation: req.routeOptions.config?.operation ?? 'Unknown',
+        ...baseRecord(req, surface),
         result: reply.statusCode < 400 ? 'Success' : 'Failure',
         httpStatus: reply.statusCode,
         errorCode: reply.statusCode >= 400 ? errorCodeOf(payload) : undefined,
-        sourceAddress: sourceAddress(req),
         ...describe(req),
       });
     } catch (err) {

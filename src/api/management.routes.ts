@@ -1,21 +1,12 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { errors } from '../lib/errors.js';
 import type { AuditLog } from '../audit/audit.js';
-import type { Caller, IdentityService } from '../identity/identity.service.js';
-import type { Duty } from '../identity/roles.js';
-import { RESOURCES, TokenError } from '../identity/tokens.js';
+import type { IdentityService } from '../identity/identity.service.js';
 import type { VaultService } from '../vault/vaults.service.js';
 import {
   deletedVaultWire, eventSubscriptionWire, vaultUri, identityWire, roleAssignmentWire, servicePrincipalWire, tenantWire, vaultWire,
 } from './arm.wire.js';
-import { isTrustedService, queryOf } from './http-common.js';
-
-declare module 'fastify' {
-  interface FastifyContextConfig {
-    /** The role duty a management route needs; routes without one need only a valid token. */
-    duty?: Duty;
-  }
-}
+import { queryOf } from './http-common.js';
 
 export interface ManagementDeps {
   identity: IdentityService;
@@ -28,69 +19,31 @@ export interface ManagementDeps {
 }
 
 type TenantParams = { tid: string };
-type Req<P = TenantParams, B = any> = FastifyRequest<{ Params: P; Body: B }> & { caller: Caller };
 
 const MI = '/tenants/:tid/providers/Microsoft.ManagedIdentity/userAssignedIdentities';
 const KV = '/tenants/:tid/providers/Microsoft.KeyVault';
 const RA = '/tenants/:tid/providers/Microsoft.Authorization/roleAssignments';
 
-/**
- * The management plane (ARM-shaped): tenants, identities, role assignments, vaults, access policies,
- * event subscriptions and the audit log. Every route needs a management token of the tenant in its path
- * and the role duty it declares; handlers are one service call and a wire mapping.
- */
-export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps) {
-  app.addHook('onRequest', async (req) => {
-    if (!req.url.startsWith('/tenants')) return;
-    const auth = req.headers.authorization;
-    if (!auth || !/^Bearer\s+\S+$/i.test(auth)) {
-      throw errors.unauthorized('Authentication failed. The Authorization header is missing.');
-    }
-    let caller: Caller;
-    try {
-      caller = await d.identity.authenticate(auth.replace(/^Bearer\s+/i, ''), RESOURCES.management);
-    } catch (e) {
-      if (e instanceof TokenError) throw errors.unauthorized(`Authentication failed: ${e.message}`);
-      throw e;
-    }
-    req.caller = caller;
-  });
-
-  app.addHook('preHandler', async (req) => {
-    if (!req.url.startsWith('/tenants')) return;
-    const caller = req.caller!;
-    const tid = (req.params as Partial<TenantParams>).tid;
-    if (tid !== undefined && tid !== caller.principal.tenantId) {
-      throw errors.unauthorized(`The access token is from tenant ${caller.principal.tenantId}; this resource belongs to tenant ${tid}.`);
-    }
-    const duty = req.routeOptions.config.duty;
-    if ((duty === 'manageTenants' || duty === 'managePlatformSettings') && caller.principal.tenantId !== d.platformTenantId()) {
-      throw errors.authorizationFailed('Tenants and platform settings are managed from the platform tenant only.');
-    }
-    if (duty) d.identity.requireDuty(caller, duty);
-  });
-
+/** Public reads: the liveness probe and vault name resolution (as Azure's DNS resolves a vault for anyone). */
+export function registerPublicRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults' | 'host'>) {
   const host = d.host;
-  const vaultOut = (tid: string, name: string) => {
-    const v = d.vaults.get(tid, name);
-    return vaultWire(v, d.vaults.policies(v), host);
-  };
-
-  app.get('/health', { config: { operation: 'Health' } }, async () => ({ status: 'ok' }));
-  // Public name resolution, as Azure's DNS resolves <name>.vault.azure.net for anyone.
-  app.get<{ Params: { name: string } }>('/discovery/vaults/:name', { config: { operation: 'VaultDiscover' } }, async (req) => {
+  app.get('/health', { config: { operation: 'Health', public: 'liveness probe', audit: false } }, async () => ({ status: 'ok' }));
+  app.get<{ Params: { name: string } }>('/discovery/vaults/:name', { config: { operation: 'VaultDiscover', public: 'name resolution, as DNS answers anyone', audit: false } }, async (req) => {
     const v = d.vaults.lookup(req.params.name);
     if (!v) throw errors.notFound('VaultNotFound', `No vault named '${req.params.name}' is being served.`);
     return { name: v.name, vaultUri: vaultUri(v, host) };
   });
+}
 
-  // The platform's own services (trusted-service certificate, no token) subscribe to the vaults their
-  // servers use, so that key changes reach them in seconds.
+/**
+ * The platform's own services (trusted-service certificate, no token) subscribe to the vaults their
+ * servers use, so that key changes reach them in seconds.
+ */
+export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults'>) {
   app.put<{ Body: { vaultOrigin: string; name: string; endpoint: string } }>('/trusted/eventSubscriptions', {
-    config: { operation: 'TrustedEventSubscriptionPut' },
+    config: { operation: 'TrustedEventSubscriptionPut', trustedService: true },
     schema: { body: { type: 'object', required: ['vaultOrigin', 'name', 'endpoint'], properties: { vaultOrigin: { type: 'string' }, name: { type: 'string' }, endpoint: { type: 'string' } } } },
   }, async (req) => {
-    if (!isTrustedService(req)) throw errors.forbidden('Only the platform\'s trusted services may use this endpoint.', 'NotTrustedService');
     let port: number;
     try {
       port = Number(new URL(req.body.vaultOrigin).port);
@@ -102,9 +55,23 @@ export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps
     const sub = d.vaults.putSubscription(v.tenantId, v.name, req.body.name, req.body.endpoint, []);
     return eventSubscriptionWire(v.tenantId, v.name, sub);
   });
+}
+
+/**
+ * The management plane (ARM-shaped): tenants, identities, role assignments, vaults, access policies,
+ * event subscriptions and the audit log. Registered inside the management scope, whose hooks check the
+ * management token of the tenant in the path and the role duty each route declares; handlers are one
+ * service call and a wire mapping.
+ */
+export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps) {
+  const host = d.host;
+  const vaultOut = (tid: string, name: string) => {
+    const v = d.vaults.get(tid, name);
+    return vaultWire(v, d.vaults.policies(v), host);
+  };
 
   // Tenants and who am I.
-  app.get('/tenants/self', { config: { operation: 'WhoAmI' } }, async (req) => {
+  app.get('/tenants/self', { config: { operation: 'WhoAmI', signedIn: true } }, async (req) => {
     const c = req.caller!;
     return {
       tenantId: c.principal.tenantId, objectId: c.principal.objectId, clientId: c.principal.clientId, name: c.principal.name,
@@ -306,5 +273,5 @@ export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps
       }),
     };
   });
-  app.post<{ Params: TenantParams }>(`${KV}/auditEvents/verify`, { config: { operation: 'AuditVerify', duty: 'readAudit' } }, async () => d.audit.verify());
+  app.post<{ Params: TenantParams }>(`${KV}/auditEvents/verify`, { config: { operation: 'AuditVerify', duty: 'readAudit' } }, async (req) => d.audit.verify(req.params.tid));
 }

@@ -14,7 +14,8 @@ export interface AuditRecord {
   operation: string;
   key?: string;
   version?: string;
-  result: 'Success' | 'Failure';
+  /** Started: written before the request acts; Success/Failure: its outcome, written before the reply. */
+  result: 'Started' | 'Success' | 'Failure';
   httpStatus: number;
   errorCode?: string;
   sourceAddress: string;
@@ -33,6 +34,7 @@ export interface AuditFilter {
 
 export interface VerifyReport {
   valid: boolean;
+  /** The records of the tenant asked about (every record when no tenant is given). */
   records: number;
   firstInvalidSeq?: number;
   reason?: string;
@@ -43,29 +45,40 @@ const GENESIS = '0'.repeat(64);
 /**
  * The tamper-evident audit log: each record carries the HMAC-SHA256 of (previous hash, record), keyed by a
  * subkey of the vault master key, so a record cannot be edited, removed or reordered — nor the chain
- * recomputed — without the key. The head (last seq and hash) is kept beside the chain to catch truncation.
- * `append` throws when the record cannot be written; callers fail the request closed.
+ * recomputed — without the key. The head (last seq and hash) is kept beside the chain, authenticated by its
+ * own HMAC, so cutting records off the end and rewriting the head is caught too. `append` throws when the
+ * record cannot be written; callers refuse the request.
  */
 export function createAuditLog(db: Db, hmacKey: Buffer) {
   const insert = db.prepare('INSERT INTO audit_log (seq, record, prev_hash, hash) VALUES (?, ?, ?, ?)');
   const setHead = db.prepare("INSERT INTO meta (k, v) VALUES ('audit_head', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v");
   const getHead = db.prepare("SELECT v FROM meta WHERE k = 'audit_head'");
   const mac = (prev: string, record: string) => createHmac('sha256', hmacKey).update(prev).update('\n').update(record).digest('hex');
+  const headMac = (seq: number, hash: string) => createHmac('sha256', hmacKey).update(`audit-head\n${seq}\n${hash}`).digest('hex');
+  const headValue = (seq: number, hash: string) => `${seq}:${hash}:${headMac(seq, hash)}`;
 
+  /** The stored head, and whether its HMAC holds. */
   const readHead = () => {
     const row = getHead.get() as { v: string } | undefined;
-    if (!row) return { seq: 0, hash: GENESIS };
-    const [seq, hash] = row.v.split(':');
-    return { seq: Number(seq), hash };
+    if (!row) return { seq: 0, hash: GENESIS, authentic: true };
+    const [seq, hash, tag] = row.v.split(':');
+    const expected = Buffer.from(headMac(Number(seq), hash), 'hex');
+    const actual = Buffer.from(tag ?? '', 'hex');
+    return { seq: Number(seq), hash, authentic: actual.length === expected.length && timingSafeEqual(actual, expected), legacy: tag === undefined };
   };
   let head = readHead();
+  // A home from before heads were authenticated: authenticate the head it has, once, at start.
+  if (head.legacy) {
+    setHead.run(headValue(head.seq, head.hash));
+    head = readHead();
+  }
 
   const appendTx = db.transaction((record: string) => {
     const seq = head.seq + 1;
     const hash = mac(head.hash, record);
     insert.run(seq, record, head.hash, hash);
-    setHead.run(`${seq}:${hash}`);
-    return { seq, hash };
+    setHead.run(headValue(seq, hash));
+    return { seq, hash, authentic: true };
   });
 
   return {
@@ -98,15 +111,19 @@ export function createAuditLog(db: Db, hmacKey: Buffer) {
       return rows.reverse().map((r) => ({ seq: r.seq, ...(JSON.parse(r.record) as AuditRecord) }));
     },
 
-    /** Walks the whole chain; the first broken link names the record and what is wrong with it. */
-    verify(): VerifyReport {
+    /**
+     * Walks the whole chain (every link is needed to check any record) and counts the records of `tenantId`;
+     * the first broken link names the record and what is wrong with it.
+     */
+    verify(tenantId?: string): VerifyReport {
       const rows = db.prepare('SELECT seq, record, prev_hash, hash FROM audit_log ORDER BY seq').iterate() as Iterable<{
         seq: number; record: string; prev_hash: string; hash: string;
       }>;
       let prev = GENESIS;
       let expectedSeq = 1;
       let count = 0;
-      const bad = (seq: number, reason: string): VerifyReport => ({ valid: false, records: count, firstInvalidSeq: seq, reason });
+      let mine = 0;
+      const bad = (seq: number, reason: string): VerifyReport => ({ valid: false, records: mine, firstInvalidSeq: seq, reason });
       for (const r of rows) {
         if (r.seq !== expectedSeq) return bad(r.seq, `record ${expectedSeq} is missing (next present is ${r.seq})`);
         if (r.prev_hash !== prev) return bad(r.seq, 'record does not link to the record before it (removed or reordered)');
@@ -118,12 +135,14 @@ export function createAuditLog(db: Db, hmacKey: Buffer) {
         prev = r.hash;
         expectedSeq++;
         count++;
+        if (tenantId === undefined || (JSON.parse(r.record) as AuditRecord).tenantId === tenantId) mine++;
       }
       const stored = readHead();
+      if (!stored.authentic) return bad(count + 1, 'the head of the log was rewritten (its HMAC does not match; records removed from the end?)');
       if (stored.seq !== count || stored.hash !== prev) {
         return bad(count + 1, `the log ends at record ${count} but its head says ${stored.seq} (records removed from the end)`);
       }
-      return { valid: true, records: count };
+      return { valid: true, records: mine };
     },
   };
 }

@@ -24,7 +24,15 @@ export function registerPlatformCommands(program: Command): void {
       const opts = this.optsWithGlobals() as { home?: string; port?: string; location?: string };
       const ctx = new CliContext(opts.home);
       const { startPlatform } = await import('../platform.js');
-      const platform = await startPlatform({ home: ctx.paths.root, port: parseIntArg(opts.port, '--port'), location: opts.location });
+      const { ConfigError } = await import('../lib/config.js');
+      const { HomeLockedError } = await import('../lib/home-lock.js');
+      let platform;
+      try {
+        platform = await startPlatform({ home: ctx.paths.root, port: parseIntArg(opts.port, '--port'), location: opts.location });
+      } catch (e) {
+        if (e instanceof ConfigError || e instanceof HomeLockedError) throw new CliError(e.message, 2);
+        throw e;
+      }
       process.stdout.write(
         [
           'pgbyok is up.',

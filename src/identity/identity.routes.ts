@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { isTrustedService, queryOf, requestOrigin } from '../api/http-common.js';
+import { queryOf, requestOrigin } from '../api/http-common.js';
 import { errors } from '../lib/errors.js';
 import type { IdentityService } from './identity.service.js';
 import { RESOURCES, type TokenService } from './tokens.js';
@@ -15,6 +15,18 @@ function aadError(reply: FastifyReply, status: number, error: string, code: numb
     trace_id: randomUUID(),
     correlation_id: randomUUID(),
   });
+}
+
+/** `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 2.3.1) → [id, secret], or undefined when malformed. */
+function decodeBasic(b64: string): [string, string] | undefined {
+  const text = Buffer.from(b64, 'base64').toString('utf8');
+  const colon = text.indexOf(':');
+  if (colon < 0) return undefined;
+  try {
+    return [decodeURIComponent(text.slice(0, colon)), decodeURIComponent(text.slice(colon + 1))];
+  } catch {
+    return undefined;
+  }
 }
 
 const SCOPE_TO_RESOURCE = new Map<string, string>(
@@ -32,7 +44,9 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
     done(null, Object.fromEntries(new URLSearchParams(String(body))));
   });
 
-  app.get<{ Params: { tenant: string } }>('/:tenant/v2.0/.well-known/openid-configuration', async (req, reply) => {
+  app.get<{ Params: { tenant: string } }>('/:tenant/v2.0/.well-known/openid-configuration', {
+    config: { operation: 'OpenIdConfiguration', public: 'sign-in discovery', audit: false },
+  }, async (req, reply) => {
     const tenant = tenantOf(req.params.tenant);
     if (!tenant) return aadError(reply, 400, 'invalid_tenant', 90002, `Tenant '${req.params.tenant}' not found.`);
     // The issuer must share scheme, host and port with the authority the client used (MSAL checks it).
@@ -53,14 +67,16 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
     };
   });
 
-  app.get<{ Params: { tenant: string } }>('/:tenant/discovery/v2.0/keys', async (req, reply) => {
+  app.get<{ Params: { tenant: string } }>('/:tenant/discovery/v2.0/keys', {
+    config: { operation: 'SigningKeys', public: 'token verification keys', audit: false },
+  }, async (req, reply) => {
     if (!tenantOf(req.params.tenant)) return aadError(reply, 400, 'invalid_tenant', 90002, `Tenant '${req.params.tenant}' not found.`);
     return tokens.jwks();
   });
 
   app.post<{ Params: { tenant: string }; Body: Record<string, string> | undefined }>(
     '/:tenant/oauth2/v2.0/token',
-    { config: { operation: 'TokenIssue' } },
+    { config: { operation: 'TokenIssue', public: 'sign-in: the client authenticates with its secret' } },
     async (req: FastifyRequest<{ Params: { tenant: string }; Body: Record<string, string> | undefined }>, reply) => {
       const tenant = tenantOf(req.params.tenant);
       if (!tenant) return aadError(reply, 400, 'invalid_request', 90002, `Tenant '${req.params.tenant}' not found.`);
@@ -72,9 +88,9 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
       let secret = form.client_secret;
       const basic = req.headers.authorization?.match(/^Basic\s+(.+)$/i);
       if (basic) {
-        const [id, ...pw] = Buffer.from(basic[1], 'base64').toString('utf8').split(':');
-        clientId = decodeURIComponent(id);
-        secret = decodeURIComponent(pw.join(':'));
+        const decoded = decodeBasic(basic[1]);
+        if (!decoded) return aadError(reply, 400, 'invalid_request', 900144, 'The Basic credential is not valid: expected base64 of the form-encoded client_id:client_secret.');
+        [clientId, secret] = decoded;
       }
       if (!clientId || !secret) return aadError(reply, 400, 'invalid_request', 900144, "The request body must contain 'client_id' and 'client_secret'.");
       const resource = SCOPE_TO_RESOURCE.get(form.scope ?? '');
@@ -85,33 +101,39 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
       if (!principal) {
         return aadError(reply, 401, 'invalid_client', 7000215, `Invalid client secret provided, or application '${clientId}' was not found in tenant '${tenant.id}'.`);
       }
-      (req as any).tokenPrincipal = principal;
+      req.tokenSubject = principal;
       const { token, expiresIn } = await tokens.issue({ tid: tenant.id, oid: principal.objectId, appid: principal.clientId, aud: resource });
       reply.header('cache-control', 'no-store');
       return { token_type: 'Bearer', expires_in: expiresIn, ext_expires_in: expiresIn, access_token: token };
     },
   );
 
+}
+
+/**
+ * Managed-identity tokens for the platform's own services (registered in the trusted-service scope).
+ */
+export function registerManagedIdentityRoutes(app: FastifyInstance, identity: IdentityService, tokens: TokenService) {
   /**
    * Managed-identity tokens for the platform's own services, as Azure's instance metadata service hands
    * them to a resource that has a user-assigned identity: no secret, but only a caller presenting the
    * trusted-service certificate may ask. A deleted identity gets no token.
    */
-  app.get('/metadata/identity/oauth2/token', { config: { operation: 'ManagedIdentityToken' } }, async (req, reply) => {
-    if (!isTrustedService(req)) throw errors.forbidden('Only the platform\'s trusted services may obtain managed-identity tokens here.', 'NotTrustedService');
+  app.get('/metadata/identity/oauth2/token', { config: { operation: 'ManagedIdentityToken', trustedService: true } }, async (req, reply) => {
     const q = queryOf(req);
     const resource = q.get('resource')?.replace(/\/$/, '') ?? '';
     if (!Object.values(RESOURCES).includes(resource as any)) throw errors.badParameter(`Unknown resource '${resource}'.`);
     const resId = q.get('msi_res_id') ?? q.get('mi_res_id');
     const m = resId?.match(/^\/tenants\/([^/]+)\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/([^/]+)$/i);
     const clientId = q.get('client_id');
+    if (m) req.tokenSubject = { tenantId: m[1] };
     const principal = m
       ? identity.principals(m[1]).find((p) => p.kind === 'UserAssignedIdentity' && p.name === m[2])
       : clientId ? identity.tenants().map((t) => identity.principals(t.id).find((p) => p.clientId === clientId)).find(Boolean) : undefined;
     if (!principal || principal.kind !== 'UserAssignedIdentity') {
       throw errors.notFound('IdentityNotFound', `The managed identity ${resId ?? clientId ?? ''} does not exist.`);
     }
-    (req as any).tokenPrincipal = principal;
+    req.tokenSubject = principal;
     const { token, expiresIn } = await tokens.issue({ tid: principal.tenantId, oid: principal.objectId, appid: principal.clientId, aud: resource });
     reply.header('cache-control', 'no-store');
     return {

@@ -3,8 +3,9 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Logger } from 'pino';
 import { errors } from '../lib/errors.js';
 import {
-  fastifyOptions, installAuditHook, installErrorHandler, installJsonParser, isTrustedService, queryOf, requestOrigin, sourceAddress,
+  auditAttempt, fastifyOptions, installAuditOutcome, installErrorHandler, installJsonParser, isTrustedService, queryOf, requestOrigin, sourceAddress,
 } from '../api/http-common.js';
+import { requireSecuredRoutes, secureScope } from '../http/route-auth.js';
 import type { AuditLog } from '../audit/audit.js';
 import type { Caller, IdentityService } from '../identity/identity.service.js';
 import { RESOURCES, TokenError } from '../identity/tokens.js';
@@ -14,6 +15,7 @@ import {
 } from './keys.wire.js';
 import type { VaultService } from './vaults.service.js';
 import type { KeyPermission, Vault } from './vault.types.js';
+import type { FastifyInstance as Scope } from 'fastify';
 
 const API_VERSIONS = new Set(['7.0', '7.1', '7.2', '7.3', '7.4', '7.5', '7.6', '2025-07-01']);
 /** Marks the "latest version" in a rewritten URL: `/keys/k/` and `/keys/k//wrapkey` carry an empty version. */
@@ -24,10 +26,6 @@ declare module 'fastify' {
     vault?: Vault;
     caller?: Caller;
     origin: string;
-  }
-  interface FastifyContextConfig {
-    operation?: string;
-    permission?: KeyPermission;
   }
 }
 
@@ -102,7 +100,7 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
 
   const challenge = (v: Vault) => `Bearer authorization="${d.platformOrigin}/${v.tenantId}", resource="${RESOURCES.vault}"`;
 
-  app.addHook('onRequest', async (req) => {
+  const authenticate = async (req: FastifyRequest) => {
     const vault = d.vaults.byPort(req.socket.localPort ?? 0);
     if (!vault || vault.deletedAt != null) throw errors.notFound('VaultNotFound', 'No vault is served at this address.');
     req.vault = vault;
@@ -134,11 +132,10 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
     if (!API_VERSIONS.has(apiVersion)) {
       throw errors.badParameter(`The specified version (${apiVersion}) is not recognized. Consider using one of: ${[...API_VERSIONS].join(', ')}.`);
     }
-  });
+  };
 
-  app.addHook('preHandler', async (req) => {
-    const perm = req.routeOptions.config.permission;
-    if (!perm) return;
+  const authorize = async (req: FastifyRequest) => {
+    const perm = req.routeOptions.config.permission!;
     const { vault, caller } = req as Required<Pick<FastifyRequest, 'vault' | 'caller'>> & FastifyRequest;
     if (!d.vaults.permissionsOf(vault, caller.principal.objectId).includes(perm)) {
       throw errors.forbidden(
@@ -146,9 +143,9 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
         'AccessDenied',
       );
     }
-  });
+  };
 
-  installAuditHook(app, d.audit, 'vault', (req) => {
+  const describe = (req: FastifyRequest) => {
     const params = (req.params ?? {}) as Partial<Params>;
     return {
       tenantId: req.vault?.tenantId,
@@ -159,8 +156,23 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
       key: params.name,
       version: params.version && params.version !== LATEST ? params.version : undefined,
     };
-  });
+  };
 
+  // Every request on a vault's port is authenticated, matched or not (an unknown path is then a 404); each
+  // route's declared key permission is checked in the scope that holds the routes.
+  app.addHook('onRequest', authenticate);
+  installAuditOutcome(app, d.audit, 'vault', describe);
+  requireSecuredRoutes(app);
+  secureScope(app, {
+    name: 'vault', enforces: ['permission'], surface: 'vault',
+    hooks: (scope) => scope.addHook('preHandler', authorize),
+    beforeHandler: auditAttempt(d.audit, 'vault', describe),
+  }, (scope) => registerKeyRoutes(scope, d));
+  return app;
+}
+
+/** The keys API: one route per operation, each naming the key permission it needs. */
+function registerKeyRoutes(app: Scope, d: VaultAppDeps): void {
   const route = <B = Record<string, unknown>>(
     method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
     url: string,
@@ -254,5 +266,4 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
       return { kid: keyId(req.origin, req.params.name, version.version), value: out.toString('base64url') };
     }, cryptoSchema);
   }
-  return app;
 }

@@ -1,0 +1,95 @@
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { AuditLog } from '../audit/audit.js';
+import type { IdentityService } from '../identity/identity.service.js';
+import { registerIdentityRoutes, registerManagedIdentityRoutes } from '../identity/identity.routes.js';
+import type { TokenService } from '../identity/tokens.js';
+import type { VaultService } from '../vault/vaults.service.js';
+import type { ServersService } from '../servers/servers.service.js';
+import type { Monitoring } from '../servers/monitoring.js';
+import { requireSecuredRoutes, secureScope } from '../http/route-auth.js';
+import { installHookCodeAuth, installManagementAuth, installTrustedServiceAuth } from '../http/management-auth.js';
+import { auditAttempt, fastifyOptions, installAuditOutcome, installErrorHandler, installJsonParser } from './http-common.js';
+import { registerManagementRoutes, registerPublicRoutes, registerTrustedRoutes } from './management.routes.js';
+import { registerServerRoutes } from './servers.routes.js';
+import { registerPlatformSettingsRoutes, type SettingsStore } from './platform-settings.routes.js';
+
+export interface PlatformAppDeps {
+  logger: Logger;
+  tls: { key: string; cert: string; ca: string };
+  audit: AuditLog;
+  identity: IdentityService;
+  tokens: TokenService;
+  vaults: VaultService;
+  servers: ServersService;
+  monitoring: Monitoring;
+  settings: SettingsStore;
+  origin: string;
+  host: string;
+  platformTenantId: () => string;
+  /** The secret code in the vault-event webhook URL the control plane subscribes with. */
+  hookCode: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who a token request was for (the token endpoints set it; the audit record names them). */
+    tokenSubject?: { tenantId?: string; objectId?: string; clientId?: string; name?: string };
+  }
+}
+
+/**
+ * The platform port: identity, management and the platform's own endpoints, in four security scopes. The
+ * root holds only what every route shares: body parsing, the error envelope and the audit of outcomes.
+ */
+export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
+  const app = Fastify({ ...fastifyOptions(d.logger), https: { key: d.tls.key, cert: d.tls.cert, ca: [d.tls.ca], requestCert: true, rejectUnauthorized: false } });
+  installJsonParser(app);
+  installErrorHandler(app);
+  app.decorateRequest('caller', undefined);
+  app.decorateRequest('tokenSubject', undefined);
+
+  const describe = (req: FastifyRequest) => {
+    const p = req.caller?.principal ?? req.tokenSubject;
+    const params = (req.params ?? {}) as { tid?: string; tenant?: string; name?: string };
+    // The record belongs to the tenant whose resource was addressed, so a refused caller from elsewhere
+    // (or a failed sign-in) shows up in that tenant's log, not only in the caller's.
+    const addressed = params.tid ?? (params.tenant ? d.identity.tenants().find((t) => t.id === params.tenant || t.name === params.tenant)?.id : undefined);
+    return {
+      tenantId: addressed ?? p?.tenantId,
+      callerObjectId: p?.objectId,
+      callerClientId: p?.clientId,
+      callerName: p?.name,
+      vault: params.name && req.routeOptions.url?.includes('/Microsoft.KeyVault/') ? params.name : undefined,
+    };
+  };
+  installAuditOutcome(app, d.audit, 'management', describe);
+  requireSecuredRoutes(app);
+  const attempt = auditAttempt(d.audit, 'management', describe);
+
+  secureScope(app, { name: 'public', enforces: ['public'], surface: 'identity', hooks: () => {}, beforeHandler: attempt }, (scope) => {
+    registerPublicRoutes(scope, { vaults: d.vaults, host: d.host });
+    registerIdentityRoutes(scope, d.identity, d.tokens, d.origin);
+  });
+  secureScope(app, { name: 'trusted', enforces: ['trustedService'], surface: 'identity', hooks: installTrustedServiceAuth, beforeHandler: attempt }, (scope) => {
+    registerTrustedRoutes(scope, { vaults: d.vaults });
+    registerManagedIdentityRoutes(scope, d.identity, d.tokens);
+  });
+  secureScope(app, { name: 'hooks', enforces: ['hookCode'], surface: 'management', hooks: (scope) => installHookCodeAuth(scope, d.hookCode), beforeHandler: attempt }, (scope) => {
+    // Vault events for the control plane: a hint to check keys now.
+    scope.post<{ Body: unknown }>('/hooks/vault-events', { config: { operation: 'VaultEventsReceived', hookCode: true } }, async (req) => {
+      if (Array.isArray(req.body)) d.servers.onVaultEvents(req.body as any);
+      return {};
+    });
+  });
+  secureScope(app, {
+    name: 'management', enforces: ['duty', 'signedIn'], surface: 'management',
+    hooks: (scope) => installManagementAuth(scope, { identity: d.identity, platformTenantId: d.platformTenantId }),
+    beforeHandler: attempt,
+  }, (scope) => {
+    registerManagementRoutes(scope, { identity: d.identity, vaults: d.vaults, audit: d.audit, host: d.host, platformTenantId: d.platformTenantId });
+    registerServerRoutes(scope, d.servers, d.monitoring);
+    registerPlatformSettingsRoutes(scope, d.settings);
+  });
+  return app;
+}

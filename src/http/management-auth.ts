@@ -1,0 +1,54 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { errors } from '../lib/errors.js';
+import type { IdentityService } from '../identity/identity.service.js';
+import { RESOURCES, TokenError } from '../identity/tokens.js';
+import { isTrustedService, queryOf } from '../api/http-common.js';
+
+/**
+ * The hooks of the security scopes of the platform port. Each is installed inside its own encapsulated
+ * scope (see route-auth.ts), so it runs for that scope's routes and no others, whatever the URL looks like.
+ */
+
+/** Management token → `req.caller`; then the tenant in the path must be the caller's, and the declared duty held. */
+export function installManagementAuth(scope: FastifyInstance, d: { identity: IdentityService; platformTenantId: () => string }): void {
+  scope.addHook('onRequest', async (req) => {
+    const auth = req.headers.authorization;
+    if (!auth || !/^Bearer\s+\S+$/i.test(auth)) {
+      throw errors.unauthorized('Authentication failed. The Authorization header is missing.');
+    }
+    try {
+      req.caller = await d.identity.authenticate(auth.replace(/^Bearer\s+/i, ''), RESOURCES.management);
+    } catch (e) {
+      if (e instanceof TokenError) throw errors.unauthorized(`Authentication failed: ${e.message}`);
+      throw e;
+    }
+  });
+
+  scope.addHook('preHandler', async (req) => {
+    const caller = req.caller!;
+    const tid = (req.params as { tid?: string }).tid;
+    if (tid !== undefined && tid !== caller.principal.tenantId) {
+      throw errors.unauthorized(`The access token is from tenant ${caller.principal.tenantId}; this resource belongs to tenant ${tid}.`);
+    }
+    const duty = req.routeOptions.config.duty;
+    if (duty === undefined) return; // signedIn: a valid token is all it needs
+    if ((duty === 'manageTenants' || duty === 'managePlatformSettings') && caller.principal.tenantId !== d.platformTenantId()) {
+      throw errors.authorizationFailed('Tenants and platform settings are managed from the platform tenant only.');
+    }
+    d.identity.requireDuty(caller, duty);
+  });
+}
+
+/** Only a caller presenting the platform's trusted-service client certificate. */
+export function installTrustedServiceAuth(scope: FastifyInstance): void {
+  scope.addHook('onRequest', async (req: FastifyRequest) => {
+    if (!isTrustedService(req)) throw errors.forbidden('Only the platform\'s trusted services may use this endpoint.', 'NotTrustedService');
+  });
+}
+
+/** Only a caller that knows the code given to the vault event subscription. */
+export function installHookCodeAuth(scope: FastifyInstance, code: string): void {
+  scope.addHook('onRequest', async (req: FastifyRequest) => {
+    if (queryOf(req).get('code') !== code) throw errors.forbidden('Unknown webhook code.', 'InvalidWebhookCode');
+  });
+}
