@@ -36,7 +36,8 @@ export interface Pgbyok {
   http(method: string, url: string, opts?: { token?: string; body?: unknown; rawBody?: string | Buffer; headers?: Record<string, string>; localAddress?: string; cert?: string; key?: string }): Promise<HttpResponse & { json: any }>;
   /** An @azure/identity credential for a principal, trusting our CA. */
   credential(cred: Cred): ClientSecretCredential;
-  restart(): Promise<void>;
+  /** Stops and starts the platform; `whileStopped` runs in between (to change its files as an attacker would). */
+  restart(whileStopped?: () => void | Promise<void>): Promise<void>;
   stop(): Promise<void>;
   child: () => ChildProcess;
 }
@@ -136,8 +137,9 @@ export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgb
       new ClientSecretCredential(cred.tenantId, cred.clientId, cred.clientSecret, {
         authorityHost: origin, disableInstanceDiscovery: true, tlsOptions: { ca },
       }),
-    async restart() {
+    async restart(whileStopped) {
       await stop();
+      await whileStopped?.();
       output = '';
       await launch();
     },

@@ -56,7 +56,7 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
     // (or a failed sign-in) shows up in that tenant's log, not only in the caller's.
     const addressed = params.tid ?? (params.tenant ? d.identity.tenants().find((t) => t.id === params.tenant || t.name === params.tenant)?.id : undefined);
     return {
-      tenantId: addressed ?? p?.tenantId,
+      tenantId: addressed ?? p?.tenantId ?? req.routeOptions.config?.auditTenant?.(req),
       callerObjectId: p?.objectId,
       callerClientId: p?.clientId,
       callerName: p?.name,

@@ -19,6 +19,8 @@ export interface AuditRecord {
   httpStatus: number;
   errorCode?: string;
   sourceAddress: string;
+  /** What the platform itself found (tamper records). */
+  detail?: string;
 }
 
 export interface AuditFilter {
@@ -41,6 +43,8 @@ export interface VerifyReport {
 }
 
 const GENESIS = '0'.repeat(64);
+/** The operation of the record written when the log is found cut or its head forged at start-up. */
+export const TAMPERED = 'AuditLogTampered';
 
 /**
  * The tamper-evident audit log: each record carries the HMAC-SHA256 of (previous hash, record), keyed by a
@@ -53,6 +57,8 @@ export function createAuditLog(db: Db, hmacKey: Buffer) {
   const insert = db.prepare('INSERT INTO audit_log (seq, record, prev_hash, hash) VALUES (?, ?, ?, ?)');
   const setHead = db.prepare("INSERT INTO meta (k, v) VALUES ('audit_head', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v");
   const getHead = db.prepare("SELECT v FROM meta WHERE k = 'audit_head'");
+  const setMarker = db.prepare("INSERT INTO meta (k, v) VALUES ('audit_head_authenticated', '1') ON CONFLICT (k) DO NOTHING");
+  const getMarker = db.prepare("SELECT v FROM meta WHERE k = 'audit_head_authenticated'");
   const mac = (prev: string, record: string) => createHmac('sha256', hmacKey).update(prev).update('\n').update(record).digest('hex');
   const headMac = (seq: number, hash: string) => createHmac('sha256', hmacKey).update(`audit-head\n${seq}\n${hash}`).digest('hex');
   const headValue = (seq: number, hash: string) => `${seq}:${hash}:${headMac(seq, hash)}`;
@@ -60,26 +66,44 @@ export function createAuditLog(db: Db, hmacKey: Buffer) {
   /** The stored head, and whether its HMAC holds. */
   const readHead = () => {
     const row = getHead.get() as { v: string } | undefined;
-    if (!row) return { seq: 0, hash: GENESIS, authentic: true };
+    if (!row) return { seq: 0, hash: GENESIS, authentic: true, legacy: false, present: false };
     const [seq, hash, tag] = row.v.split(':');
-    const expected = Buffer.from(headMac(Number(seq), hash), 'hex');
+    const expected = Buffer.from(headMac(Number(seq), hash ?? ''), 'hex');
     const actual = Buffer.from(tag ?? '', 'hex');
-    return { seq: Number(seq), hash, authentic: actual.length === expected.length && timingSafeEqual(actual, expected), legacy: tag === undefined };
+    return { seq: Number(seq), hash, authentic: actual.length === expected.length && timingSafeEqual(actual, expected), legacy: tag === undefined, present: true };
   };
-  let head = readHead();
-  // A home from before heads were authenticated: authenticate the head it has, once, at start.
-  if (head.legacy) {
-    setHead.run(headValue(head.seq, head.hash));
-    head = readHead();
-  }
-
+  const lastRow = () => (db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined) ?? { seq: 0, hash: GENESIS };
   const appendTx = db.transaction((record: string) => {
     const seq = head.seq + 1;
     const hash = mac(head.hash, record);
     insert.run(seq, record, head.hash, hash);
     setHead.run(headValue(seq, hash));
-    return { seq, hash, authentic: true };
+    setMarker.run();
+    return { seq, hash };
   });
+
+  // At open, the head must be authentic and name the last record. A home from before heads were
+  // authenticated has its head authenticated once; after that, a head in the old form is tampering too.
+  // Tampering is never laundered: the chain goes on from the real last record, and a record saying what
+  // was found is appended, which `verify` reports from then on.
+  const stored = readHead();
+  const last = lastRow();
+  const upgraded = getMarker.get() !== undefined;
+  let head: { seq: number; hash: string } = last;
+  const matches = stored.seq === last.seq && stored.hash === last.hash;
+  if (!(stored.present ? (stored.legacy && !upgraded ? matches : stored.authentic && matches) : last.seq === 0)) {
+    appendTx(JSON.stringify({
+      time: new Date().toISOString(), requestId: 'startup', surface: 'management', operation: TAMPERED, result: 'Failure', httpStatus: 0,
+      sourceAddress: '', errorCode: 'AuditHeadMismatch',
+      detail: `at start-up the log's head named record ${stored.seq}${stored.authentic ? '' : ' with an HMAC that does not hold'}, but the last record was ${last.seq} (records removed from the end, or the head rewritten)`,
+    } satisfies AuditRecord));
+    head = lastRow();
+  } else if (stored.legacy || !stored.present) {
+    db.transaction(() => {
+      setHead.run(headValue(last.seq, last.hash));
+      setMarker.run();
+    })();
+  }
 
   return {
     append(rec: AuditRecord): number {
@@ -123,6 +147,7 @@ export function createAuditLog(db: Db, hmacKey: Buffer) {
       let expectedSeq = 1;
       let count = 0;
       let mine = 0;
+      let tampered: { seq: number; detail: string } | undefined;
       const bad = (seq: number, reason: string): VerifyReport => ({ valid: false, records: mine, firstInvalidSeq: seq, reason });
       for (const r of rows) {
         if (r.seq !== expectedSeq) return bad(r.seq, `record ${expectedSeq} is missing (next present is ${r.seq})`);
@@ -132,11 +157,14 @@ export function createAuditLog(db: Db, hmacKey: Buffer) {
         if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) {
           return bad(r.seq, 'record content does not match its hash (edited)');
         }
+        const rec = JSON.parse(r.record) as AuditRecord;
+        if (rec.operation === TAMPERED && rec.requestId === 'startup') tampered ??= { seq: r.seq, detail: rec.detail ?? '' };
         prev = r.hash;
         expectedSeq++;
         count++;
-        if (tenantId === undefined || (JSON.parse(r.record) as AuditRecord).tenantId === tenantId) mine++;
+        if (tenantId === undefined || rec.tenantId === tenantId) mine++;
       }
+      if (tampered) return bad(tampered.seq, tampered.detail);
       const stored = readHead();
       if (!stored.authentic) return bad(count + 1, 'the head of the log was rewritten (its HMAC does not match; records removed from the end?)');
       if (stored.seq !== count || stored.hash !== prev) {

@@ -24,6 +24,8 @@ declare module 'fastify' {
     hookCode?: true;
     /** No credential: the value says why (sign-in, public discovery). */
     public?: string;
+    /** The tenant an audit record of this route belongs to when no caller is known (refusals). */
+    auditTenant?: (req: FastifyRequest) => string | undefined;
     /** false: not recorded in the audit log (public discovery reads only). */
     audit?: false;
     /** Which surface the audit record names; set by the scope. */

@@ -107,7 +107,13 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
       return { token_type: 'Bearer', expires_in: expiresIn, ext_expires_in: expiresIn, access_token: token };
     },
   );
+}
 
+/** The identity a managed-identity token request names by resource id: [tenant id, identity name]. */
+function identityRef(req: FastifyRequest): [string, string] | undefined {
+  const q = queryOf(req);
+  const m = (q.get('msi_res_id') ?? q.get('mi_res_id'))?.match(/^\/tenants\/([^/]+)\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/([^/]+)$/i);
+  return m ? [m[1], m[2]] : undefined;
 }
 
 /**
@@ -119,16 +125,18 @@ export function registerManagedIdentityRoutes(app: FastifyInstance, identity: Id
    * them to a resource that has a user-assigned identity: no secret, but only a caller presenting the
    * trusted-service certificate may ask. A deleted identity gets no token.
    */
-  app.get('/metadata/identity/oauth2/token', { config: { operation: 'ManagedIdentityToken', trustedService: true } }, async (req, reply) => {
+  app.get('/metadata/identity/oauth2/token', {
+    // A refusal (even by the trusted-service check) is recorded in the tenant of the identity asked for.
+    config: { operation: 'ManagedIdentityToken', trustedService: true, auditTenant: (req) => identityRef(req)?.[0] },
+  }, async (req, reply) => {
     const q = queryOf(req);
     const resource = q.get('resource')?.replace(/\/$/, '') ?? '';
     if (!Object.values(RESOURCES).includes(resource as any)) throw errors.badParameter(`Unknown resource '${resource}'.`);
     const resId = q.get('msi_res_id') ?? q.get('mi_res_id');
-    const m = resId?.match(/^\/tenants\/([^/]+)\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/([^/]+)$/i);
+    const m = identityRef(req);
     const clientId = q.get('client_id');
-    if (m) req.tokenSubject = { tenantId: m[1] };
     const principal = m
-      ? identity.principals(m[1]).find((p) => p.kind === 'UserAssignedIdentity' && p.name === m[2])
+      ? identity.principals(m[0]).find((p) => p.kind === 'UserAssignedIdentity' && p.name === m[1])
       : clientId ? identity.tenants().map((t) => identity.principals(t.id).find((p) => p.clientId === clientId)).find(Boolean) : undefined;
     if (!principal || principal.kind !== 'UserAssignedIdentity') {
       throw errors.notFound('IdentityNotFound', `The managed identity ${resId ?? clientId ?? ''} does not exist.`);
