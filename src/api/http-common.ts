@@ -98,8 +98,8 @@ function baseRecord(req: FastifyRequest, surface: AuditRecord['surface']): Omit<
   };
 }
 
-/** Requests that act (anything but a read) are recorded before they do; reads are recorded with their outcome. */
-const acts = (req: FastifyRequest) => req.method !== 'GET' && req.method !== 'HEAD';
+/** Requests that change state are recorded before they act; reads and computations with their outcome. */
+const acts = (req: FastifyRequest) => req.method !== 'GET' && req.method !== 'HEAD' && req.routeOptions.config?.readOnly !== true;
 
 /**
  * The record of an attempt, written after authentication and authorization and before the handler runs: a

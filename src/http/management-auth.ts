@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { errors } from '../lib/errors.js';
 import type { IdentityService } from '../identity/identity.service.js';
@@ -48,7 +49,9 @@ export function installTrustedServiceAuth(scope: FastifyInstance): void {
 
 /** Only a caller that knows the code given to the vault event subscription. */
 export function installHookCodeAuth(scope: FastifyInstance, code: string): void {
+  const expected = createHash('sha256').update(code).digest();
   scope.addHook('onRequest', async (req: FastifyRequest) => {
-    if (queryOf(req).get('code') !== code) throw errors.forbidden('Unknown webhook code.', 'InvalidWebhookCode');
+    const given = createHash('sha256').update(queryOf(req).get('code') ?? '').digest();
+    if (!timingSafeEqual(given, expected)) throw errors.forbidden('Unknown webhook code.', 'InvalidWebhookCode');
   });
 }

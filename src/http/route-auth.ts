@@ -26,6 +26,11 @@ declare module 'fastify' {
     public?: string;
     /** The tenant an audit record of this route belongs to when no caller is known (refusals). */
     auditTenant?: (req: FastifyRequest) => string | undefined;
+    /**
+     * The route changes no state (a computation or a token): it is recorded with its outcome only, and its
+     * reply withheld when that record cannot be written. Every other non-GET is also recorded before it acts.
+     */
+    readOnly?: true;
     /** false: not recorded in the audit log (public discovery reads only). */
     audit?: false;
     /** Which surface the audit record names; set by the scope. */

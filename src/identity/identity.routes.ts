@@ -76,7 +76,7 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
 
   app.post<{ Params: { tenant: string }; Body: Record<string, string> | undefined }>(
     '/:tenant/oauth2/v2.0/token',
-    { config: { operation: 'TokenIssue', public: 'sign-in: the client authenticates with its secret' } },
+    { config: { operation: 'TokenIssue', public: 'sign-in: the client authenticates with its secret', readOnly: true } },
     async (req: FastifyRequest<{ Params: { tenant: string }; Body: Record<string, string> | undefined }>, reply) => {
       const tenant = tenantOf(req.params.tenant);
       if (!tenant) return aadError(reply, 400, 'invalid_request', 90002, `Tenant '${req.params.tenant}' not found.`);

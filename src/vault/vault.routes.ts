@@ -180,9 +180,10 @@ function registerKeyRoutes(app: Scope, d: VaultAppDeps): void {
     permission: KeyPermission,
     handler: (req: FastifyRequest<{ Params: Params; Body: B }> & { vault: Vault; caller: Caller }, reply: FastifyReply) => unknown,
     body?: object,
+    readOnly?: true,
   ) => {
     app.route<{ Params: Params; Body: B }>({
-      method, url, config: { operation, permission },
+      method, url, config: { operation, permission, ...(readOnly ? { readOnly } : {}) },
       schema: body ? { body } : undefined,
       handler: (req, reply) => handler(req as any, reply),
     });
@@ -264,6 +265,6 @@ function registerKeyRoutes(app: Scope, d: VaultAppDeps): void {
       const { version, out } = await d.keys.crypto(req.vault, req.params.name, ver(req.params.version), op, req.body as any);
       if (typeof out === 'boolean') return { value: out };
       return { kid: keyId(req.origin, req.params.name, version.version), value: out.toString('base64url') };
-    }, cryptoSchema);
+    }, cryptoSchema, true);
   }
 }
