@@ -83,6 +83,9 @@ function checkRotationPolicy(p: { lifetimeActions?: LifetimeAction[]; attributes
       throw errors.badParameter(`Lifetime action type '${String(type)}' is not one of Rotate, Notify.`);
     }
     const { timeAfterCreate, timeBeforeExpiry } = a.trigger ?? {};
+    for (const t of [timeAfterCreate, timeBeforeExpiry]) {
+      if (t !== undefined && typeof t !== 'string') throw errors.badParameter('Each lifetime action trigger must be an ISO 8601 duration string such as P30D.');
+    }
     if ((timeAfterCreate === undefined) === (timeBeforeExpiry === undefined)) {
       throw errors.badParameter('Each lifetime action needs exactly one trigger: timeAfterCreate or timeBeforeExpiry.');
     }
@@ -225,13 +228,16 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
       if (input.Hsm) throw errors.badParameter('HSM-protected import (Hsm: true) is not available: pgbyok vaults keep keys in software.');
       const jwk = input.key ?? {};
       if (jwk.kty !== 'RSA') throw errors.badParameter(`Key type '${String(jwk.kty)}' cannot be imported; pgbyok vaults hold RSA keys.`);
-      for (const f of ['n', 'e', 'd', 'p', 'q', 'dp', 'dq', 'qi']) {
-        if (typeof jwk[f] !== 'string') throw errors.badParameter(`The JWK is missing its private component '${f}'.`);
+      for (const f of rsa.JWK_PRIVATE_PARTS) {
+        if (jwk[f] === undefined) throw errors.badParameter(`The JWK is missing its private component '${f}'.`);
       }
-      const keyOps = checkKeyOps(jwk.key_ops as string[] | undefined);
+      const ops = jwk.key_ops;
+      if (ops !== undefined && (!Array.isArray(ops) || ops.length > 16 || !ops.every((o) => typeof o === 'string'))) {
+        throw errors.badParameter('The JWK component \'key_ops\' must be a list of operation names.');
+      }
+      const keyOps = checkKeyOps(ops as string[] | undefined);
       checkWindow(input.attributes?.nbf, input.attributes?.exp);
-      const { key_ops: _ops, kid: _kid, ...material } = jwk;
-      const key = rsa.privateFromJwk(material);
+      const key = rsa.privateFromJwk(jwk, RSA_SIZES);
       const t = now();
       return addVersion(vault, name, key, {
         keyOps, enabled: input.attributes?.enabled ?? true, nbf: input.attributes?.nbf ?? undefined,
@@ -399,7 +405,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
       const t = now();
       const policy: RotationPolicy = {
         lifetimeActions: (input.lifetimeActions ?? []).map((a) => ({
-          trigger: a.trigger,
+          trigger: a.trigger.timeAfterCreate !== undefined ? { timeAfterCreate: a.trigger.timeAfterCreate } : { timeBeforeExpiry: a.trigger.timeBeforeExpiry },
           action: { type: String(a.action.type).toLowerCase() === 'rotate' ? 'Rotate' : 'Notify' },
         })),
         expiryTime: input.attributes?.expiryTime,
