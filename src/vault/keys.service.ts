@@ -66,7 +66,15 @@ function checkKeyOps(ops: string[] | undefined): KeyOp[] {
   return [...new Set(ops)] as KeyOp[];
 }
 
+/** Latest activation or expiry a key may carry: 9999-12-31T23:59:59Z, the end of what a date can show. */
+const MAX_TIME = 253_402_300_799;
+
 function checkWindow(nbf?: number | null, exp?: number | null): void {
+  for (const [name, t] of [['nbf', nbf], ['exp', exp]] as const) {
+    if (t != null && (!Number.isSafeInteger(t) || t < 0 || t > MAX_TIME)) {
+      throw errors.badParameter(`The key attribute '${name}' must be a time in whole seconds since 1970 up to ${MAX_TIME} (the year 9999), not ${t}.`);
+    }
+  }
   if (nbf != null && exp != null && exp <= nbf) {
     throw errors.badParameter('The key expiry (exp) must be later than its activation (nbf).');
   }
