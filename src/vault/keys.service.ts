@@ -80,10 +80,24 @@ function checkWindow(nbf?: number | null, exp?: number | null): void {
   }
 }
 
+/** A page SQLite can be asked for: whole numbers it binds as integers (`$skiptoken=1e20` is a whole number too). */
+function checkPage(limit: number, offset: number): void {
+  if (!Number.isSafeInteger(limit) || limit < 1) throw errors.badParameter('maxresults must be a whole number from 1 to 25.');
+  if (!Number.isSafeInteger(offset) || offset < 0) throw errors.badParameter('$skiptoken is invalid.');
+}
+
+/** Longest duration a rotation policy may name (1000 years), so that an expiry it sets is still a date. */
+const MAX_DURATION = 1000 * 365 * DAY;
+
+const durationOf = (text: string): number | undefined => {
+  const d = parseDurationSeconds(text);
+  return d !== undefined && d <= MAX_DURATION ? d : undefined;
+};
+
 function checkRotationPolicy(p: { lifetimeActions?: LifetimeAction[]; attributes?: { expiryTime?: string } }): void {
   const expiry = p.attributes?.expiryTime;
-  if (expiry !== undefined && parseDurationSeconds(expiry) === undefined) {
-    throw errors.badParameter(`expiryTime '${expiry}' is not an ISO 8601 duration such as P90D.`);
+  if (expiry !== undefined && durationOf(expiry) === undefined) {
+    throw errors.badParameter(`expiryTime '${expiry}' is not an ISO 8601 duration such as P90D (of at most 1000 years).`);
   }
   for (const a of p.lifetimeActions ?? []) {
     const type = a.action?.type;
@@ -98,7 +112,7 @@ function checkRotationPolicy(p: { lifetimeActions?: LifetimeAction[]; attributes
       throw errors.badParameter('Each lifetime action needs exactly one trigger: timeAfterCreate or timeBeforeExpiry.');
     }
     const d = timeAfterCreate ?? timeBeforeExpiry!;
-    if (parseDurationSeconds(d) === undefined) throw errors.badParameter(`Trigger '${d}' is not an ISO 8601 duration such as P30D.`);
+    if (durationOf(d) === undefined) throw errors.badParameter(`Trigger '${d}' is not an ISO 8601 duration such as P30D (of at most 1000 years).`);
     if (timeBeforeExpiry !== undefined && expiry === undefined && String(type).toLowerCase() === 'rotate') {
       throw errors.badParameter('A timeBeforeExpiry rotation needs the policy to set attributes.expiryTime.');
     }
@@ -261,10 +275,12 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
     },
 
     listKeys(vault: Vault, limit: number, offset: number): KeyVersion[] {
+      checkPage(limit, offset);
       return repo.keys(vault.id, limit, offset).map((k) => repo.latestVersion(vault.id, k.name)!).filter(Boolean);
     },
 
     listVersions(vault: Vault, name: string, limit: number, offset: number): KeyVersion[] {
+      checkPage(limit, offset);
       liveKey(vault, name);
       return repo.versions(vault.id, name, limit, offset);
     },
@@ -307,6 +323,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
     },
 
     listDeletedKeys(vault: Vault, limit: number, offset: number) {
+      checkPage(limit, offset);
       return repo.deletedKeys(vault.id, limit, offset).map((k) => ({ key: k, latest: repo.latestVersion(vault.id, k.name)! }));
     },
 

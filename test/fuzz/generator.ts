@@ -227,7 +227,11 @@ function makeQuery(route: RouteSpec, t: Targets, r: Rng, mutate: boolean): { qs:
     case 'unknownVersion': return { qs: render([['api-version', r.pick(['7.9', '', '2016-10-01', '7.5 ', 'x'.repeat(500)])], ...params]), mutated: route.surface === 'vault', name: 'unknownApiVersion' };
     case 'encodedName': return { qs: `api%2Dversion=${apiVersion}${params.length ? '&' + render(params) : ''}`, mutated: false, name: 'encodedApiVersionName' };
     case 'duplicated': return { qs: render([['api-version', r.pick(['9.9', apiVersion])], ['api-version', apiVersion], ...params]), mutated: route.surface === 'vault', name: 'duplicatedApiVersion' };
-    default: return { qs: `${render([['api-version', apiVersion], ...params])}&${r.pick(['top=abc', 'since=notadate', 'top=-1', '%zz=%zz', 'maxresults=0', '$skiptoken=-5', 'top=99999999999999999999'])}`, mutated: route.surface === 'vault' || route.id.includes('audit') || route.id.includes('activity'), name: 'garbageParam' };
+    default: {
+      // First, so that it is the value a server reads (URLSearchParams.get takes the first of a name).
+      const garbage = r.pick(['top=abc', 'since=notadate', 'since=275760-09-13T00:00:00.000Z', 'top=-1', '%zz=%zz', 'maxresults=0', 'maxresults=1e1', '$skiptoken=-5', '$skiptoken=1e20', '$skiptoken=9e99', '$skiptoken=0x10', 'top=99999999999999999999', 'top=1e3', 'caller=%00']);
+      return { qs: `${garbage}&${render([['api-version', apiVersion], ...params])}`, mutated: route.surface === 'vault' || route.id.includes('audit') || route.id.includes('activity'), name: `garbageParam(${garbage})` };
+    }
   }
 }
 
