@@ -24,8 +24,6 @@ export interface Targets {
   victimIdentity: string;
   victimSp: string;
   victimRoleAssignment: string;
-  /** Object ids a body may name (access policies, role assignments). */
-  objectIds: string[];
   subscription: string;
   actionGroup: string;
   alertRule: string;
@@ -146,7 +144,7 @@ export const MGMT_ROUTES: RouteSpec[] = [
   mgmt('spList', 'GET', [...T, 'servicePrincipals'], 'readPlatform'),
   mgmt('spDelete', 'DELETE', [...T, 'servicePrincipals', '{victimSp}'], 'manageServicePrincipals'),
   mgmt('roleList', 'GET', RA, 'readPlatform'),
-  mgmt('roleCreate', 'POST', RA, 'manageRoles', (t, r) => ({ properties: { principalId: r.pick(t.objectIds), roleDefinitionName: r.pick(['Owner', 'Security Officer', 'DBA']) } })),
+  mgmt('roleCreate', 'POST', RA, 'manageRoles', (t, r) => ({ properties: { principalId: t.victimSp, roleDefinitionName: r.pick(['Owner', 'Security Officer', 'DBA']) } })),
   mgmt('roleDelete', 'DELETE', [...RA, '{victimRoleAssignment}'], 'manageRoles'),
   mgmt('vaultCreate', 'PUT', [...KV, 'vaults', '{newVault}'], 'manageVaults', (_t, r) => ({ location: 'eastus', properties: { softDeleteRetentionInDays: r.int(7, 90), enablePurgeProtection: false } })),
   mgmt('vaultUpdate', 'PATCH', [...KV, 'vaults', '{victimVault}'], 'manageVaults', () => ({ properties: { networkAcls: { defaultAction: 'Deny', bypass: 'None', ipRules: [{ value: '10.9.8.7' }] } } })),
@@ -157,7 +155,7 @@ export const MGMT_ROUTES: RouteSpec[] = [
   mgmt('vaultRecover', 'POST', [...KV, 'deletedVaults', '{deletedVault}', 'recover'], 'manageVaults'),
   mgmt('vaultPurge', 'DELETE', [...KV, 'deletedVaults', '{deletedVault}'], 'manageVaults'),
   mgmt('accessPolicy', 'PUT', [...KV, 'vaults', '{victimVault}', 'accessPolicies', '{policyKind}'], 'manageVaults', (t, r) => ({
-    properties: { accessPolicies: [{ objectId: r.pick(t.objectIds), permissions: { keys: r.pick([['all'], ['get', 'unwrapKey'], ['purge']]) } }] },
+    properties: { accessPolicies: [{ objectId: t.victimSp, permissions: { keys: r.pick([['all'], ['get', 'unwrapKey'], ['purge']]) } }] },
   })),
   mgmt('subscriptionList', 'GET', [...KV, 'vaults', '{vault}', 'eventSubscriptions'], 'manageVaults'),
   mgmt('subscriptionPut', 'PUT', [...KV, 'vaults', '{victimVault}', 'eventSubscriptions', '{newSub}'], 'manageVaults', (_t, r) => ({
@@ -208,14 +206,17 @@ export const PUBLIC_ROUTES: RouteSpec[] = [
   },
 ];
 
-/** Fills one path segment template from the targets (fresh names where the route creates something). */
-export function fillSegment(seg: string, t: Targets, r: Rng): string {
+/**
+ * Fills one path segment template from the targets (fresh names where the route creates something). With
+ * `exact`, keys are the fixtures' own; otherwise sometimes names that do not exist.
+ */
+export function fillSegment(seg: string, t: Targets, r: Rng, exact = false): string {
   switch (seg) {
     case '{tid}': return t.tid;
-    case '{key}': return r.chance(0.85) ? 'k1' : `nokey-${r.name(5)}`;
+    case '{key}': return exact || r.chance(0.85) ? 'k1' : `nokey-${r.name(5)}`;
     case '{newKey}': return `fz-${r.name(8)}`;
-    case '{version}': return r.pick([t.keyVersion, t.keyVersion, '', r.name(32)]);
-    case '{deletedKey}': return r.chance(0.85) ? 'dk1' : `nokey-${r.name(5)}`;
+    case '{version}': return r.pick(exact ? [t.keyVersion, ''] : [t.keyVersion, t.keyVersion, '', r.name(32)]);
+    case '{deletedKey}': return exact || r.chance(0.85) ? 'dk1' : `nokey-${r.name(5)}`;
     case '{newName}': return `fz-${r.name(8)}`;
     case '{newVault}': return `fz${r.name(10)}`;
     case '{newSub}': return `fz-${r.name(8)}`;

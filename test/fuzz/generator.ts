@@ -35,9 +35,11 @@ const NONE: Mutations = { path: 'none', body: 'none', query: 'none' };
 const VAULT_API_VERSIONS = ['7.0', '7.2', '7.3', '7.4', '7.5', '7.6', '2025-07-01'];
 
 /** The outcome the matrix expects of a route and a caller, before any mutation. */
-export function outcome(route: RouteSpec, caller: Caller): { refused: true; status: number; code: string; inner?: string; challenge?: boolean } | { refused: false } {
+export function outcome(route: RouteSpec, caller: Caller, foreignTenant = false): { refused: true; status: number; code: string; inner?: string; challenge?: boolean } | { refused: false } {
   if (route.refusesAll) return { refused: true, ...route.refusesAll };
   const authFailed = (AUTH_FAILURES as readonly string[]).includes(caller.cls);
+  // A path naming a tenant that is not the caller's: refused whoever calls (see `buildRequest`'s foreignTenant).
+  if (foreignTenant && route.surface === 'mgmt' && route.tenantScoped) return { refused: true, status: 401, code: 'Unauthorized' };
   if (route.surface === 'vault') {
     if (authFailed || caller.cls === 'otherTenant') return { refused: true, status: 401, code: 'Unauthorized', challenge: true };
     if (caller.keyPermissions === undefined || caller.keyPermissions.includes(route.permission!)) return { refused: false };
@@ -249,8 +251,19 @@ export interface Ports {
 const LOOSE = [400, 401, 403, 404, 405, 413, 414, 415];
 
 /** Builds one request of `route` from `caller`, with the chosen mutations (or none). */
-export function buildRequest(n: number, route: RouteSpec, caller: Caller, t: Targets, r: Rng, ports: Ports, mutate: { path: boolean; body: boolean; query: boolean }): FuzzRequest {
-  const canonical = '/' + route.path.map((s) => fillSegment(s, t, r)).join('/');
+export interface MutationChoice {
+  path: boolean;
+  body: boolean;
+  query: boolean;
+  /** Management routes under /tenants/{tid}: address another tenant than the caller's (another real one, or none). */
+  foreignTenant?: boolean;
+}
+
+export function buildRequest(n: number, route: RouteSpec, caller: Caller, t: Targets, r: Rng, ports: Ports, mutate: MutationChoice): FuzzRequest {
+  const foreign = !!mutate.foreignTenant && route.surface === 'mgmt' && !!route.tenantScoped;
+  const addressed = foreign ? { ...t, tid: caller.cls === 'otherTenant' || r.chance(0.3) ? r.uuid() : t.otherTid } : t;
+  const realTargets = !mutate.path && !mutate.body && !mutate.query;
+  const canonical = '/' + route.path.map((s) => fillSegment(s, addressed, r, realTargets)).join('/');
   const pm = mutate.path ? weighted(PATH_MUTATIONS, r) : PATH_MUTATIONS[0];
   const path = pm.apply(canonical, r);
   const body = makeBody(route, t, r, mutate.body);
@@ -259,9 +272,9 @@ export function buildRequest(n: number, route: RouteSpec, caller: Caller, t: Tar
   const auth = route.surface === 'public' ? caller.mgmt : tokenOf(caller, route.surface);
   if (auth !== undefined) headers.authorization = auth;
   if (body.contentType !== undefined && body.text !== undefined) headers['content-type'] = body.contentType;
-  const m: Mutations = { path: pm.name, body: body.name, query: query.name };
+  const m: Mutations = { path: foreign ? `foreignTenant+${pm.name}` : pm.name, body: body.name, query: query.name };
 
-  const o = outcome(route, caller);
+  const o = outcome(route, caller, foreign);
   const envelope: Envelope = route.surface === 'vault' ? 'kv' : 'arm';
   const preserving = pm.preserving;
   let expect: Expectation;
