@@ -250,7 +250,7 @@ export interface Ports {
  */
 const LOOSE = [400, 401, 403, 404, 405, 413, 414, 415];
 
-/** Builds one request of `route` from `caller`, with the chosen mutations (or none). */
+/** Which parts of a request to mutate (none: the request exactly as the route wants it, on the fixtures). */
 export interface MutationChoice {
   path: boolean;
   body: boolean;
@@ -259,6 +259,7 @@ export interface MutationChoice {
   foreignTenant?: boolean;
 }
 
+/** Builds one request of `route` from `caller`, with the chosen mutations, and what it must be answered. */
 export function buildRequest(n: number, route: RouteSpec, caller: Caller, t: Targets, r: Rng, ports: Ports, mutate: MutationChoice): FuzzRequest {
   const foreign = !!mutate.foreignTenant && route.surface === 'mgmt' && !!route.tenantScoped;
   const addressed = foreign ? { ...t, tid: caller.cls === 'otherTenant' || r.chance(0.3) ? r.uuid() : t.otherTid } : t;
