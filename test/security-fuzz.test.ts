@@ -28,9 +28,16 @@ import { fuzzSeed, Rng } from './fuzz/prng.js';
 import { mapLimit, rawSender, type RawResponse } from './fuzz/send.js';
 import { diffFingerprints, stateReader, type Fingerprint } from './fuzz/state.js';
 
+function intEnv(name: string, fallback: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return fallback;
+  if (!/^\d+$/.test(v) || Number(v) < 1) throw new Error(`${name} must be a positive whole number, not '${v}'`);
+  return Number(v);
+}
+
 const SEED = fuzzSeed();
-const RANDOM_REQUESTS = Number(process.env.PGBYOK_FUZZ_REQUESTS ?? 4000);
-const MAX_SECONDS = Number(process.env.PGBYOK_FUZZ_MAX_SECONDS ?? 150);
+const RANDOM_REQUESTS = intEnv('PGBYOK_FUZZ_REQUESTS', 4000);
+const MAX_SECONDS = intEnv('PGBYOK_FUZZ_MAX_SECONDS', 150);
 const MIN_REQUESTS = 2000;
 const CONCURRENCY = 8;
 const BATCH = 120;
