@@ -377,13 +377,13 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
       if (raw.length < 2 + 12 + 16) throw corrupt();
       const hlen = raw.readUInt16BE(0);
       const headerBytes = raw.subarray(2, 2 + hlen);
-      let header: { format?: string; v?: number; tenantId?: string };
+      let header: { format?: string; v?: number; tenantId?: string } | null;
       try {
         header = JSON.parse(headerBytes.toString('utf8'));
       } catch {
         throw corrupt();
       }
-      if (header.format !== 'pgbyok-key-backup' || header.v !== 1 || typeof header.tenantId !== 'string') throw corrupt();
+      if (typeof header !== 'object' || header === null || header.format !== 'pgbyok-key-backup' || header.v !== 1 || typeof header.tenantId !== 'string') throw corrupt();
       if (header.tenantId !== vault.tenantId) {
         throw errors.badParameter('This backup belongs to another tenant; a key backup restores only into a vault of the tenant it came from.', 'BackupFromOtherTenant');
       }

@@ -199,6 +199,10 @@ function makeBody(route: RouteSpec, t: Targets, r: Rng, mutate: boolean): Body {
         else key[part] = bad;
         return finish(base, `jwk(${part})`);
       }
+      if (route.id === 'vault.restore' && isObject(base)) {
+        base.value = tamperedBackup(t.backup, r);
+        return finish(base, 'tamperedBackup');
+      }
       const b64Fields = paths.filter((p) => ['value', 'digest'].includes(String(p[p.length - 1])));
       if (b64Fields.length) {
         const at = r.pick(b64Fields);
@@ -214,6 +218,25 @@ function makeBody(route: RouteSpec, t: Targets, r: Rng, mutate: boolean): Body {
       return finish(base, 'none');
     }
   }
+}
+
+/** A key backup blob (`[2-byte header length | JSON header | nonce | ciphertext | tag]`) broken in one way. */
+function tamperedBackup(backup: string, r: Rng): string {
+  const raw = Buffer.from(backup, 'base64url');
+  const withHeader = (json: string) => {
+    const h = Buffer.from(json);
+    const len = Buffer.alloc(2);
+    len.writeUInt16BE(h.length);
+    return Buffer.concat([len, h, raw.subarray(2 + raw.readUInt16BE(0))]);
+  };
+  const out = r.pick<() => Buffer>([
+    () => { const b = Buffer.from(raw); b[r.int(0, b.length - 1)] ^= 1 << r.int(0, 7); return b; },
+    () => raw.subarray(0, r.int(0, raw.length - 1)),
+    () => withHeader(r.pick(['null', '1', '"x"', '[]', '{}', '{"format":"pgbyok-key-backup","v":1}', '{"format":"pgbyok-key-backup","v":1,"tenantId":null}', `{"format":"pgbyok-key-backup","v":2,"tenantId":"${r.uuid()}"}`])),
+    () => { const b = Buffer.from(raw); b.writeUInt16BE(r.pick([0, 1, 0xffff, b.length]), 0); return b; },
+    () => Buffer.concat([raw, Buffer.alloc(r.int(1, 64))]),
+  ])();
+  return out.toString('base64url');
 }
 
 // ---------------------------------------------------------------- queries

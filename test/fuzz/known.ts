@@ -39,11 +39,13 @@ export function knownBadInputs(f: Fixtures, rng: Rng, next: () => number): FuzzR
     importing({ ...good, dq: other.dq }, /'dq'/),
     importing({ ...good, qi: 'AQAB' }, /'qi'/),
     importing({ ...good, key_ops: 'sign' }, /key_ops/),
-    // Found by this fuzz: key times no date can show, rotation durations past that, paging SQLite cannot bind.
+    // Found by this fuzz: key times no date can show, rotation durations past that, a backup whose header is
+    // JSON null, paging SQLite cannot bind.
     vault('PATCH', `/keys/k1/${t.keyVersion}`, { attributes: { nbf: 1e308 } }, /'nbf'/),
     vault('POST', '/keys/fz-known-time/create', { kty: 'RSA', attributes: { exp: 9e15 } }, /'exp'/),
     vault('PUT', '/keys/k1/rotationpolicy', { lifetimeActions: [{ trigger: { timeAfterCreate: ['P1D'] }, action: { type: 'Rotate' } }] }, /ISO 8601/),
     vault('PUT', '/keys/k1/rotationpolicy', { attributes: { expiryTime: 'P99999999999999999999Y' } }, /1000 years/),
+    vault('POST', '/keys/restore', { value: Buffer.concat([Buffer.from([0, 4]), Buffer.from('null'), Buffer.alloc(40)]).toString('base64url') }, /corrupt/),
     vault('GET', '/keys', undefined, /skiptoken/, '&$skiptoken=1e20'),
     vault('GET', '/deletedkeys', undefined, /skiptoken/, '&$skiptoken=9e99'),
     request('event subscription whose includedEventTypes is not a list', {
