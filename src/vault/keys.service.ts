@@ -59,6 +59,12 @@ export function assertKeyName(name: string): void {
   }
 }
 
+/** A value from a request, quoted for an error message; anything, even an object no String() can turn into text. */
+function shown(v: unknown): string {
+  const text = typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? typeof v;
+  return text.length > 100 ? `${text.slice(0, 100)}...` : text;
+}
+
 function checkKeyOps(ops: string[] | undefined): KeyOp[] {
   if (ops === undefined) return [...KEY_OPS];
   const bad = ops.filter((o) => !(KEY_OPS as readonly string[]).includes(o));
@@ -100,9 +106,9 @@ function checkRotationPolicy(p: { lifetimeActions?: LifetimeAction[]; attributes
     throw errors.badParameter(`expiryTime '${expiry}' is not an ISO 8601 duration such as P90D (of at most 1000 years).`);
   }
   for (const a of p.lifetimeActions ?? []) {
-    const type = a.action?.type;
-    if (!type || !['rotate', 'notify'].includes(String(type).toLowerCase())) {
-      throw errors.badParameter(`Lifetime action type '${String(type)}' is not one of Rotate, Notify.`);
+    const type: unknown = a.action?.type;
+    if (typeof type !== 'string' || !['rotate', 'notify'].includes(type.toLowerCase())) {
+      throw errors.badParameter(`Lifetime action type ${shown(type)} is not one of Rotate, Notify.`);
     }
     const { timeAfterCreate, timeBeforeExpiry } = a.trigger ?? {};
     for (const t of [timeAfterCreate, timeBeforeExpiry]) {
@@ -113,7 +119,7 @@ function checkRotationPolicy(p: { lifetimeActions?: LifetimeAction[]; attributes
     }
     const d = timeAfterCreate ?? timeBeforeExpiry!;
     if (durationOf(d) === undefined) throw errors.badParameter(`Trigger '${d}' is not an ISO 8601 duration such as P30D (of at most 1000 years).`);
-    if (timeBeforeExpiry !== undefined && expiry === undefined && String(type).toLowerCase() === 'rotate') {
+    if (timeBeforeExpiry !== undefined && expiry === undefined && type.toLowerCase() === 'rotate') {
       throw errors.badParameter('A timeBeforeExpiry rotation needs the policy to set attributes.expiryTime.');
     }
   }
@@ -249,7 +255,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
       assertKeyName(name);
       if (input.Hsm) throw errors.badParameter('HSM-protected import (Hsm: true) is not available: pgbyok vaults keep keys in software.');
       const jwk = input.key ?? {};
-      if (jwk.kty !== 'RSA') throw errors.badParameter(`Key type '${String(jwk.kty)}' cannot be imported; pgbyok vaults hold RSA keys.`);
+      if (jwk.kty !== 'RSA') throw errors.badParameter(`Key type ${shown(jwk.kty)} cannot be imported; pgbyok vaults hold RSA keys.`);
       for (const f of rsa.JWK_PRIVATE_PARTS) {
         if (jwk[f] === undefined) throw errors.badParameter(`The JWK is missing its private component '${f}'.`);
       }
@@ -431,7 +437,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
       const policy: RotationPolicy = {
         lifetimeActions: (input.lifetimeActions ?? []).map((a) => ({
           trigger: a.trigger.timeAfterCreate !== undefined ? { timeAfterCreate: a.trigger.timeAfterCreate } : { timeBeforeExpiry: a.trigger.timeBeforeExpiry },
-          action: { type: String(a.action.type).toLowerCase() === 'rotate' ? 'Rotate' : 'Notify' },
+          action: { type: a.action.type.toLowerCase() === 'rotate' ? 'Rotate' : 'Notify' },
         })),
         expiryTime: input.attributes?.expiryTime,
         created: k.rotationPolicy?.created ?? t,

@@ -96,7 +96,8 @@ export const PATH_MUTATIONS: { name: string; weight: number; preserving: boolean
 
 // ---------------------------------------------------------------- body mutations
 
-const OTHER_TYPES: unknown[] = [42, -1, 1e308, 0.5, true, false, null, '', 'x', '\u0000', '💥💥', [], [1, 'a'], {}, { a: { b: 1 } }];
+/** Values of other types; the last is an object no template string or String() can turn into text. */
+const OTHER_TYPES: unknown[] = [42, -1, 1e308, 0.5, true, false, null, '', 'x', '\u0000', '💥💥', [], [1, 'a'], {}, { a: { b: 1 } }, { toString: 1, valueOf: 1 }];
 const BAD_B64URL = ['+/+/', '====', 'abc=def', '%%', 'ÿþ', ' ', '.', 'A'.repeat(4001) + '*', 'AAAA\nAAAA'];
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
@@ -362,6 +363,7 @@ export function tokenCases(x: TokenInputs, r: Rng): { label: string; path: strin
     { label: 'Basic not base64', path, headers: { ...FORM, authorization: 'Basic !!!%%%' }, body: form(ok), statuses: [400, 401], envelope: 'aad' },
     { label: 'Basic without a colon', path, headers: { ...FORM, authorization: basic('justaname') }, body: form(ok), statuses: [400, 401], envelope: 'aad' },
     { label: 'JSON body with an object client_id', path, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...ok, client_id: { $ne: null }, client_secret: ['x'] }), statuses: [400, 401], envelope: 'aad' },
+    { label: 'JSON body whose values no template string can print', path, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...ok, [r.pick(['grant_type', 'scope', 'client_id'])]: { toString: 1, valueOf: 1 }, client_id: r.uuid(), client_secret: 'x' }), statuses: [400, 401], envelope: 'aad' },
     { label: 'JSON body with numbers', path, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...ok, client_id: 1, client_secret: 2 }), statuses: [400, 401], envelope: 'aad' },
     { label: 'repeated client_id', path, headers: FORM, body: `${form(ok)}&client_id=${r.uuid()}&client_id=${x.admin.clientId}&client_secret=x`, statuses: [400, 401], envelope: 'aad' },
     { label: 'huge secret, unknown client', path, headers: FORM, body: form({ ...ok, client_id: r.uuid(), client_secret: 'x'.repeat(100_000) }), statuses: [401], error: 'invalid_client', envelope: 'aad' },

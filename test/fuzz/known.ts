@@ -7,6 +7,9 @@ import type { Rng } from './prng.js';
  * credential with `%` at the token endpoint) and those this fuzz found. Each must be a 400 (401 at the token
  * endpoint) in the API's own envelope, sent by the right principal so that nothing but the input is wrong.
  */
+/** An object whose toString and valueOf are not functions: String() and template strings throw on it. */
+const HOSTILE = { toString: 1, valueOf: 1 };
+
 export function knownBadInputs(f: Fixtures, rng: Rng, next: () => number): FuzzRequest[] {
   const { targets: t, ports } = f;
   const right = f.callers.find((c) => c.cls === 'right')!;
@@ -45,6 +48,9 @@ export function knownBadInputs(f: Fixtures, rng: Rng, next: () => number): FuzzR
     vault('POST', '/keys/fz-known-time/create', { kty: 'RSA', attributes: { exp: 9e15 } }, /'exp'/),
     vault('PUT', '/keys/k1/rotationpolicy', { lifetimeActions: [{ trigger: { timeAfterCreate: ['P1D'] }, action: { type: 'Rotate' } }] }, /ISO 8601/),
     vault('PUT', '/keys/k1/rotationpolicy', { attributes: { expiryTime: 'P99999999999999999999Y' } }, /1000 years/),
+    // Found by this fuzz: objects no String() or template string can turn into text, in an error message.
+    importing({ kty: HOSTILE }, /Key type/),
+    vault('PUT', '/keys/k1/rotationpolicy', { lifetimeActions: [{ trigger: { timeAfterCreate: 'P90D' }, action: { type: HOSTILE } }] }, /Lifetime action type/),
     vault('POST', '/keys/restore', { value: Buffer.concat([Buffer.from([0, 4]), Buffer.from('null'), Buffer.alloc(40)]).toString('base64url') }, /corrupt/),
     vault('GET', '/keys', undefined, /skiptoken/, '&$skiptoken=1e20'),
     vault('GET', '/deletedkeys', undefined, /skiptoken/, '&$skiptoken=9e99'),
@@ -60,5 +66,7 @@ export function knownBadInputs(f: Fixtures, rng: Rng, next: () => number): FuzzR
     // Found by this fuzz: a JSON body may carry non-strings where a form carries strings.
     token('JSON body with an object client_id', { 'content-type': 'application/json' },
       JSON.stringify({ grant_type: 'client_credentials', scope: 'https://vault.azure.net/.default', client_id: { a: 1 }, client_secret: 'x' })),
+    ...(['grant_type', 'scope', 'client_id'] as const).map((field) => token(`JSON body whose ${field} no template string can print`, { 'content-type': 'application/json' },
+      JSON.stringify({ grant_type: 'client_credentials', scope: 'https://vault.azure.net/.default', client_id: rng.uuid(), client_secret: 'x', [field]: HOSTILE }))),
   ];
 }
