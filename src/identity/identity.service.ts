@@ -153,7 +153,9 @@ export function createIdentityService({ repo, tokens, defaultLocation }: Identit
     },
 
     /** Client-credentials check for the token endpoint. Returns undefined for any mismatch. */
-    async authenticateClient(tenantId: string, clientId: string, secret: string): Promise<Principal | undefined> {
+    async authenticateClient(tenantId: string, clientId: unknown, secret: unknown): Promise<Principal | undefined> {
+      // A JSON body can carry any type where a form carries strings: anything but two strings names no client.
+      if (typeof clientId !== 'string' || typeof secret !== 'string') return undefined;
       const found = repo.principalWithSecret(clientId);
       if (!found || found.principal.tenantId !== tenantId) return undefined;
       return (await secretMatches(secret, found.secretHash)) ? found.principal : undefined;

@@ -128,7 +128,10 @@ export function createTokenService(db: Db, barrier: Barrier, opts: TokenServiceO
         if (payload.aud !== audience && !(Array.isArray(payload.aud) && payload.aud.includes(audience))) {
           throw new TokenError('audience', `Invalid audience. Expected ${audience}, found ${String(payload.aud)}.`);
         }
-        const tid = String(payload.tid);
+        if (typeof payload.tid !== 'string' || typeof payload.oid !== 'string') {
+          throw new TokenError('malformed', 'The bearer token names its tenant (tid) or principal (oid) with something other than a string.');
+        }
+        const tid = payload.tid;
         if (payload.iss !== issuerFor(tid)) {
           throw new TokenError('issuer', `Invalid issuer. Expected ${issuerFor(tid)}, found ${String(payload.iss)}.`);
         }

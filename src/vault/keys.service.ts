@@ -59,6 +59,12 @@ export function assertKeyName(name: string): void {
   }
 }
 
+/** A value from a request, quoted for an error message; anything, even an object no String() can turn into text. */
+function shown(v: unknown): string {
+  const text = typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? typeof v;
+  return text.length > 100 ? `${text.slice(0, 100)}...` : text;
+}
+
 function checkKeyOps(ops: string[] | undefined): KeyOp[] {
   if (ops === undefined) return [...KEY_OPS];
   const bad = ops.filter((o) => !(KEY_OPS as readonly string[]).includes(o));
@@ -66,29 +72,54 @@ function checkKeyOps(ops: string[] | undefined): KeyOp[] {
   return [...new Set(ops)] as KeyOp[];
 }
 
+/** Latest activation or expiry a key may carry: 9999-12-31T23:59:59Z, the end of what a date can show. */
+const MAX_TIME = 253_402_300_799;
+
 function checkWindow(nbf?: number | null, exp?: number | null): void {
+  for (const [name, t] of [['nbf', nbf], ['exp', exp]] as const) {
+    if (t != null && (!Number.isSafeInteger(t) || t < 0 || t > MAX_TIME)) {
+      throw errors.badParameter(`The key attribute '${name}' must be a time in whole seconds since 1970 up to ${MAX_TIME} (the year 9999), not ${t}.`);
+    }
+  }
   if (nbf != null && exp != null && exp <= nbf) {
     throw errors.badParameter('The key expiry (exp) must be later than its activation (nbf).');
   }
 }
 
+/** A page SQLite can be asked for: whole numbers it binds as integers (`$skiptoken=1e20` is a whole number too). */
+function checkPage(limit: number, offset: number): void {
+  if (!Number.isSafeInteger(limit) || limit < 1) throw errors.badParameter('maxresults must be a whole number from 1 to 25.');
+  if (!Number.isSafeInteger(offset) || offset < 0) throw errors.badParameter('$skiptoken is invalid.');
+}
+
+/** Longest duration a rotation policy may name (1000 years), so that an expiry it sets is still a date. */
+const MAX_DURATION = 1000 * 365 * DAY;
+
+const durationOf = (text: string): number | undefined => {
+  const d = parseDurationSeconds(text);
+  return d !== undefined && d <= MAX_DURATION ? d : undefined;
+};
+
 function checkRotationPolicy(p: { lifetimeActions?: LifetimeAction[]; attributes?: { expiryTime?: string } }): void {
   const expiry = p.attributes?.expiryTime;
-  if (expiry !== undefined && parseDurationSeconds(expiry) === undefined) {
-    throw errors.badParameter(`expiryTime '${expiry}' is not an ISO 8601 duration such as P90D.`);
+  if (expiry !== undefined && durationOf(expiry) === undefined) {
+    throw errors.badParameter(`expiryTime '${expiry}' is not an ISO 8601 duration such as P90D (of at most 1000 years).`);
   }
   for (const a of p.lifetimeActions ?? []) {
-    const type = a.action?.type;
-    if (!type || !['rotate', 'notify'].includes(String(type).toLowerCase())) {
-      throw errors.badParameter(`Lifetime action type '${String(type)}' is not one of Rotate, Notify.`);
+    const type: unknown = a.action?.type;
+    if (typeof type !== 'string' || !['rotate', 'notify'].includes(type.toLowerCase())) {
+      throw errors.badParameter(`Lifetime action type ${shown(type)} is not one of Rotate, Notify.`);
     }
     const { timeAfterCreate, timeBeforeExpiry } = a.trigger ?? {};
+    for (const t of [timeAfterCreate, timeBeforeExpiry]) {
+      if (t !== undefined && typeof t !== 'string') throw errors.badParameter('Each lifetime action trigger must be an ISO 8601 duration string such as P30D.');
+    }
     if ((timeAfterCreate === undefined) === (timeBeforeExpiry === undefined)) {
       throw errors.badParameter('Each lifetime action needs exactly one trigger: timeAfterCreate or timeBeforeExpiry.');
     }
     const d = timeAfterCreate ?? timeBeforeExpiry!;
-    if (parseDurationSeconds(d) === undefined) throw errors.badParameter(`Trigger '${d}' is not an ISO 8601 duration such as P30D.`);
-    if (timeBeforeExpiry !== undefined && expiry === undefined && String(type).toLowerCase() === 'rotate') {
+    if (durationOf(d) === undefined) throw errors.badParameter(`Trigger '${d}' is not an ISO 8601 duration such as P30D (of at most 1000 years).`);
+    if (timeBeforeExpiry !== undefined && expiry === undefined && type.toLowerCase() === 'rotate') {
       throw errors.badParameter('A timeBeforeExpiry rotation needs the policy to set attributes.expiryTime.');
     }
   }
@@ -224,14 +255,17 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
       assertKeyName(name);
       if (input.Hsm) throw errors.badParameter('HSM-protected import (Hsm: true) is not available: pgbyok vaults keep keys in software.');
       const jwk = input.key ?? {};
-      if (jwk.kty !== 'RSA') throw errors.badParameter(`Key type '${String(jwk.kty)}' cannot be imported; pgbyok vaults hold RSA keys.`);
-      for (const f of ['n', 'e', 'd', 'p', 'q', 'dp', 'dq', 'qi']) {
-        if (typeof jwk[f] !== 'string') throw errors.badParameter(`The JWK is missing its private component '${f}'.`);
+      if (jwk.kty !== 'RSA') throw errors.badParameter(`Key type ${shown(jwk.kty)} cannot be imported; pgbyok vaults hold RSA keys.`);
+      for (const f of rsa.JWK_PRIVATE_PARTS) {
+        if (jwk[f] === undefined) throw errors.badParameter(`The JWK is missing its private component '${f}'.`);
       }
-      const keyOps = checkKeyOps(jwk.key_ops as string[] | undefined);
+      const ops = jwk.key_ops;
+      if (ops !== undefined && (!Array.isArray(ops) || ops.length > 16 || !ops.every((o) => typeof o === 'string'))) {
+        throw errors.badParameter('The JWK component \'key_ops\' must be a list of operation names.');
+      }
+      const keyOps = checkKeyOps(ops as string[] | undefined);
       checkWindow(input.attributes?.nbf, input.attributes?.exp);
-      const { key_ops: _ops, kid: _kid, ...material } = jwk;
-      const key = rsa.privateFromJwk(material);
+      const key = rsa.privateFromJwk(jwk, RSA_SIZES);
       const t = now();
       return addVersion(vault, name, key, {
         keyOps, enabled: input.attributes?.enabled ?? true, nbf: input.attributes?.nbf ?? undefined,
@@ -247,10 +281,12 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
     },
 
     listKeys(vault: Vault, limit: number, offset: number): KeyVersion[] {
+      checkPage(limit, offset);
       return repo.keys(vault.id, limit, offset).map((k) => repo.latestVersion(vault.id, k.name)!).filter(Boolean);
     },
 
     listVersions(vault: Vault, name: string, limit: number, offset: number): KeyVersion[] {
+      checkPage(limit, offset);
       liveKey(vault, name);
       return repo.versions(vault.id, name, limit, offset);
     },
@@ -293,6 +329,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
     },
 
     listDeletedKeys(vault: Vault, limit: number, offset: number) {
+      checkPage(limit, offset);
       return repo.deletedKeys(vault.id, limit, offset).map((k) => ({ key: k, latest: repo.latestVersion(vault.id, k.name)! }));
     },
 
@@ -346,13 +383,13 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
       if (raw.length < 2 + 12 + 16) throw corrupt();
       const hlen = raw.readUInt16BE(0);
       const headerBytes = raw.subarray(2, 2 + hlen);
-      let header: { format?: string; v?: number; tenantId?: string };
+      let header: { format?: string; v?: number; tenantId?: string } | null;
       try {
         header = JSON.parse(headerBytes.toString('utf8'));
       } catch {
         throw corrupt();
       }
-      if (header.format !== 'pgbyok-key-backup' || header.v !== 1 || typeof header.tenantId !== 'string') throw corrupt();
+      if (typeof header !== 'object' || header === null || header.format !== 'pgbyok-key-backup' || header.v !== 1 || typeof header.tenantId !== 'string') throw corrupt();
       if (header.tenantId !== vault.tenantId) {
         throw errors.badParameter('This backup belongs to another tenant; a key backup restores only into a vault of the tenant it came from.', 'BackupFromOtherTenant');
       }
@@ -399,8 +436,8 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
       const t = now();
       const policy: RotationPolicy = {
         lifetimeActions: (input.lifetimeActions ?? []).map((a) => ({
-          trigger: a.trigger,
-          action: { type: String(a.action.type).toLowerCase() === 'rotate' ? 'Rotate' : 'Notify' },
+          trigger: a.trigger.timeAfterCreate !== undefined ? { timeAfterCreate: a.trigger.timeAfterCreate } : { timeBeforeExpiry: a.trigger.timeBeforeExpiry },
+          action: { type: a.action.type.toLowerCase() === 'rotate' ? 'Rotate' : 'Notify' },
         })),
         expiryTime: input.attributes?.expiryTime,
         created: k.rotationPolicy?.created ?? t,

@@ -3,6 +3,7 @@ import {
   publicDecrypt, publicEncrypt, randomBytes, timingSafeEqual, type KeyObject,
 } from 'node:crypto';
 import { errors } from '../lib/errors.js';
+import { RSA_SIZES } from './vault.types.js';
 
 /**
  * RSA operations of the vault, all on OpenSSL through `node:crypto`. The two places where the Key Vault API
@@ -41,17 +42,66 @@ export function privateFromDer(der: Buffer): KeyObject {
   return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
 }
 
-/** Imports an RSA private JWK and proves its parts belong together with a sign/verify round trip. */
-export function privateFromJwk(jwk: Record<string, unknown>): KeyObject {
+/** The components of an RSA private JWK (RFC 7518 §6.3), in the order they are checked. */
+export const JWK_PRIVATE_PARTS = ['n', 'e', 'd', 'p', 'q', 'dp', 'dq', 'qi'] as const;
+type JwkPart = (typeof JWK_PRIVATE_PARTS)[number];
+
+/** Largest public exponent accepted (OpenSSL refuses exponents above 64 bits for moduli over 3072 bits). */
+const MAX_E_BITS = 64;
+
+const bad = (part: JwkPart, why: string) => errors.badParameter(`The JWK component '${part}' ${why}`);
+const inconsistent = (part: JwkPart, why: string) =>
+  errors.badParameter(`The key in the request is inconsistent: its JWK component '${part}' ${why}`);
+
+function jwkInteger(jwk: Record<string, unknown>, part: JwkPart): bigint {
+  const v = jwk[part];
+  if (typeof v !== 'string' || !/^[A-Za-z0-9_-]+$/.test(v) || v.length % 4 === 1) {
+    throw bad(part, 'must be a non-empty base64url string (RFC 7518 §6.3: the unsigned big-endian integer, no padding).');
+  }
+  const n = BigInt(`0x${Buffer.from(v, 'base64url').toString('hex') || '0'}`);
+  if (n < 2n) throw bad(part, 'must be an integer greater than 1.');
+  return n;
+}
+
+const bitLength = (x: bigint) => x.toString(2).length;
+const gcd = (a: bigint, b: bigint): bigint => { while (b) [a, b] = [b, a % b]; return a; };
+
+/**
+ * Imports an RSA private JWK. Every component is checked to be a base64url integer that fits the others
+ * (n = p·q, e·d ≡ 1 mod λ(n), dp, dq, qi), so that a bad import is a 400 naming the component, never a
+ * crash later in a signature or decryption; then a sign/verify round trip proves the key works.
+ * `modulusBits` lists the modulus sizes the vault accepts.
+ */
+export function privateFromJwk(jwk: Record<string, unknown>, modulusBits: readonly number[] = RSA_SIZES): KeyObject {
+  const x = Object.fromEntries(JWK_PRIVATE_PARTS.map((part) => [part, jwkInteger(jwk, part)])) as Record<JwkPart, bigint>;
+  const bits = bitLength(x.n);
+  if (!modulusBits.includes(bits)) throw bad('n', `is a ${bits}-bit modulus; RSA keys must be ${modulusBits.join(', ')} bits.`);
+  if (x.e % 2n === 0n || bitLength(x.e) > MAX_E_BITS || x.e >= x.n) throw bad('e', `must be an odd public exponent of at most ${MAX_E_BITS} bits (65537 is usual).`);
+  if (x.p === x.q || x.p * x.q !== x.n) throw inconsistent('n', "is not the product of the two distinct primes 'p' and 'q'.");
+  const p1 = x.p - 1n;
+  const q1 = x.q - 1n;
+  const lambda = (p1 / gcd(p1, q1)) * q1;
+  if (x.d >= x.n || (x.e * x.d) % lambda !== 1n) throw inconsistent('d', "is not the private exponent that belongs to 'e' and the modulus.");
+  if (x.dp !== x.d % p1) throw inconsistent('dp', 'is not d mod (p-1).');
+  if (x.dq !== x.d % q1) throw inconsistent('dq', 'is not d mod (q-1).');
+  if ((x.qi * x.q) % x.p !== 1n || x.qi >= x.p) throw inconsistent('qi', "is not the inverse of 'q' modulo 'p'.");
+
   let key: KeyObject;
   try {
-    key = createPrivateKey({ key: { kty: 'RSA', ...jwk } as any, format: 'jwk' });
+    const components = Object.fromEntries(JWK_PRIVATE_PARTS.map((part) => [part, jwk[part]]));
+    key = createPrivateKey({ key: { kty: 'RSA', ...components } as any, format: 'jwk' });
   } catch (e) {
     throw errors.badParameter(`The key in the request is not a valid RSA private JWK: ${(e as Error).message}`);
   }
   const digest = createHash('sha256').update('pgbyok import check').digest();
-  if (!verify(createPublicKey(key), 'PS256', digest, sign(key, 'PS256', digest))) {
-    throw errors.badParameter('The key in the request is inconsistent: its private parts do not match its public modulus.');
+  let consistent: boolean;
+  try {
+    consistent = verify(createPublicKey(key), 'PS256', digest, sign(key, 'PS256', digest));
+  } catch {
+    consistent = false;
+  }
+  if (!consistent) {
+    throw errors.badParameter("The key in the request is inconsistent: 'p' and 'q' are not primes that make a working RSA key with 'n', 'e' and 'd'.");
   }
   return key;
 }
@@ -121,6 +171,7 @@ function modBits(key: KeyObject): number {
 /** EMSA-PSS-ENCODE (RFC 8017 §9.1.1) with MGF1 on the same hash and a salt as long as the hash. */
 function pssEncode(digest: Buffer, emBits: number, hash: string, hLen: number): Buffer {
   const emLen = Math.ceil(emBits / 8);
+  if (emLen < 2 * hLen + 2) throw errors.badParameter(`The key is too small for a PSS signature with a ${hLen}-byte hash.`);
   const salt = randomBytes(hLen);
   const h = createHash(hash).update(Buffer.alloc(8)).update(digest).update(salt).digest();
   const db = Buffer.concat([Buffer.alloc(emLen - 2 * hLen - 2), Buffer.from([1]), salt]);

@@ -263,6 +263,9 @@ export function createVaultService({ repo, listeners, events, principalExists, n
         throw errors.badParameter(`'${endpoint}' is not a URL.`);
       }
       if (url.protocol !== 'https:' && url.protocol !== 'http:') throw errors.badParameter('The endpoint must be an http(s) URL.');
+      if (!Array.isArray(eventTypes) || !eventTypes.every((t) => typeof t === 'string')) {
+        throw errors.badParameter('filter.includedEventTypes must be a list of event type names.');
+      }
       const types = eventTypes.map((t) => {
         const full = t.startsWith('Microsoft.KeyVault.') ? t : `Microsoft.KeyVault.${t}`;
         if (!(VAULT_EVENT_TYPES as readonly string[]).includes(full)) {
