@@ -117,7 +117,6 @@ export function commandLineOptions(settings: Record<string, string>): string {
  */
 export const EXTENSION_SCRIPTS: Record<string, string> = {
   postgres_fdw: `GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO ${ADMIN_GROUP};\n`,
-  dblink: `GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA @extschema@ TO ${ADMIN_GROUP};\n`,
   pg_stat_statements: `GRANT EXECUTE ON FUNCTION @extschema@.pg_stat_statements_reset(oid, oid, bigint) TO ${ADMIN_GROUP};\n`,
 };
 

@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { adminRolesSql, commandLineOptions, EXTENSION_SCRIPTS, hbaConf, identConf, managedSettings, PGBYOK_SUPERUSER } from './config.js';
@@ -7,8 +7,12 @@ import { ensureOsUser, removeOsUser, requireOsUser, type OsUser } from './os-use
 import { effectiveValues, userConf } from './parameters.js';
 import { requireSecurityModules } from './modules.js';
 import { SCRAM_VERIFIER_RE } from './scram.js';
+import { postgresBinDir, spawnAs, spawnAsRoot } from './tools.js';
+import { validateAdminLogin } from './admin-login.js';
 
 export { PostgresError };
+export { postgresBinDir, spawnAs } from './tools.js';
+export { validateAdminLogin, validateAdminPassword } from './admin-login.js';
 
 /**
  * One PostgreSQL 15 instance of the machine's own packages, run as an OS account of its own (`osUser`),
@@ -24,57 +28,6 @@ interface ToolResult {
   status: number | null;
   stdout: string;
   stderr: string;
-}
-
-let cachedBin: string | undefined;
-/** The PostgreSQL 15 binaries: `pg_config --bindir`, else Debian's path; a clear error when absent. */
-export function postgresBinDir(): string {
-  if (cachedBin) return cachedBin;
-  const candidates: string[] = [];
-  try {
-    candidates.push(execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim());
-  } catch {
-    // pg_config is optional: fall back to the Debian layout.
-  }
-  candidates.push('/usr/lib/postgresql/15/bin');
-  for (const dir of candidates) {
-    if (['initdb', 'pg_ctl', 'postgres'].every((b) => existsSync(join(dir, b)))) {
-      const version = execFileSync(join(dir, 'postgres'), ['--version'], { encoding: 'utf8' });
-      if (!/\(PostgreSQL\) 15\./.test(version)) continue;
-      cachedBin = dir;
-      return dir;
-    }
-  }
-  throw new PostgresError('PostgreSQL 15 server binaries were not found (initdb, pg_ctl, postgres). Install them with: apt-get install postgresql-15', 'PrerequisiteMissing');
-}
-
-/** Starts a command as the given OS account, with piped stdio (for tools whose output is streamed). */
-export function spawnAs(user: string, argv: string[], timeoutMs?: number): ChildProcess {
-  return spawn('runuser', ['-u', user, '--', ...argv], { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs });
-}
-
-/** Starts one of pgbyok's own tools as root (the only OS user the socket's ident map admits). */
-function spawnAsRoot(argv: string[], timeoutMs?: number): ChildProcess {
-  // No PG* variable of the platform's environment (a password, a service, options) reaches pgbyok's logins.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PG')));
-  return spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, env });
-}
-
-const RESERVED_LOGINS = new Set(['postgres', 'admin', 'administrator', 'root', 'guest', 'public', 'azure_superuser', 'azure_pg_admin', 'pgbyok', 'replication']);
-
-/** Azure's rules for the administrator login: 1-63 letters, digits, '_'; not reserved; not pg_*. */
-export function validateAdminLogin(login: string): void {
-  if (!/^[a-z_][a-z0-9_]{0,62}$/i.test(login) || /^pg_/i.test(login) || RESERVED_LOGINS.has(login.toLowerCase())) {
-    throw new PostgresError(`The administrator login '${login}' is not allowed: use 1-63 letters, digits or '_', not starting with pg_, and not one of ${[...RESERVED_LOGINS].join(', ')}.`, 'Invalid');
-  }
-}
-
-/** Azure's rules for the administrator password: 8-128 characters from three of: upper, lower, digit, other. */
-export function validateAdminPassword(password: string): void {
-  const classes = [/[A-Z]/, /[a-z]/, /[0-9]/, /[^A-Za-z0-9]/].filter((r) => r.test(password)).length;
-  if (password.length < 8 || password.length > 128 || classes < 3 || !/^[\x20-\x7e]+$/.test(password)) {
-    throw new PostgresError('The administrator password must be 8-128 printable ASCII characters and contain three of: upper-case letters, lower-case letters, digits, other characters.', 'Invalid');
-  }
 }
 
 export interface InstanceOptions {
@@ -234,6 +187,11 @@ export class PostgresInstance {
     const conn = `host=${source.host} port=${source.port} user=${source.user} passfile=${source.passfile} sslmode=verify-full sslrootcert=${source.caFile} application_name=${this.opts.clusterName}`;
     const r = await this.tool('pg_basebackup', ['-d', conn, '-D', this.opts.dataDir, '-X', 'stream', '-R', '-C', '-S', source.slot, '-c', 'fast', '-w'], 'owner');
     if (r.status !== 0) throw new PostgresError(`pg_basebackup from the source failed: ${(r.stderr || r.stdout).trim()}`, 'Failed');
+    // -R wrote the standby's connection into postgresql.auto.conf, which every start empties: it moves to a file of pgbyok's.
+    const auto = readFileSync(join(this.opts.dataDir, 'postgresql.auto.conf'), 'utf8');
+    this.writeOwned('pgbyok-standby.conf', auto.split('\n').filter((l) => /^(primary_conninfo|primary_slot_name)\s*=/.test(l)).join('\n') + '\n');
+    const conf = readFileSync(join(this.opts.dataDir, 'postgresql.conf'), 'utf8');
+    if (!conf.includes("include_if_exists 'pgbyok-standby.conf'")) this.writeOwned('postgresql.conf', conf + "\ninclude_if_exists 'pgbyok-standby.conf'\n");
   }
 
   async isInRecovery(): Promise<boolean> {

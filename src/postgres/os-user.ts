@@ -54,7 +54,8 @@ async function withPasswdLock(argv: [string, ...string[]], okStatuses: number[] 
       if (typeof err.code === 'number' && okStatuses.includes(err.code)) return;
       if (err.code === 'ENOENT') throw new PostgresError(`${argv[0]} is missing; it comes with the passwd package`, 'PrerequisiteMissing');
       last = String(err.stderr ?? e).trim();
-      if (!/lock|try again/i.test(last)) break;
+      // The passwd lock held by another process, or (userdel) the account's last processes still exiting.
+      if (!/lock|try again|currently used by process/i.test(last)) break;
       await new Promise((r) => setTimeout(r, 200));
     }
   }
