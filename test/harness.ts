@@ -170,7 +170,7 @@ export function cleanupLeftovers(home: string): void {
 }
 
 /** The OS accounts of the servers under `home` (each owns its socket directory), which outlive a stopped platform. */
-export function removeServerAccounts(home: string): void {
+function removeServerAccounts(home: string): void {
   const owners = new Map(readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => l.split(':')).map((f) => [Number(f[2]), f[0]] as const));
   for (const run of globRunDirs(home)) {
     const name = owners.get(statSync(run).uid);

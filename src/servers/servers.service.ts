@@ -753,7 +753,7 @@ export function createServersService(d: ServersDeps) {
   };
 
   const parameters = createParametersService({
-    repo: d.repo, pgOf, requireServer, requireState, runOp: (s, kind, fn) => runOp(s, kind, fn),
+    repo: d.repo, pgOf, requireServer, requireState, runOp,
     activity: (s, message, caller) => activity(s, ACTIVITY_OPERATIONS.write, 'Succeeded', message, caller),
   });
 
