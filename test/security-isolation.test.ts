@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startPgbyok, type Pgbyok } from './harness.js';
+import { eventually, MGMT_RESOURCE, startPgbyok, type Pgbyok } from './harness.js';
 
 const PASSWORD = 'Passw0rd!x';
 const REGION = 'eastus';
@@ -230,6 +230,37 @@ test('server parameters through the CLI: dynamic ones apply at once, static ones
   assert.equal(psql(portA, 'admin_a', 'SHOW work_mem'), '8MB');
   assert.equal(psql(portA, 'admin_a', 'SHOW archive_command').includes('wal-staging'), true);
   assert.equal(psql(portB, 'admin_b', 'SHOW work_mem'), '4MB', 'B keeps its own parameters');
+});
+
+test("the configurations resource in ARM's shape: 404 for an unknown parameter, 400 naming the rule, 202 and an operation for a reload, 200 on a stopped server", async () => {
+  const token = await p.token(p.admin, MGMT_RESOURCE);
+  const url = (server: string, param = '') => `${p.origin}/tenants/${p.admin.tenantId}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${server}/configurations${param ? `/${param}` : ''}?api-version=2023-07-01`;
+  const put = (server: string, param: string, value: unknown) => p.http('PUT', url(server, param), { token, body: { properties: { value, source: 'user-override' } } });
+  const one = await p.http('GET', url('sec-a', 'azure.extensions'), { token });
+  assert.equal(one.status, 200);
+  assert.equal(one.json.type, 'Microsoft.DBforPostgreSQL/flexibleServers/configurations');
+  assert.equal(one.json.properties.dataType, 'Set');
+  const unknown = await p.http('GET', url('sec-a', 'no_such_thing'), { token });
+  assert.equal(unknown.status, 404);
+  assert.equal(unknown.json.error.code, 'ConfigurationNotExists');
+  const managed = await put('sec-a', 'archive_command', 'cp %p /tmp/%f');
+  assert.equal(managed.status, 400);
+  assert.equal(managed.json.error.innererror.code, 'ParameterManagedByPgbyok');
+  const range = await put('sec-a', 'max_connections', 10);
+  assert.equal(range.status, 400);
+  assert.match(range.json.error.message, /from 25 to 5000/);
+  const reload = await put('sec-a', 'log_min_duration_statement', 250);
+  assert.equal(reload.status, 202);
+  assert.ok(reload.headers['azure-asyncoperation']);
+  assert.equal(reload.json.properties.value, '250');
+  await eventually(async () => (await p.http('GET', String(reload.headers['azure-asyncoperation']), { token })).json.status === 'Succeeded', 'the reload operation');
+  assert.equal(psql(portA, 'admin_a', 'SHOW log_min_duration_statement'), '250ms');
+  p.cli('server', 'stop', '--name', 'sec-a');
+  const stopped = await put('sec-a', 'max_connections', 120);
+  assert.equal(stopped.status, 200, 'nothing to apply while stopped');
+  assert.equal(stopped.json.properties.isConfigPendingRestart, false);
+  p.cli('server', 'start', '--name', 'sec-a');
+  assert.equal(psql(portA, 'admin_a', 'SHOW max_connections'), '120');
 });
 
 test('deleting a server removes its OS account', () => {
