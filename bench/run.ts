@@ -67,7 +67,7 @@ function loopMount(dir: string, name: string, gib: number): string {
 
 async function instanceOn(dir: string, variant: Variant, port: number, paths: ReturnType<typeof homePaths>): Promise<PostgresInstance> {
   const staging = join(dir, 'wal-staging');
-  const pg = new PostgresInstance({ dataDir: join(dir, 'pgdata'), socketDir: join(dir, '..', `run-${variant}`), port, clusterName: variant.replace('_', '-'), isUnlocked: () => true, walStagingDir: staging });
+  const pg = new PostgresInstance({ dataDir: join(dir, 'pgdata'), socketDir: join(dir, '..', `run-${variant}`), port, clusterName: variant.replace('_', '-'), isUnlocked: () => true, walStagingDir: staging, osUser: 'postgres', adminLogin: 'dbadmin' });
   await pg.init('dbadmin', { ...(await issueServerCertificate(paths, variant, ['localhost'], ['127.0.0.1'])), ca: readFileSync(paths.caCert, 'utf8') });
   await pg.start();
   await pg.setAdminPassword('SCRAM-SHA-256$4096:AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=');
@@ -92,7 +92,8 @@ async function instanceOn(dir: string, variant: Variant, port: number, paths: Re
 }
 
 function pgbench(pg: PostgresInstance, args: string[]): string {
-  const r = spawnSync('runuser', ['-u', 'postgres', '--', 'pgbench', '-h', pg.opts.socketDir, '-p', String(pg.opts.port), '-U', 'dbadmin', ...args, 'postgres'], { encoding: 'utf8' });
+  // As root over the socket: the only login the socket admits, mapped to pgbyok's superuser.
+  const r = spawnSync('pgbench', ['-h', pg.opts.socketDir, '-p', String(pg.opts.port), '-U', 'pgbyok', ...args, 'postgres'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`pgbench ${args.join(' ')} failed: ${r.stderr}`);
   return r.stdout + r.stderr;
 }
@@ -137,7 +138,9 @@ function cmkServer(p: Pgbyok, name: string, storage = 8) {
 
 function pgbyokInstance(p: Pgbyok, name: string, port: number): PostgresInstance {
   const mnt = join(p.home, 'regions', 'eastus', 'mnt', name);
-  return new PostgresInstance({ dataDir: join(mnt, 'data', 'pgdata'), socketDir: join(p.home, 'regions', 'eastus', 'run', name), port, clusterName: name, isUnlocked: () => true });
+  const dataDir = join(mnt, 'data', 'pgdata');
+  const osUser = execFileSync('stat', ['-c', '%U', dataDir], { encoding: 'utf8' }).trim();
+  return new PostgresInstance({ dataDir, socketDir: join(p.home, 'regions', 'eastus', 'run', name), port, clusterName: name, isUnlocked: () => true, osUser });
 }
 
 /** One connection attempt in the PostgreSQL protocol: the server's first reply (an error, or not). */
@@ -289,9 +292,13 @@ async function main() {
   let variants = (Object.keys(inst) as Variant[]);
   // The same tuning everywhere (as the reference measurements used): 256 MB of shared buffers.
   for (const v of variants) {
-    await inst[v]!.sql("ALTER SYSTEM SET shared_buffers = '256MB'");
-    if (v === 'pgbyok') p.cli('server', 'restart', '--name', 'bench-main');
-    else await inst[v]!.restart('fast');
+    if (v === 'pgbyok') {
+      p.cli('server', 'parameter', 'set', '--server-name', 'bench-main', '--name', 'shared_buffers', '--value', '32768');
+      p.cli('server', 'restart', '--name', 'bench-main');
+    } else {
+      inst[v]!.opts.parameters = { shared_buffers: '32768' };
+      await inst[v]!.restart('fast');
+    }
   }
   results.postgresSettings = { shared_buffers: '256MB', fsync: 'on', synchronous_commit: 'on', archive_mode: 'on (every variant)' };
   const initSeconds: Record<string, number> = {};
@@ -408,11 +415,11 @@ async function main() {
   pgbench(inst.plain, ['-i', '-s', String(cfg.backupScale), '-q']);
   const baseDir = join(work, 'plain', 'baseline');
   mkdirSync(baseDir, { mode: 0o700 });
-  execFileSync('chown', ['postgres:postgres', baseDir]);
   t = Date.now();
-  const bb = spawnSync('runuser', ['-u', 'postgres', '--', 'pg_basebackup', '-h', inst.plain.opts.socketDir, '-p', String(inst.plain.opts.port), '-U', 'dbadmin', '-D', baseDir, '-X', 'stream', '-c', 'fast'], { encoding: 'utf8' });
+  const bb = spawnSync('pg_basebackup', ['-h', inst.plain.opts.socketDir, '-p', String(inst.plain.opts.port), '-U', 'pgbyok', '-D', baseDir, '-X', 'stream', '-c', 'fast'], { encoding: 'utf8' });
   if (bb.status !== 0) throw new Error(`baseline pg_basebackup failed: ${bb.stderr}`);
-  const baselinePg = new PostgresInstance({ dataDir: baseDir, socketDir: join(work, 'run-baseline'), port: await freePort(), clusterName: 'baseline', isUnlocked: () => true });
+  execFileSync('chown', ['-R', 'postgres:postgres', baseDir]);
+  const baselinePg = new PostgresInstance({ dataDir: baseDir, socketDir: join(work, 'run-baseline'), port: await freePort(), clusterName: 'baseline', isUnlocked: () => true, osUser: 'postgres' });
   await baselinePg.start();
   await baselinePg.sql('SELECT count(*) FROM pgbench_branches');
   const baselineSeconds = (Date.now() - t) / 1000;

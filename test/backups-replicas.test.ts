@@ -74,8 +74,8 @@ test('a server is backed up when created and archives its WAL; the stores hold n
   }
   const manual = p.cli('server', 'backup', 'create', '--name', name);
   assert.ok(manual.name);
-  psql(port, 'SELECT pg_switch_wal()');
-  await sleep(1500);
+  // The manual backup ended by switching and archiving the WAL that holds the rows (the administrator, as on
+  // Azure, may not call pg_switch_wal itself).
   const files = storeFiles('eastus');
   assert.ok(files.some((f) => f.includes('/wal/')), 'WAL is archived into the store');
   assert.ok(files.some((f) => f.includes('/base/')), 'base backups are in the store');

@@ -3,7 +3,7 @@
  * over HTTPS exactly as a user or an SDK would. Everything it starts is stopped by `stop()`, also on failure.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -168,6 +168,25 @@ export function cleanupLeftovers(home: string): void {
   for (const m of mounts) spawnSync('umount', ['-l', m]);
   const loops = spawnSync('losetup', ['-a'], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l.includes(home));
   for (const l of loops) spawnSync('losetup', ['-d', l.split(':')[0]]);
+  removeServerAccounts(home);
+}
+
+/** The OS accounts of the servers under `home` (each owns its socket directory), which outlive a stopped platform. */
+function removeServerAccounts(home: string): void {
+  const owners = new Map(readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => l.split(':')).map((f) => [Number(f[2]), f[0]] as const));
+  for (const run of globRunDirs(home)) {
+    const name = owners.get(statSync(run).uid);
+    if (name && /^pgbyok-[0-9a-f]{16}$/.test(name)) spawnSync('userdel', [name]);
+  }
+}
+
+function globRunDirs(home: string): string[] {
+  const regions = join(home, 'regions');
+  if (!existsSync(regions)) return [];
+  return readdirSync(regions).flatMap((r) => {
+    const run = join(regions, r, 'run');
+    return existsSync(run) ? readdirSync(run).map((n) => join(run, n)) : [];
+  });
 }
 
 /** Client options every SDK client needs against a loopback vault. */

@@ -81,7 +81,7 @@ const FINGERPRINT = "SELECT count(*) || ':' || md5(string_agg(id || ',' || v, ';
 /** A table with rows; returns its fingerprint (count and md5) and its file path. */
 function fillRows(name: string, rows = 2000): { fingerprint: string; filepath: string } {
   const port = portOf(name);
-  psqlOk(port, `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, ${rows}) g; CHECKPOINT;`);
+  psqlOk(port, `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, ${rows}) g;`);
   return { fingerprint: psqlOk(port, FINGERPRINT), filepath: psqlOk(port, "SELECT pg_relation_filepath('t')") };
 }
 

@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -16,6 +16,7 @@ import { ensureTls, issueServerCertificate } from '../src/pki/ca.js';
 import { keyStatus } from '../src/storage/fscrypt.js';
 import { newDek, Volume, VolumeError, volumePaths } from '../src/storage/volume.js';
 import { PostgresError, PostgresInstance } from '../src/postgres/instance.js';
+import { serverOsUserName } from '../src/postgres/os-user.js';
 import { scramSha256Verifier } from '../src/postgres/scram.js';
 import { eventually, fileContains, ROOT } from './harness.js';
 
@@ -44,7 +45,10 @@ async function makeServer(name: string, sizeGiB = 1) {
   const dek = newDek();
   volume.unlock(Buffer.from(dek));
   const port = await freePort();
-  const pg = new PostgresInstance({ dataDir: join(volume.dataDir, 'pgdata'), socketDir: join(home, 'regions', 'eastus', 'run', name), port, clusterName: name, isUnlocked: () => volume.isUnlocked() });
+  const pg = new PostgresInstance({
+    dataDir: join(volume.dataDir, 'pgdata'), socketDir: join(home, 'regions', 'eastus', 'run', name), port, clusterName: name, isUnlocked: () => volume.isUnlocked(),
+    osUser: serverOsUserName(randomUUID()), adminLogin: 'dbadmin', restrictParents: (owner) => volume.restrictTo(owner),
+  });
   instances.push(pg);
   const tls = await issueServerCertificate(paths, name, ['localhost'], ['127.0.0.1']);
   await pg.init('dbadmin', { ...tls, ca: readFileSync(paths.caCert, 'utf8') });
@@ -76,6 +80,13 @@ after(async () => {
       if (pid) process.kill(pid, 'SIGKILL');
     }
   }
+  for (const pg of instances) {
+    try {
+      await pg.dispose();
+    } catch (e) {
+      process.stderr.write(`removing the OS account ${pg.opts.osUser} failed: ${(e as Error).message}\n`);
+    }
+  }
   for (const v of volumes) {
     try {
       await v.destroy();
@@ -104,10 +115,10 @@ test('data, WAL and file names never reach the image in plaintext; a locked volu
   assert.equal(psql(port, 'SHOW temp_tablespaces'), '');
   assert.equal(psql(port, 'SHOW data_checksums'), 'on');
   assert.equal(psql(port, 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'), 't');
-  assert.match(psql(port, "SELECT rolpassword FROM pg_authid WHERE rolname = 'dbadmin'"), /^SCRAM-SHA-256\$/);
+  assert.match(await pg.sql("SELECT rolpassword FROM pg_authid WHERE rolname = 'dbadmin'"), /^SCRAM-SHA-256\$/);
   // A sort that spills to temp files while holding the marker.
   psql(port, `SET work_mem = '64kB'; SELECT count(*) FROM (SELECT note || repeat('x', 200) AS n FROM t ORDER BY 1 DESC) s`);
-  psql(port, 'CHECKPOINT');
+  await pg.sql('CHECKPOINT');
   // A control: plaintext outside the encrypted directory must be found by the same search.
   const control = `PGBYOK-CONTROL-${randomBytes(6).toString('hex')}`;
   writeFileSync(join(volume.mountpoint, 'control.txt'), control);
@@ -137,7 +148,7 @@ test('data, WAL and file names never reach the image in plaintext; a locked volu
     }
   }
   await assert.rejects(pg.start(), (e: unknown) => e instanceof PostgresError && e.code === 'Locked');
-  const raw = spawnSync('runuser', ['-u', 'postgres', '--', '/usr/lib/postgresql/15/bin/pg_ctl', 'start', '-w', '-D', join(volume.dataDir, 'pgdata')], { encoding: 'utf8' });
+  const raw = spawnSync('runuser', ['-u', pg.opts.osUser, '--', '/usr/lib/postgresql/15/bin/pg_ctl', 'start', '-w', '-D', join(volume.dataDir, 'pgdata')], { encoding: 'utf8' });
   assert.notEqual(raw.status, 0, 'PostgreSQL itself cannot start on the locked directory');
 
   assert.throws(() => volume.unlock(randomBytes(64)), (e: unknown) => e instanceof VolumeError && e.code === 'WrongKey');
@@ -173,7 +184,7 @@ test('an instance killed with SIGKILL, and its host process too, comes back with
   psql(port, "CREATE TABLE t (id serial PRIMARY KEY, note text); INSERT INTO t (note) SELECT 'before-' || g FROM generate_series(1, 500) g");
   await pg.stop('fast');
   // A separate host process opens the volume, starts PostgreSQL and commits more rows; then both die.
-  const host = spawn(process.execPath, [join(ROOT, 'dist', 'test', 'fixtures', 'crash-host.js'), home, 'crash1', String(port)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const host = spawn(process.execPath, [join(ROOT, 'dist', 'test', 'fixtures', 'crash-host.js'), home, 'crash1', String(port), pg.opts.osUser], { stdio: ['pipe', 'pipe', 'inherit'] });
   children.push(host);
   host.stdin!.end(dek.toString('base64'));
   await new Promise<void>((resolve, reject) => {

@@ -5,6 +5,7 @@ import type { Caller as IdentityCaller } from '../identity/identity.service.js';
 import type { Caller, ServersService } from '../servers/servers.service.js';
 import type { Operation, Server } from '../servers/servers.repo.js';
 import type { Monitoring } from '../servers/monitoring.js';
+import { registerParameterRoutes } from './parameters.routes.js';
 
 /** Azure Flexible Server shapes of the servers API, kept apart from the domain model. */
 
@@ -59,13 +60,13 @@ export function operationWire(o: Operation) {
   };
 }
 
-function callerOf(req: FastifyRequest): Caller {
+export function callerOf(req: FastifyRequest): Caller {
   const c = req.caller as IdentityCaller;
   return { tenantId: c.principal.tenantId, objectId: c.principal.objectId, name: c.principal.name, token: req.headers.authorization!.replace(/^Bearer\s+/i, '') };
 }
 
 /** An accepted long operation, as ARM answers it: 202, the resource, and where to poll. */
-function accepted(reply: FastifyReply, req: FastifyRequest, tenantId: string, op: Operation, body: unknown) {
+export function accepted(reply: FastifyReply, req: FastifyRequest, tenantId: string, op: Operation, body: unknown) {
   const url = `https://${req.headers.host}/tenants/${tenantId}/providers/Microsoft.DBforPostgreSQL/operations/${op.id}`;
   return reply.code(202).header('azure-asyncoperation', url).header('location', url).send(body);
 }
@@ -203,6 +204,7 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
     const op = servers.backup(callerOf(req), req.params.name);
     return accepted(reply, req, req.params.tid, op, {});
   });
+  registerParameterRoutes(app, servers);
   app.get<{ Params: NameParams }>(`${FS}/:name/health`, { config: { operation: 'ServerHealth', duty: 'readServers' } }, async (req) =>
     servers.health(callerOf(req), req.params.name));
   app.get<{ Params: { tid: string; id: string } }>('/tenants/:tid/providers/Microsoft.DBforPostgreSQL/operations/:id', {

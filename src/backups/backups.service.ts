@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { HomePaths } from '../lib/home.js';
-import { postgresUser, spawnAsPostgres, type PostgresInstance } from '../postgres/instance.js';
+import type { PostgresInstance } from '../postgres/instance.js';
 import type { KeyAccess } from '../servers/key-access.js';
 import type { ServerRuntime } from '../servers/runtime.js';
 import type { DataEncryption, Server } from '../servers/servers.repo.js';
@@ -259,16 +259,16 @@ export function createBackupsService(d: BackupsDeps) {
 
     /**
      * Restores into a new server's unlocked volume: the base backup is decrypted straight into tar (as the
-     * postgres user), the WAL it needs into the encrypted volume, and recovery is configured to the time.
+     * server's OS account), the WAL it needs into the encrypted volume, and recovery is configured to the time.
      */
     async restoreInto(source: Pick<Server, 'id' | 'location' | 'name'>, base: BackupManifest, target: PostgresInstance, restoreTime?: string): Promise<void> {
-      const { uid, gid } = postgresUser();
+      const { uid, gid } = await target.ensureOwner();
       const dataDir = target.opts.dataDir;
       if (existsSync(dataDir)) rmSync(dataDir, { recursive: true, force: true });
       mkdirSync(dataDir, { mode: 0o700 });
       chownSync(dataDir, uid, gid);
       const key = await epochKey(source, base.epoch);
-      const tar = spawnAsPostgres(['tar', '-x', '-f', '-', '-C', dataDir]);
+      const tar = target.spawnAsOwner(['tar', '-x', '-f', '-', '-C', dataDir]);
       let tarErr = '';
       tar.stderr!.on('data', (c) => (tarErr += c));
       const tarExit = new Promise<number>((r) => tar.once('exit', (c) => r(c ?? 1)));

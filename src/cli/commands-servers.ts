@@ -1,6 +1,7 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { CliContext, CliError } from './client.js';
+import { registerParameterCommands } from './commands-parameters.js';
 import { action, parseIntArg } from './run.js';
 
 const FS = 'providers/Microsoft.DBforPostgreSQL/flexibleServers';
@@ -189,6 +190,8 @@ export function registerServerCommands(program: Command): void {
       await longOperation(ctx, await ctx.mgmtFull('POST', `${FS}/${enc(o.name)}/backups`), o.name, 'Backing up', o.wait, false);
       return (await ctx.mgmt('GET', `${FS}/${enc(o.name)}/backups`)).value.at(-1);
     }));
+
+  registerParameterCommands(server);
 
   server.command('health').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => ctx.mgmt('GET', `${FS}/${enc(o.name)}/health`)));
 

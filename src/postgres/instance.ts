@@ -1,19 +1,26 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { adminRolesSql, commandLineOptions, EXTENSION_SCRIPTS, hbaConf, identConf, managedSettings, PGBYOK_SUPERUSER } from './config.js';
+import { PostgresError } from './errors.js';
+import { ensureOsUser, removeOsUser, requireOsUser, type OsUser } from './os-user.js';
+import { effectiveValues, userConf } from './parameters.js';
+import { requireSecurityModules } from './modules.js';
 import { SCRAM_VERIFIER_RE } from './scram.js';
+import { postgresBinDir, spawnAs, spawnAsRoot } from './tools.js';
+import { validateAdminLogin } from './admin-login.js';
+
+export { PostgresError };
+export { postgresBinDir, spawnAs } from './tools.js';
+export { validateAdminLogin, validateAdminPassword } from './admin-login.js';
 
 /**
- * One PostgreSQL 15 instance of the machine's own packages, run as the `postgres` OS user. Its data
- * directory (with WAL, temp files, server logs, TLS key) lives inside an encrypted volume; only the unix
- * socket and its lock file live outside, in `socketDir`.
+ * One PostgreSQL 15 instance of the machine's own packages, run as an OS account of its own (`osUser`),
+ * so it can open no other server's files or socket. Its data directory (with WAL, temp files, server logs,
+ * TLS key) lives inside an encrypted volume; only the unix socket and its lock file live outside, in
+ * `socketDir`, which only that account (and root) can enter. pgbyok's tools connect over that socket as
+ * root, mapped to pgbyok's own superuser; the administrator is an ordinary role.
  */
-
-export class PostgresError extends Error {
-  constructor(message: string, readonly code: 'PrerequisiteMissing' | 'Invalid' | 'Locked' | 'StartFailed' | 'Failed') {
-    super(message);
-  }
-}
 
 export type StopMode = 'smart' | 'fast' | 'immediate';
 
@@ -21,79 +28,6 @@ interface ToolResult {
   status: number | null;
   stdout: string;
   stderr: string;
-}
-
-let cachedBin: string | undefined;
-/** The PostgreSQL 15 binaries: `pg_config --bindir`, else Debian's path; a clear error when absent. */
-export function postgresBinDir(): string {
-  if (cachedBin) return cachedBin;
-  const candidates: string[] = [];
-  try {
-    candidates.push(execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim());
-  } catch {
-    // pg_config is optional: fall back to the Debian layout.
-  }
-  candidates.push('/usr/lib/postgresql/15/bin');
-  for (const dir of candidates) {
-    if (['initdb', 'pg_ctl', 'postgres'].every((b) => existsSync(join(dir, b)))) {
-      const version = execFileSync(join(dir, 'postgres'), ['--version'], { encoding: 'utf8' });
-      if (!/\(PostgreSQL\) 15\./.test(version)) continue;
-      cachedBin = dir;
-      return dir;
-    }
-  }
-  throw new PostgresError('PostgreSQL 15 server binaries were not found (initdb, pg_ctl, postgres). Install them with: apt-get install postgresql-15', 'PrerequisiteMissing');
-}
-
-let cachedUser: { uid: number; gid: number } | undefined;
-/** The postgres OS user's uid and gid (files PostgreSQL must own). */
-export function postgresUser(): { uid: number; gid: number } {
-  if (cachedUser) return cachedUser;
-  try {
-    cachedUser = {
-      uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()),
-      gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()),
-    };
-    return cachedUser;
-  } catch {
-    throw new PostgresError('The postgres OS user does not exist; it comes with the postgresql-15 package.', 'PrerequisiteMissing');
-  }
-}
-
-/** Starts a command as the postgres OS user, with piped stdio (for tools whose output is streamed). */
-export function spawnAsPostgres(argv: string[], timeoutMs?: number): ChildProcess {
-  return spawn('runuser', ['-u', 'postgres', '--', ...argv], { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs });
-}
-
-const RESERVED_LOGINS = new Set(['postgres', 'admin', 'administrator', 'root', 'guest', 'public', 'azure_superuser', 'azure_pg_admin', 'pgbyok', 'replication']);
-
-/** Azure's rules for the administrator login: 1-63 letters, digits, '_'; not reserved; not pg_*. */
-export function validateAdminLogin(login: string): void {
-  if (!/^[a-z_][a-z0-9_]{0,62}$/i.test(login) || /^pg_/i.test(login) || RESERVED_LOGINS.has(login.toLowerCase())) {
-    throw new PostgresError(`The administrator login '${login}' is not allowed: use 1-63 letters, digits or '_', not starting with pg_, and not one of ${[...RESERVED_LOGINS].join(', ')}.`, 'Invalid');
-  }
-}
-
-/** Azure's rules for the administrator password: 8-128 characters from three of: upper, lower, digit, other. */
-export function validateAdminPassword(password: string): void {
-  const classes = [/[A-Z]/, /[a-z]/, /[0-9]/, /[^A-Za-z0-9]/].filter((r) => r.test(password)).length;
-  if (password.length < 8 || password.length > 128 || classes < 3 || !/^[\x20-\x7e]+$/.test(password)) {
-    throw new PostgresError('The administrator password must be 8-128 printable ASCII characters and contain three of: upper-case letters, lower-case letters, digits, other characters.', 'Invalid');
-  }
-}
-
-/** Client authentication: pgbyok's maintenance over the socket (peer), everyone else with SCRAM over TLS. */
-function hbaFor(adminLogin: string): string {
-  return [
-    '# Managed by pgbyok.',
-    `local   all   ${adminLogin}   peer map=pgbyok`,
-    `local   replication   ${adminLogin}   peer map=pgbyok`,
-    'local   all   all   scram-sha-256',
-    'hostssl all   all   all   scram-sha-256',
-    'hostssl replication   all   all   scram-sha-256',
-    'hostnossl all all   all   reject',
-    '',
-  ].join('\n');
 }
 
 export interface InstanceOptions {
@@ -114,6 +48,16 @@ export interface InstanceOptions {
    * volume), and pgbyok's archiver seals it into the backup store.
    */
   walStagingDir?: string;
+  /** The OS account PostgreSQL runs as (created when missing; see os-user.ts). */
+  osUser: string;
+  /** The administrator's login (for its role and password). */
+  adminLogin?: string;
+  /** The user's server parameters (validated; see parameters.ts), written at every start. */
+  parameters?: Record<string, string>;
+  /** Makes the directories above PGDATA private to the account (the volume's mount and encrypted directory). */
+  restrictParents?: (owner: OsUser) => void;
+  /** Told after every successful start (pending restarts are applied then). */
+  onStarted?: () => void;
 }
 
 export class PostgresInstance {
@@ -131,12 +75,14 @@ export class PostgresInstance {
   }
 
   /**
-   * Runs a PostgreSQL tool as the postgres OS user. Asynchronous on purpose: the platform's one event loop
-   * also serves the vault and the API, and must not freeze while initdb, a start or a checkpoint runs.
+   * Runs a PostgreSQL tool: as the server's OS account (initdb, pg_ctl, pg_basebackup into PGDATA), or as
+   * root for the clients that log in as pgbyok over the socket. Asynchronous on purpose: the platform's
+   * one event loop also serves the vault and the API, and must not freeze while initdb or a start runs.
    */
-  private asPostgres(tool: string, args: string[], timeoutMs = 300_000): Promise<ToolResult> {
+  private tool(tool: string, args: string[], as: 'owner' | 'root', timeoutMs = 300_000): Promise<ToolResult> {
     return new Promise((resolve) => {
-      const child = spawnAsPostgres([this.bin(tool), ...args], timeoutMs);
+      const argv = [this.bin(tool), ...args];
+      const child = as === 'root' ? spawnAsRoot(argv, timeoutMs) : spawnAs(this.opts.osUser, argv, timeoutMs);
       child.stdin!.end();
       let stdout = '';
       let stderr = '';
@@ -147,6 +93,21 @@ export class PostgresInstance {
     });
   }
 
+  /** The server's OS account, created when missing, with the directories above PGDATA made private to it. */
+  async ensureOwner(): Promise<OsUser> {
+    const owner = await ensureOsUser(this.opts.osUser);
+    this.opts.restrictParents?.(owner);
+    return owner;
+  }
+
+  /** A fresh, empty PGDATA owned by the account (0700). */
+  private async freshDataDir(): Promise<void> {
+    const { uid, gid } = await this.ensureOwner();
+    if (existsSync(this.opts.dataDir)) rmSync(this.opts.dataDir, { recursive: true, force: true });
+    mkdirSync(this.opts.dataDir, { mode: 0o700 });
+    chownSync(this.opts.dataDir, uid, gid);
+  }
+
   /** Refuses to go on unless the encrypted directory that holds PGDATA is readable (the volume unlocked). */
   private requireUnlockedParent(): void {
     if (!this.opts.isUnlocked() || !existsSync(dirname(this.opts.dataDir))) {
@@ -155,9 +116,9 @@ export class PostgresInstance {
   }
 
   /**
-   * initdb with data checksums, as the postgres user, inside the encrypted directory. The administrator
-   * gets no password here: `setAdminPassword` installs a SCRAM verifier once the server runs, so no
-   * password ever passes through a file, an argument or pgbyok's store.
+   * initdb with data checksums, as the server's account, inside the encrypted directory. The bootstrap
+   * superuser is pgbyok's own; the administrator's role comes with `setAdminPassword` once the server runs
+   * (a SCRAM verifier, so no password ever passes through a file, an argument or pgbyok's store).
    */
   async init(adminLogin: string, tls: { cert: string; key: string; ca: string }): Promise<void> {
     validateAdminLogin(adminLogin);
@@ -165,28 +126,18 @@ export class PostgresInstance {
     if (existsSync(this.opts.dataDir)) {
       throw new PostgresError(`${this.opts.dataDir} already exists; refusing to run initdb over it`, 'Invalid');
     }
-    const { uid, gid } = postgresUser();
-    mkdirSync(this.opts.dataDir, { mode: 0o700 });
-    chownSync(this.opts.dataDir, uid, gid);
-    const r = await this.asPostgres('initdb', [
-      '-D', this.opts.dataDir, '-U', adminLogin, '--data-checksums', '-E', 'UTF8', '--locale=C.UTF-8',
-      '--auth-local=peer', '--auth-host=reject',
-    ]);
+    await this.freshDataDir();
+    const r = await this.tool('initdb', [
+      '-D', this.opts.dataDir, '-U', PGBYOK_SUPERUSER, '--data-checksums', '-E', 'UTF8', '--locale=C.UTF-8',
+      '--auth-local=reject', '--auth-host=reject',
+    ], 'owner');
     if (r.status !== 0) throw new PostgresError(`initdb failed: ${(r.stderr || r.stdout).trim()}`, 'Failed');
-    const admin = { login: adminLogin };
-
-    const write = (name: string, content: string) => this.writeOwned(name, content);
     this.installTls(tls);
-    // pgbyok's own maintenance connects over the socket as the postgres OS user (peer), mapped to the admin.
-    write('pg_ident.conf', `pgbyok postgres ${admin.login}\n`);
-    write('pg_hba.conf', hbaFor(admin.login));
-    const conf = readFileSync(join(this.opts.dataDir, 'postgresql.conf'), 'utf8');
-    write('postgresql.conf', conf + "\ninclude 'pgbyok.conf'\n");
-    this.writeManagedConfig();
+    this.writeStartFiles();
   }
 
   private writeOwned(name: string, content: string, mode = 0o600): void {
-    const { uid, gid } = postgresUser();
+    const { uid, gid } = requireOsUser(this.opts.osUser);
     const path = join(this.opts.dataDir, name);
     writeFileSync(path, content, { mode });
     chownSync(path, uid, gid);
@@ -232,13 +183,15 @@ export class PostgresInstance {
    * which lives inside this server's encrypted directory.
    */
   async cloneFrom(source: { host: string; port: number; user: string; passfile: string; slot: string; caFile: string }): Promise<void> {
-    const { uid, gid } = postgresUser();
-    if (existsSync(this.opts.dataDir)) rmSync(this.opts.dataDir, { recursive: true, force: true });
-    mkdirSync(this.opts.dataDir, { mode: 0o700 });
-    chownSync(this.opts.dataDir, uid, gid);
+    await this.freshDataDir();
     const conn = `host=${source.host} port=${source.port} user=${source.user} passfile=${source.passfile} sslmode=verify-full sslrootcert=${source.caFile} application_name=${this.opts.clusterName}`;
-    const r = await this.asPostgres('pg_basebackup', ['-d', conn, '-D', this.opts.dataDir, '-X', 'stream', '-R', '-C', '-S', source.slot, '-c', 'fast', '-w']);
+    const r = await this.tool('pg_basebackup', ['-d', conn, '-D', this.opts.dataDir, '-X', 'stream', '-R', '-C', '-S', source.slot, '-c', 'fast', '-w'], 'owner');
     if (r.status !== 0) throw new PostgresError(`pg_basebackup from the source failed: ${(r.stderr || r.stdout).trim()}`, 'Failed');
+    // -R wrote the standby's connection into postgresql.auto.conf, which every start empties: it moves to a file of pgbyok's.
+    const auto = readFileSync(join(this.opts.dataDir, 'postgresql.auto.conf'), 'utf8');
+    this.writeOwned('pgbyok-standby.conf', auto.split('\n').filter((l) => /^(primary_conninfo|primary_slot_name)\s*=/.test(l)).join('\n') + '\n');
+    const conf = readFileSync(join(this.opts.dataDir, 'postgresql.conf'), 'utf8');
+    if (!conf.includes("include_if_exists 'pgbyok-standby.conf'")) this.writeOwned('postgresql.conf', conf + "\ninclude_if_exists 'pgbyok-standby.conf'\n");
   }
 
   async isInRecovery(): Promise<boolean> {
@@ -256,45 +209,48 @@ export class PostgresInstance {
     if (existsSync(path)) rmSync(path);
   }
 
-  /** The settings pgbyok owns; rewritten on every start so they cannot drift. */
-  private writeManagedConfig(): void {
-    const { uid, gid } = postgresUser();
-    const lines = {
-      port: String(this.opts.port),
-      listen_addresses: `'${this.listenAddresses}'`,
-      unix_socket_directories: `'${this.opts.socketDir}'`,
-      unix_socket_permissions: '0777',
-      cluster_name: `'${this.opts.clusterName}'`,
-      ssl: 'on',
-      ssl_cert_file: "'server.crt'",
-      ssl_key_file: "'server.key'",
-      ssl_min_protocol_version: "'TLSv1.2'",
-      password_encryption: "'scram-sha-256'",
-      logging_collector: 'on',
-      log_directory: "'log'",
-      log_filename: "'postgresql-%a.log'",
-      log_truncate_on_rotation: 'on',
-      // Temp files and stats stay inside PGDATA, inside the encrypted directory.
-      temp_tablespaces: "''",
-      ...(this.opts.walStagingDir ? {
-        archive_mode: 'on',
-        // Idempotent: a segment archived again after a crash is simply staged again.
-        archive_command: `'test -f ${this.opts.walStagingDir}/%f || (cp %p ${this.opts.walStagingDir}/%f.tmp && mv ${this.opts.walStagingDir}/%f.tmp ${this.opts.walStagingDir}/%f)'`,
-        archive_timeout: '60',
-      } : {}),
+  /**
+   * What pgbyok rewrites before every start, so nothing a user or a restored backup left can drift:
+   * client authentication, the user's parameters, the extension scripts. The managed settings go on the
+   * command line (`startOptions`).
+   */
+  private writeStartFiles(): void {
+    const { uid, gid } = requireOsUser(this.opts.osUser);
+    const dir = (path: string) => {
+      if (!existsSync(path)) mkdirSync(path, { mode: 0o700 });
+      chownSync(path, uid, gid);
+      chmodSync(path, 0o700);
     };
-    if (this.opts.walStagingDir && !existsSync(this.opts.walStagingDir)) {
-      mkdirSync(this.opts.walStagingDir, { mode: 0o700 });
-      chownSync(this.opts.walStagingDir, uid, gid);
+    if (this.opts.walStagingDir) dir(this.opts.walStagingDir);
+    dir(join(this.opts.dataDir, 'log'));
+    this.writeOwned('pg_hba.conf', hbaConf());
+    this.writeOwned('pg_ident.conf', identConf());
+    this.writeOwned('pgbyok-parameters.conf', userConf(effectiveValues(this.opts.parameters ?? {})));
+    const confPath = join(this.opts.dataDir, 'postgresql.conf');
+    const conf = readFileSync(confPath, 'utf8');
+    if (!conf.includes("include 'pgbyok-parameters.conf'")) this.writeOwned('postgresql.conf', conf + "\ninclude 'pgbyok-parameters.conf'\n");
+    // An empty postgresql.auto.conf: ALTER SYSTEM is pgbyok's superuser's alone, and even it does not outlive a start.
+    this.writeOwned('postgresql.auto.conf', '# Managed by pgbyok: server parameters are set through the API.\n');
+    const scripts = join(this.opts.dataDir, 'pgbyok-extensions');
+    dir(scripts);
+    for (const [ext, sql] of Object.entries(EXTENSION_SCRIPTS)) {
+      dir(join(scripts, ext));
+      this.writeOwned(join('pgbyok-extensions', ext, 'after-create.sql'), sql);
     }
-    const logDir = join(this.opts.dataDir, 'log');
-    if (!existsSync(logDir)) {
-      mkdirSync(logDir, { mode: 0o700 });
-      chownSync(logDir, uid, gid);
-    }
-    const path = join(this.opts.dataDir, 'pgbyok.conf');
-    writeFileSync(path, '# Managed by pgbyok; changes here are overwritten.\n' + Object.entries(lines).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n', { mode: 0o600 });
-    chownSync(path, uid, gid);
+  }
+
+  /** The settings pgbyok manages for this server, with their values. */
+  managedValues(): Record<string, string> {
+    const spl = this.opts.parameters?.shared_preload_libraries;
+    return managedSettings({
+      dataDir: this.opts.dataDir, socketDir: this.opts.socketDir, port: this.opts.port, listenAddresses: this.listenAddresses,
+      clusterName: this.opts.clusterName, walStagingDir: this.opts.walStagingDir, userPreloadLibraries: spl ? spl.split(',').filter(Boolean) : [],
+    });
+  }
+
+  /** The managed settings as postgres command-line options, which outrank every configuration file. */
+  private startOptions(): string {
+    return commandLineOptions(this.managedValues());
   }
 
   /**
@@ -346,11 +302,17 @@ export class PostgresInstance {
     }
     await this.waitForReap();
     if (this.isRunning()) return;
-    const { uid, gid } = postgresUser();
-    mkdirSync(this.opts.socketDir, { recursive: true, mode: 0o755 });
+    requireSecurityModules();
+    const { uid, gid } = await this.ensureOwner();
+    if (statSync(this.opts.dataDir).uid !== uid) {
+      throw new PostgresError(`${this.opts.dataDir} belongs to another OS account than this server's (${this.opts.osUser}): servers created by an older pgbyok, which ran every server as 'postgres', are not migrated`, 'Invalid');
+    }
+    mkdirSync(dirname(this.opts.socketDir), { recursive: true, mode: 0o755 });
+    mkdirSync(this.opts.socketDir, { recursive: true, mode: 0o700 });
     chownSync(this.opts.socketDir, uid, gid);
-    this.writeManagedConfig();
-    const r = await this.asPostgres('pg_ctl', ['start', '-D', this.opts.dataDir, '-w', '-t', '120', '-l', join(this.opts.dataDir, 'log', 'pg_ctl.log')]);
+    chmodSync(this.opts.socketDir, 0o700);
+    this.writeStartFiles();
+    const r = await this.tool('pg_ctl', ['start', '-D', this.opts.dataDir, '-w', '-t', '120', '-l', join(this.opts.dataDir, 'log', 'pg_ctl.log'), '-o', this.startOptions()], 'owner');
     if (r.status !== 0) {
       let tail = '';
       try {
@@ -360,12 +322,13 @@ export class PostgresInstance {
       }
       throw new PostgresError(`PostgreSQL did not start: ${(r.stderr || r.stdout).trim()}\n${tail}`.trim(), 'StartFailed');
     }
+    this.opts.onStarted?.();
   }
 
   /** Stops and waits up to `timeoutSeconds`; throws if it is still running then (the stop goes on regardless). */
   async stop(mode: StopMode = 'fast', timeoutSeconds = 120): Promise<void> {
     if (!existsSync(this.opts.dataDir) || !this.isRunning()) return;
-    const r = await this.asPostgres('pg_ctl', ['stop', '-D', this.opts.dataDir, '-m', mode, '-w', '-t', String(timeoutSeconds)]);
+    const r = await this.tool('pg_ctl', ['stop', '-D', this.opts.dataDir, '-m', mode, '-w', '-t', String(timeoutSeconds)], 'owner');
     if (r.status !== 0 && this.isRunning()) throw new PostgresError(`PostgreSQL did not stop: ${(r.stderr || r.stdout).trim()}`, 'Failed');
   }
 
@@ -374,33 +337,55 @@ export class PostgresInstance {
     await this.start();
   }
 
-  /** Runs SQL as the administrator over the unix socket (peer-mapped); returns unaligned output. */
+  /** Runs SQL as pgbyok's superuser over the unix socket (root, peer-mapped); returns unaligned output. */
   async sql(sql: string, database = 'postgres', timeoutMs?: number): Promise<string> {
-    const login = this.adminLogin();
-    const r = await this.asPostgres('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', this.opts.socketDir, '-p', String(this.opts.port), '-U', login, '-d', database, '-At', '-c', sql], timeoutMs);
+    const r = await this.tool('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', this.opts.socketDir, '-p', String(this.opts.port), '-U', PGBYOK_SUPERUSER, '-d', database, '-At', '-c', sql], 'root', timeoutMs);
     if (r.status !== 0) throw new PostgresError(`query failed: ${r.stderr.trim()}`, 'Failed');
     return r.stdout.trim();
   }
 
-  /** Installs the administrator's SCRAM verifier (computed from the password by `scramSha256Verifier`). */
+  /**
+   * The administrator's role (an ordinary one, a member of azure_pg_admin; created or repaired here) with
+   * its SCRAM verifier (computed from the password by `scramSha256Verifier`).
+   */
   async setAdminPassword(verifier: string): Promise<void> {
     if (!SCRAM_VERIFIER_RE.test(verifier)) throw new PostgresError('not a SCRAM-SHA-256 verifier', 'Invalid');
-    const login = this.adminLogin();
+    const login = this.opts.adminLogin;
+    if (!login) throw new PostgresError('this instance was built without its administrator login', 'Invalid');
+    validateAdminLogin(login);
+    await this.sql(adminRolesSql(login));
     await this.sql(`ALTER ROLE "${login}" PASSWORD '${verifier}'`);
+  }
+
+  /** Rereads the configuration files (the user's dynamic parameters). */
+  async reload(): Promise<void> {
+    await this.sql('SELECT pg_reload_conf()');
+  }
+
+  /** Rewrites the user's parameters into their file (read at the next reload or start). */
+  writeParameters(): void {
+    this.writeOwned('pgbyok-parameters.conf', userConf(effectiveValues(this.opts.parameters ?? {})));
   }
 
   /**
    * A full base backup as a tar stream on the child's stdout (WAL fetched into it), taken over the socket
-   * as the administrator; the caller reads stdout and waits for the exit code.
+   * as pgbyok's superuser; the caller reads stdout and waits for the exit code.
    */
   baseBackupTar(): ChildProcess {
-    const child = spawnAsPostgres([this.bin('pg_basebackup'), '-h', this.opts.socketDir, '-p', String(this.opts.port), '-U', this.adminLogin(), '-D', '-', '-Ft', '-X', 'fetch', '-c', 'fast', '-w']);
+    const child = spawnAsRoot([this.bin('pg_basebackup'), '-h', this.opts.socketDir, '-p', String(this.opts.port), '-U', PGBYOK_SUPERUSER, '-D', '-', '-Ft', '-X', 'fetch', '-c', 'fast', '-w']);
     child.stdin!.end();
     return child;
   }
 
-  private adminLogin(): string {
-    return readFileSync(join(this.opts.dataDir, 'pg_ident.conf'), 'utf8').trim().split(/\s+/)[2];
+  /** Starts a command as the server's OS account (e.g. unpacking a backup into PGDATA). */
+  spawnAsOwner(argv: string[]): ChildProcess {
+    return spawnAs(this.opts.osUser, argv);
+  }
+
+  /** After the server's data is destroyed: its socket directory and its OS account go too. */
+  async dispose(): Promise<void> {
+    rmSync(this.opts.socketDir, { recursive: true, force: true });
+    await removeOsUser(this.opts.osUser);
   }
 
   /** Ends every client session (before a stop that must not wait for them); gives up after 5 s, the stop ends them too. */
@@ -410,7 +395,7 @@ export class PostgresInstance {
 
   /** pg_isready plus a real query. */
   async health(): Promise<{ accepting: boolean; query: boolean }> {
-    const ready = (await this.asPostgres('pg_isready', ['-q', '-h', this.opts.socketDir, '-p', String(this.opts.port)])).status === 0;
+    const ready = (await this.tool('pg_isready', ['-q', '-h', this.opts.socketDir, '-p', String(this.opts.port)], 'root')).status === 0;
     let query = false;
     if (ready) {
       try {

@@ -143,6 +143,10 @@ export function createServersRepo(db: Db) {
     putAlertRule: db.prepare(`INSERT INTO alert_rules (tenant_id, name, condition, server_name, action_group, enabled) VALUES (?,?,?,?,?,?)
       ON CONFLICT (tenant_id, name) DO UPDATE SET condition = excluded.condition, server_name = excluded.server_name, action_group = excluded.action_group, enabled = excluded.enabled`),
     deleteAlertRule: db.prepare('DELETE FROM alert_rules WHERE tenant_id = ? AND name = ?'),
+    parameters: db.prepare('SELECT name, value, pending_restart FROM server_parameters WHERE server_id = ? ORDER BY name'),
+    putParameter: db.prepare(`INSERT INTO server_parameters (server_id, name, value, pending_restart, updated) VALUES (?,?,?,?,?)
+      ON CONFLICT (server_id, name) DO UPDATE SET value = excluded.value, pending_restart = excluded.pending_restart, updated = excluded.updated`),
+    clearPendingRestart: db.prepare('UPDATE server_parameters SET pending_restart = 0 WHERE server_id = ? AND pending_restart = 1'),
     setting: db.prepare('SELECT v FROM meta WHERE k = ?'),
     putSetting: db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v'),
   };
@@ -197,6 +201,12 @@ export function createServersRepo(db: Db) {
       void s.putAlertRule.run(tenantId, r.name, r.condition, r.serverName ?? null, r.actionGroup, r.enabled ? 1 : 0),
     deleteAlertRule: (tenantId: string, name: string) => s.deleteAlertRule.run(tenantId, name).changes > 0,
 
+    /** The server parameters a user set (see src/postgres/parameters.ts), with whether each awaits a restart. */
+    parameters: (serverId: string) => (s.parameters.all(serverId) as { name: string; value: string; pending_restart: number }[])
+      .map((r) => ({ name: r.name, value: r.value, pendingRestart: r.pending_restart === 1 })),
+    putParameter: (serverId: string, name: string, value: string, pendingRestart: boolean) =>
+      void s.putParameter.run(serverId, name, value, pendingRestart ? 1 : 0, Math.floor(Date.now() / 1000)),
+    clearPendingRestart: (serverId: string) => void s.clearPendingRestart.run(serverId),
     setting: (k: string) => (s.setting.get(`setting:${k}`) as { v: string } | undefined)?.v,
     putSetting: (k: string, v: string) => void s.putSetting.run(`setting:${k}`, v),
   };

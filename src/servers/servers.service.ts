@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ApiError, errors } from '../lib/errors.js';
 import type { HomePaths } from '../lib/home.js';
-import { PostgresError, postgresUser, validateAdminLogin, validateAdminPassword } from '../postgres/instance.js';
+import { PostgresError, validateAdminLogin, validateAdminPassword } from '../postgres/instance.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { keyIdentifier } from '../storage/fscrypt.js';
 import { newDek, VolumeError } from '../storage/volume.js';
@@ -15,6 +15,8 @@ import { ACTIVITY_OPERATIONS, type Monitoring } from './monitoring.js';
 import { startResponder, type Responder } from './responder.js';
 import type { DataEncryption, Operation, RestoreSpec, Server, ServersRepo, WrappedDek } from './servers.repo.js';
 import type { ServerRuntime } from './runtime.js';
+import { createServerPostgres } from './server-postgres.js';
+import { createParametersService } from './parameters.service.js';
 import type { BackupsService } from '../backups/backups.service.js';
 
 /** Who asked, with the token they asked with (used to read vaults and identities on their behalf). */
@@ -147,7 +149,8 @@ export function createServersService(d: ServersDeps) {
     return next;
   };
 
-  const { volumeOf, pgOf, principalOf, keyUriOf } = d.runtime;
+  const { volumeOf, principalOf, keyUriOf } = d.runtime;
+  const pgOf = createServerPostgres(d);
 
   const save = (s: Server) => {
     s.updated = Math.floor(Date.now() / 1000);
@@ -471,7 +474,7 @@ export function createServersService(d: ServersDeps) {
     await srcPg.sql(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}'`);
     const passfile = join(volume.dataDir, '.pgpass');
     writeFileSync(passfile, `localhost:${source.port}:*:${role}:${password}\n`, { mode: 0o600 });
-    const { uid, gid } = postgresUser();
+    const { uid, gid } = await pg.ensureOwner();
     chownSync(passfile, uid, gid);
     await pg.cloneFrom({ host: 'localhost', port: source.port, user: role, passfile, slot, caFile: d.home.caCert });
     pg.installTls(await d.tlsFor(s.name));
@@ -557,6 +560,7 @@ export function createServersService(d: ServersDeps) {
       try {
         await shutdownData(s, 'immediate');
         await volume.destroy();
+        await pgOf(s, volume).dispose();
       } catch (cleanup) {
         d.logger.error({ server: s.name, err: describe(cleanup) }, 'cleanup after a failed create failed');
       }
@@ -748,8 +752,14 @@ export function createServersService(d: ServersDeps) {
     timers.add(t);
   };
 
+  const parameters = createParametersService({
+    repo: d.repo, pgOf, requireServer, requireState, runOp,
+    activity: (s, message, caller) => activity(s, ACTIVITY_OPERATIONS.write, 'Succeeded', message, caller),
+  });
+
   return {
     resourceId: serverResourceId,
+    parameters,
     get: requireServer,
     list: (tenantId: string) => d.repo.list(tenantId),
     operation: (tenantId: string, id: string) => {
@@ -1063,7 +1073,7 @@ export function createServersService(d: ServersDeps) {
         await stopResponder(fresh);
         await shutdownData(fresh, 'immediate');
         await volumeOf(fresh).destroy();
-        rmSync(pgOf(fresh).opts.socketDir, { recursive: true, force: true });
+        await pgOf(fresh).dispose();
         d.backups.deleteAll(fresh);
         if (fresh.replicationRole === 'AsyncReplica') await releaseSource(fresh);
         d.repo.delete(fresh.id);
@@ -1136,6 +1146,7 @@ export function createServersService(d: ServersDeps) {
               await stopResponder(s);
               await shutdownData(s, 'immediate');
               await volumeOf(s).destroy();
+              await pgOf(s).dispose();
               d.repo.delete(s.id);
               activity(s, ACTIVITY_OPERATIONS.delete, 'Succeeded', `Deletion of ${s.name} finished after a restart.`);
               return;

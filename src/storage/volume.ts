@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import {
-  chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, rmdirSync,
+  chmodSync, chownSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, rmdirSync,
   statSync, truncateSync, unlinkSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -289,6 +289,20 @@ export class Volume {
     }
     if (!header.keyIdentifier) this.writeHeader({ ...header, keyIdentifier: idHex });
     this.probe();
+  }
+
+  /**
+   * Makes the volume private to the OS account of its server: the mount root root:group 0750 (its header
+   * stays root's), the encrypted directory the account's own, 0700. Nobody else may enter either.
+   */
+  restrictTo(owner: { uid: number; gid: number }): void {
+    if (!this.mountEntry()) throw new VolumeError(`volume ${this.name} is not mounted`, 'NotFound');
+    chownSync(this.mountpoint, 0, owner.gid);
+    chmodSync(this.mountpoint, 0o750);
+    if (existsSync(this.dataDir)) {
+      chownSync(this.dataDir, owner.uid, owner.gid);
+      chmodSync(this.dataDir, 0o700);
+    }
   }
 
   private probe(): void {

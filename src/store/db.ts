@@ -183,6 +183,16 @@ const MIGRATIONS: string[] = [
   ALTER TABLE servers ADD COLUMN source_server TEXT;
   ALTER TABLE servers ADD COLUMN geo TEXT;
   `,
+  `
+  CREATE TABLE server_parameters (
+    server_id TEXT NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    pending_restart INTEGER NOT NULL DEFAULT 0,
+    updated INTEGER NOT NULL,
+    PRIMARY KEY (server_id, name)
+  );
+  `,
 ];
 
 export function openDb(path: string): Db {

@@ -1,0 +1,41 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { PostgresError } from './errors.js';
+
+/** Where PostgreSQL's programs are, and how pgbyok starts them: as a server's OS account, or as root. */
+
+let cachedBin: string | undefined;
+/** The PostgreSQL 15 binaries: `pg_config --bindir`, else Debian's path; a clear error when absent. */
+export function postgresBinDir(): string {
+  if (cachedBin) return cachedBin;
+  const candidates: string[] = [];
+  try {
+    candidates.push(execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim());
+  } catch {
+    // pg_config is optional: fall back to the Debian layout.
+  }
+  candidates.push('/usr/lib/postgresql/15/bin');
+  for (const dir of candidates) {
+    if (['initdb', 'pg_ctl', 'postgres'].every((b) => existsSync(join(dir, b)))) {
+      const version = execFileSync(join(dir, 'postgres'), ['--version'], { encoding: 'utf8' });
+      if (!/\(PostgreSQL\) 15\./.test(version)) continue;
+      cachedBin = dir;
+      return dir;
+    }
+  }
+  throw new PostgresError('PostgreSQL 15 server binaries were not found (initdb, pg_ctl, postgres). Install them with: apt-get install postgresql-15', 'PrerequisiteMissing');
+}
+
+/** Starts a command as the given OS account, with piped stdio (for tools whose output is streamed). */
+export function spawnAs(user: string, argv: string[], timeoutMs?: number): ChildProcess {
+  return spawn('runuser', ['-u', user, '--', ...argv], { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs });
+}
+
+/** Starts one of pgbyok's own tools as root (the only OS user the socket's ident map admits). */
+export function spawnAsRoot(argv: string[], timeoutMs?: number): ChildProcess {
+  // No PG* variable of the platform's environment (a password, a service, options) reaches pgbyok's logins.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PG')));
+  return spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, env });
+}
+
