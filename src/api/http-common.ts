@@ -15,6 +15,11 @@ export const fastifyOptions = (logger: Logger) => ({
   bodyLimit: BODY_LIMIT,
   genReqId: () => randomUUID(),
   ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+  // A URL the router cannot decode (`%zz`) is a 400 in Azure's envelope, like every other bad input.
+  frameworkErrors: (err: Error & { code?: string }, _req: FastifyRequest, reply: FastifyReply) => {
+    const e = err.code === 'FST_ERR_BAD_URL' ? errors.badParameter('The request URL is not validly percent-encoded.') : errors.badParameter(`Invalid request: ${err.message}.`);
+    reply.code(e.status).send(e.toBody());
+  },
 });
 
 /**
@@ -41,7 +46,7 @@ export function installErrorHandler(app: FastifyInstance): void {
     if (isApiError(err)) e = err;
     else if (err.validation) e = errors.badParameter(`Invalid request: ${err.message}.`);
     else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') e = errors.tooLarge(BODY_LIMIT);
-    else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') e = errors.badParameter(`Unsupported Content-Type '${req.headers['content-type']}'; send application/json.`);
+    else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') e = errors.badParameter(req.headers['content-type'] ? `Unsupported Content-Type '${req.headers['content-type']}'; send application/json.` : 'The request has a body but no Content-Type; send application/json.');
     else if (err.code === 'FST_ERR_CTP_INVALID_CONTENT_LENGTH' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') e = errors.badParameter(err.message);
     else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) e = new ApiError(err.statusCode, 'BadParameter', err.message);
     else {

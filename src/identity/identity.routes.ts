@@ -80,7 +80,10 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
     async (req: FastifyRequest<{ Params: { tenant: string }; Body: Record<string, string> | undefined }>, reply) => {
       const tenant = tenantOf(req.params.tenant);
       if (!tenant) return aadError(reply, 400, 'invalid_request', 90002, `Tenant '${req.params.tenant}' not found.`);
-      const form = req.body && typeof req.body === 'object' ? req.body : {};
+      // Only string fields count: a JSON body may carry anything, and the form shape is all strings.
+      const form: Record<string, string> = req.body && typeof req.body === 'object'
+        ? Object.fromEntries(Object.entries(req.body).filter(([, v]) => typeof v === 'string'))
+        : {};
       if (form.grant_type !== 'client_credentials') {
         return aadError(reply, 400, 'unsupported_grant_type', 70003, `The grant type '${form.grant_type ?? ''}' is not supported; use client_credentials.`);
       }
