@@ -569,11 +569,11 @@ export function createServersService(d: ServersDeps) {
   const checkServer = async (s: Server): Promise<void> => {
     if (s.current.encryption.type !== 'AzureKeyVault' || !['Ready', 'Inaccessible'].includes(s.state)) return;
     try {
+      // What Azure's periodic check costs: get the key, then wrap and unwrap a random probe with the version
+      // that wraps the DEK. The DEK itself is never unwrapped here, so a pass leaves no copy of it.
       const latestKid = await checkKeyAttributes(s);
-      const dek = await openDek(s);
-      dek.fill(0);
       const enc = s.current.encryption;
-      await d.keys.wrap(enc.primaryKeyURI!, newDek(), principalOf(enc));
+      await d.keys.probe(s.current.wrappedBy, principalOf(enc));
       if (s.keyUnreachableSince) {
         s.keyUnreachableSince = undefined;
         save(s);
