@@ -188,8 +188,8 @@ function assertLocked(name: string): void {
 }
 
 /**
- * After access is lost: the port answers with PostgreSQL's own refusal. The state flips before PostgreSQL
- * is stopped and the responder takes the port, so psql is retried for a few seconds.
+ * After access is lost: the port answers with pgbyok's refusal, in PostgreSQL's protocol. The key check that
+ * notices the loss runs on the monitor's schedule, so psql is retried for a few seconds.
  */
 async function expectInaccessibleAnswer(port: number): Promise<string> {
   const deadline = Date.now() + 10_000;
