@@ -19,6 +19,17 @@ export interface FrontDoor {
 
 type Mode = { kind: 'pipe'; port: number } | { kind: 'refuse'; refusal: () => Refusal };
 
+/** Copies `from` to `to` with backpressure; lighter than stream.pipe on the hot path of every query. */
+function forward(from: Socket, to: Socket): void {
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk)) {
+      from.pause();
+      to.once('drain', () => from.resume());
+    }
+  });
+  from.on('end', () => to.end());
+}
+
 /** Listens on the server's public port on each of `hosts` (IPv6 loopback may be absent; IPv4 is required). */
 export async function openFrontDoor(port: number, hosts: string[], tls: ResponderTls | undefined, onError: (e: Error) => void): Promise<FrontDoor> {
   let mode: Mode = { kind: 'refuse', refusal: () => ({ message: 'the server is starting up' }) };
@@ -35,8 +46,8 @@ export async function openFrontDoor(port: number, hosts: string[], tls: Responde
     };
     client.on('error', cut).on('close', cut);
     upstream.on('error', cut).on('close', cut);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    forward(client, upstream);
+    forward(upstream, client);
   };
 
   const onConnection = (client: Socket) => {
