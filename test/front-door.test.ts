@@ -41,7 +41,8 @@ test('while Ready the public port is PostgreSQL itself, through the front: TLS v
   assert.deepEqual(r.stdout.trim().split('\n'), ['t', '100'], 'the session is TLS inside PostgreSQL (pg_stat_ssl), verified with verify-full');
 });
 
-test('a lock never leaves the port dark; the refusal is 57P03, names the reason and not the key; pg_isready reads rejecting; the key back, the front serves again', async (t) => {
+/** Probes the port every 50 ms while `during` runs; returns every answer with its time. */
+async function pollWhile(during: (answers: { at: number; a: ProbeAnswer }[]) => Promise<void>): Promise<{ at: number; a: ProbeAnswer }[]> {
   const answers: { at: number; a: ProbeAnswer }[] = [];
   let polling = true;
   const poller = (async () => {
@@ -53,19 +54,40 @@ test('a lock never leaves the port dark; the refusal is 57P03, names the reason 
   })();
   try {
     await eventually(() => answers.length >= 5, 'the poller to start');
+    await during(answers);
+  } finally {
+    polling = false;
+    await poller;
+  }
+  return answers;
+}
+
+/** The distinct answers seen, for the test's diagnostics. */
+const summary = (answers: { a: ProbeAnswer }[]) =>
+  [...new Set(answers.map((x) => (x.a.kind === 'error' ? `${x.a.code} ${x.a.message.slice(0, 40)}` : x.a.kind)))].join(' | ');
+
+test('a restart of PostgreSQL never leaves the port dark: PostgreSQL or a readable 57P03 answers', async (t) => {
+  const answers = await pollWhile(async () => {
+    p.cli('server', 'restart', '--name', s.name);
+    await eventually(() => psql('SELECT 1').status === 0, 'PostgreSQL back after the restart');
+  });
+  t.diagnostic(`polls: ${answers.length}; answers: ${summary(answers)}`);
+  const odd = answers.filter((x) => x.a.kind !== 'error' || (x.a.code !== '28000' && x.a.code !== '57P03'));
+  assert.deepEqual(odd, [], 'every poll was answered in the protocol');
+});
+
+test('a lock never leaves the port dark; the refusal is 57P03, names the reason and not the key; pg_isready reads rejecting; the key back, the front serves again', async (t) => {
+  const answers = await pollWhile(async (answers) => {
     p.cli('key', 'set-attributes', '--vault-name', s.vault, '--name', s.keyName, '--enabled', 'false');
     await eventually(() => answers.some((x) => isPgbyokRefusal(x.a)), "pgbyok's refusal on the port", 20_000, 50);
     await eventually(() => state() === 'Inaccessible', 'Inaccessible', 20_000);
     // A few more polls while PostgreSQL is stopped and the volume locked.
     const n = answers.length;
     await eventually(() => answers.length >= n + 10, 'polls after the lock', 10_000, 50);
-  } finally {
-    polling = false;
-    await poller;
-  }
+  });
 
   const kinds = answers.map((x) => x.a.kind);
-  t.diagnostic(`polls: ${answers.length}; answers: ${[...new Set(answers.map((x) => x.a.kind === 'error' ? `${x.a.code} ${x.a.message.slice(0, 40)}` : x.a.kind))].join(' | ')}`);
+  t.diagnostic(`polls: ${answers.length}; answers: ${summary(answers)}`);
   assert.ok(!kinds.includes('refused'), `the port was never dark: ${kinds.join(',')}`);
   const firstRefusal = answers.findIndex((x) => x.a.kind !== 'error' || !/no pg_hba.conf entry|pg_hba.conf rejects/.test(x.a.message));
   const firstPgbyok = answers.findIndex((x) => isPgbyokRefusal(x.a));

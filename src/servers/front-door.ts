@@ -19,6 +19,9 @@ export interface FrontDoor {
 
 type Mode = { kind: 'pipe'; port: number } | { kind: 'refuse'; refusal: () => Refusal };
 
+/** While a Ready server's PostgreSQL restarts (a restart, a storage resize), as PostgreSQL itself says it. */
+const NOT_LISTENING: Refusal = { message: 'the database system is starting up' };
+
 /** Copies `from` to `to` with backpressure; lighter than stream.pipe on the hot path of every query. */
 function forward(from: Socket, to: Socket): void {
   from.on('data', (chunk: Buffer) => {
@@ -36,8 +39,12 @@ export async function openFrontDoor(port: number, hosts: string[], tls: Responde
   const piped = new Set<Socket>();
 
   const pipeTo = (client: Socket, target: number) => {
-    const upstream = connect({ port: target, host: '127.0.0.1', noDelay: true });
+    // Nothing is read from the client until PostgreSQL has answered the connect: if it is not listening
+    // (a restart), the client gets a refusal it can read instead of a cut connection.
+    client.pause();
     client.setNoDelay(true);
+    const upstream = connect({ port: target, host: '127.0.0.1', noDelay: true });
+    let connected = false;
     piped.add(client);
     const cut = () => {
       piped.delete(client);
@@ -45,9 +52,20 @@ export async function openFrontDoor(port: number, hosts: string[], tls: Responde
       upstream.destroy();
     };
     client.on('error', cut).on('close', cut);
-    upstream.on('error', cut).on('close', cut);
-    forward(client, upstream);
-    forward(upstream, client);
+    upstream.on('error', () => {
+      if (connected) return cut();
+      piped.delete(client);
+      client.removeListener('error', cut).removeListener('close', cut);
+      refuse(client, () => errorResponse(NOT_LISTENING), tls);
+      client.resume();
+    });
+    upstream.once('connect', () => {
+      connected = true;
+      upstream.on('close', cut);
+      forward(client, upstream);
+      forward(upstream, client);
+      client.resume();
+    });
   };
 
   const onConnection = (client: Socket) => {
