@@ -13,7 +13,7 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KeyClient } from '@azure/keyvault-keys';
-import { createIdentity, MGMT_RESOURCE, sdkOptions, startPgbyok, vaultName, type Pgbyok } from './harness.js';
+import { createIdentity, eventually, MGMT_RESOURCE, sdkOptions, startPgbyok, vaultName, type Pgbyok } from './harness.js';
 
 const PASSWORD = 'Passw0rd!x';
 const API = 'api-version=2023-07-01';
@@ -177,8 +177,12 @@ function postgresOf(name: string): number[] {
   return pids;
 }
 
-/** Locked: PostgreSQL is gone and the encrypted directory shows only ciphertext names. */
-function assertLocked(name: string): void {
+/**
+ * Locked: PostgreSQL is gone and the encrypted directory shows only ciphertext names. The port refuses from
+ * the moment the platform decides to lock, before PostgreSQL has stopped (within its 2 s key-loss stop).
+ */
+async function assertLocked(name: string): Promise<void> {
+  await eventually(() => postgresOf(name).length === 0, `PostgreSQL of ${name} to stop`, 10_000, 100).catch(() => undefined);
   assert.deepEqual(postgresOf(name), [], 'PostgreSQL of the server is stopped');
   const dataDir = join(mountpoint(name), 'data');
   if (existsSync(dataDir)) {
@@ -188,8 +192,8 @@ function assertLocked(name: string): void {
 }
 
 /**
- * After access is lost: the port answers with PostgreSQL's own refusal. The state flips before PostgreSQL
- * is stopped and the responder takes the port, so psql is retried for a few seconds.
+ * After access is lost: the port answers with pgbyok's refusal, in PostgreSQL's protocol. The key check that
+ * notices the loss runs on the monitor's schedule, so psql is retried for a few seconds.
  */
 async function expectInaccessibleAnswer(port: number): Promise<string> {
   const deadline = Date.now() + 10_000;
@@ -261,7 +265,7 @@ test('1. key disabled with the CLI: Inaccessible within seconds (sessions ended,
     if (code === 'still running') session.kill('SIGKILL');
     assert.notEqual(code, 'still running', 'the open session was terminated');
     assert.notEqual(code, 0, 'the open session ended with an error');
-    assertLocked(name);
+    await assertLocked(name);
     assert.ok(existsSync(volumeImage(name)));
 
     const health = p.cli('server', 'health', '--name', name);
@@ -331,7 +335,7 @@ test('3. key deleted: Inaccessible; key recovered: Ready again with every row', 
     assert.equal(down.properties.dataEncryption.primaryEncryptionKeyStatus, 'Invalid');
     assert.match(down.properties.inaccessibleReason, /not exist|deleted|not found/i);
     await expectInaccessibleAnswer(port);
-    assertLocked(name);
+    await assertLocked(name);
 
     p.cli('key', 'recover', '--vault-name', vault, '--name', keyName);
     const back = await backToReady(name);
@@ -439,7 +443,7 @@ test('7. stop, start, restart, delete: a stopped server is locked; delete destro
     assert.equal((await show(name)).properties.state, 'Stopped');
     assert.notEqual(psqlRaw(port, 'SELECT 1').status, 0, 'psql fails on a stopped server');
     assert.ok(existsSync(volumeImage(name)), 'the image stays');
-    assertLocked(name);
+    await assertLocked(name);
     assert.equal(p.cli('server', 'health', '--name', name).state, 'Stopped');
 
     const started = p.cli('server', 'start', '--name', name);
@@ -647,7 +651,7 @@ test('12. the vault firewall closed to the platform: Inaccessible; reopened: Rea
     assert.equal(down.properties.dataEncryption.primaryEncryptionKeyStatus, 'Invalid');
     assert.match(down.properties.inaccessibleReason, /firewall/);
     await expectInaccessibleAnswer(port);
-    assertLocked(name);
+    await assertLocked(name);
 
     p.cli('vault', 'update', '--name', fwVault, '--default-action', 'Allow');
     const back = await backToReady(name);
@@ -675,7 +679,7 @@ test('13. the vault deleted (unreachable): Inaccessible once the grace period is
     assert.ok(Date.now() - deletedAt >= 3000, 'not before the grace period ran out');
     assert.match(down.properties.inaccessibleReason, /unreachable/);
     await expectInaccessibleAnswer(port);
-    assertLocked(name);
+    await assertLocked(name);
     const activity = p.cli('activity-log', 'list', '--resource', name);
     assert.ok(activity.some((e: any) => e.operation.endsWith('/keyAccessFailure') && e.status === 'Warning'), 'the grace period is in the activity log');
 

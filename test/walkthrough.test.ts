@@ -20,7 +20,7 @@ test('scripts/walkthrough.sh runs from start to finish and stops what it started
     assert.match(r.stdout + r.stderr, /KeyDisabled/);
     assert.match(r.stdout, /the DEK wrapped before the rotation still unwraps/);
     assert.match(r.stdout, /true\s+\d+/, 'audit verify reports a valid chain');
-    assert.match(r.stdout + r.stderr, /is inaccessible: its customer-managed key cannot be reached \(the key is disabled\)/);
+    assert.match(r.stdout + r.stderr, /is inaccessible: its customer-managed key cannot be used because the key is disabled/);
     assert.match(r.stdout, /encrypted at rest under the customer's key\n\(1 row\)/);
     const status = spawnSync(process.execPath, [join(ROOT, 'bin', 'pgbyok'), 'status'], { env: { ...process.env, PGBYOK_HOME: home } });
     assert.notEqual(status.status, 0, 'pgbyok was stopped at the end');

@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { writeFileAtomic } from '../lib/home.js';
+import { closeSync, existsSync, fchmodSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 /**
  * The barrier: every secret pgbyok stores (private key material, token-signing keys) is sealed here with
@@ -61,8 +61,31 @@ export function loadOrCreateMasterKey(path: string, env = process.env): Buffer {
   if (fromEnv) return decodeMasterKey(fromEnv, 'PGBYOK_MASTER_KEY');
   if (existsSync(path)) return decodeMasterKey(readFileSync(path, 'utf8'), path);
   const key = randomBytes(32);
-  writeFileAtomic(path, key.toString('base64') + '\n', 0o600);
+  writeDurably(path, key.toString('base64') + '\n');
   return key;
+}
+
+/**
+ * Temp file (0600), fsync, rename, fsync of the directory: once this returns the master key is on disk
+ * under its name, so a power loss cannot keep data sealed under a key that was never persisted.
+ */
+function writeDurably(path: string, text: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    fchmodSync(fd, 0o600);
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  const dir = openSync(dirname(path), 'r');
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
 }
 
 function decodeMasterKey(text: string, source: string): Buffer {

@@ -21,8 +21,19 @@ export interface HttpResponse {
   text: string;
 }
 
-/** A small HTTP(S) client with our CA and optional client certificate; no retries, no redirects. */
-export function httpCall(req: HttpRequest): Promise<HttpResponse> {
+export interface HttpBytesResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  /** The whole body in one Buffer that the caller owns (and zeroes when it carries a secret). */
+  body: Buffer;
+}
+
+/**
+ * A small HTTP(S) client with our CA and optional client certificate; no retries, no redirects. The body
+ * comes back as bytes and the chunks it was read in are zeroed, so a body that carries a key leaves exactly
+ * one copy, the caller's, and never becomes a JS string here.
+ */
+export function httpCallBytes(req: HttpRequest): Promise<HttpBytesResponse> {
   const url = new URL(req.url);
   const body = req.body === undefined ? undefined : Buffer.isBuffer(req.body) ? req.body : Buffer.from(req.body);
   const requestFn = url.protocol === 'https:' ? httpsRequest : httpRequest;
@@ -41,7 +52,15 @@ export function httpCall(req: HttpRequest): Promise<HttpResponse> {
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () => {
+          const all = Buffer.alloc(chunks.reduce((n, c) => n + c.length, 0));
+          let at = 0;
+          for (const c of chunks) {
+            at += c.copy(all, at);
+            c.fill(0);
+          }
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: all });
+        });
         res.on('error', reject);
       },
     );
@@ -50,4 +69,103 @@ export function httpCall(req: HttpRequest): Promise<HttpResponse> {
     if (body) r.write(body);
     r.end();
   });
+}
+
+/** `httpCallBytes` with the body as UTF-8 text, for everything that carries no key. */
+export async function httpCall(req: HttpRequest): Promise<HttpResponse> {
+  const res = await httpCallBytes(req);
+  return { status: res.status, headers: res.headers, text: res.body.toString('utf8') };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// JSON bodies that carry a key: built and read as bytes, so the key's base64url form is never a JS string
+// (strings cannot be wiped, and live on until the garbage collector finds them).
+
+const ALPHABET = Buffer.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_', 'latin1');
+const DECODE = new Int16Array(256).fill(-1);
+ALPHABET.forEach((c, i) => { DECODE[c] = i; });
+// Standard base64 decodes too (Azure's SDKs send base64url; some clients pad or use + and /).
+DECODE[0x2b] = 62;
+DECODE[0x2f] = 63;
+
+/** Unpadded base64url of `bytes`, as ASCII bytes written into `out` at `at`; returns the end offset. */
+function encodeInto(bytes: Buffer, out: Buffer, at: number): number {
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    out[at++] = ALPHABET[n >> 18]; out[at++] = ALPHABET[(n >> 12) & 63]; out[at++] = ALPHABET[(n >> 6) & 63]; out[at++] = ALPHABET[n & 63];
+  }
+  const rest = bytes.length - i;
+  if (rest) {
+    const n = (bytes[i] << 16) | (rest === 2 ? bytes[i + 1] << 8 : 0);
+    out[at++] = ALPHABET[n >> 18]; out[at++] = ALPHABET[(n >> 12) & 63];
+    if (rest === 2) out[at++] = ALPHABET[(n >> 6) & 63];
+  }
+  return at;
+}
+
+/** Decodes base64url (or base64, padded or not) ASCII bytes into a fresh Buffer; undefined if malformed. */
+export function decodeBase64urlBytes(ascii: Buffer): Buffer | undefined {
+  let len = ascii.length;
+  while (len && ascii[len - 1] === 0x3d) len--;
+  if (len % 4 === 1) return undefined;
+  // Over an explicit ArrayBuffer: a small typed array lives on V8's heap, and the first native use would
+  // move it off-heap and leave the on-heap bytes behind, unwiped.
+  const out = Buffer.from(new ArrayBuffer(Math.floor((len * 3) / 4)));
+  let acc = 0;
+  let bits = 0;
+  let at = 0;
+  for (let i = 0; i < len; i++) {
+    const v = DECODE[ascii[i]];
+    if (v < 0) {
+      out.fill(0);
+      return undefined;
+    }
+    acc = ((acc << 6) | v) & 0xffffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[at++] = (acc >> bits) & 0xff;
+    }
+  }
+  return out;
+}
+
+/**
+ * `{...fields, [secretName]: base64url(secret)}` as JSON bytes. The caller zeroes the result once it has
+ * been sent; `secret` is not touched.
+ */
+export function secretJsonBody(fields: Record<string, string>, secretName: string, secret: Buffer): Buffer {
+  const head = Buffer.from(`${JSON.stringify(fields).slice(0, -1)}${Object.keys(fields).length ? ',' : ''}${JSON.stringify(secretName)}:"`, 'utf8');
+  const out = Buffer.from(new ArrayBuffer(head.length + Math.ceil((secret.length * 4) / 3) + 2));
+  head.copy(out);
+  let at = encodeInto(secret, out, head.length);
+  out[at++] = 0x22;
+  out[at++] = 0x7d;
+  return out.subarray(0, at);
+}
+
+/**
+ * The decoded bytes of a top-level string field of a JSON body, found without parsing the body into JS
+ * strings; undefined when the field is absent or not base64. The body is not touched.
+ */
+export function secretJsonField(body: Buffer, name: string): Buffer | undefined {
+  const key = Buffer.from(JSON.stringify(name), 'utf8');
+  let from = 0;
+  for (;;) {
+    const k = body.indexOf(key, from);
+    if (k < 0) return undefined;
+    let i = k + key.length;
+    while (i < body.length && (body[i] === 0x20 || body[i] === 0x0a || body[i] === 0x0d || body[i] === 0x09)) i++;
+    if (body[i] !== 0x3a) {
+      from = k + 1;
+      continue;
+    }
+    i++;
+    while (i < body.length && (body[i] === 0x20 || body[i] === 0x0a || body[i] === 0x0d || body[i] === 0x09)) i++;
+    if (body[i] !== 0x22) return undefined;
+    const end = body.indexOf(0x22, i + 1);
+    if (end < 0) return undefined;
+    return decodeBase64urlBytes(body.subarray(i + 1, end));
+  }
 }

@@ -1,4 +1,5 @@
-import { httpCall } from '../lib/http-client.js';
+import { randomBytes } from 'node:crypto';
+import { httpCall, httpCallBytes, secretJsonBody, secretJsonField } from '../lib/http-client.js';
 import { RESOURCES } from '../identity/tokens.js';
 
 /**
@@ -115,27 +116,67 @@ export function createKeyAccess(d: KeyAccessDeps) {
     return body.access_token;
   };
 
-  const call = async (p: KeyPrincipal, method: string, url: string, op: string, body?: unknown): Promise<any> => {
-    for (let attempt = 0; attempt < 2; attempt++) {
+  /**
+   * One vault request with one retry on a stale token; answers the 200 body as bytes. Error bodies carry
+   * no key and are parsed as usual.
+   */
+  const send = async (p: KeyPrincipal, method: string, url: string, op: string, body?: string | Buffer): Promise<Buffer> => {
+    for (let attempt = 0; ; attempt++) {
       const token = await fetchToken(p);
       let res;
       try {
-        res = await httpCall({
+        res = await httpCallBytes({
           method, url: `${url}${url.includes('?') ? '&' : '?'}api-version=7.6`, ca: d.ca, cert: d.trustedCert, key: d.trustedKey, timeoutMs: 10_000,
           headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-ms-client-request-id': `pgbyok-${op}` },
-          body: body === undefined ? undefined : JSON.stringify(body),
+          body,
         });
       } catch (e) {
         throw new KeyAccessError('VaultUnreachable', `the vault at ${new URL(url).origin} is unreachable: ${(e as Error).message}`);
       }
-      const parsed = res.text ? JSON.parse(res.text) : undefined;
-      if (res.status === 200) return parsed;
+      if (res.status === 200) return res.body;
       // A cached token of an identity that was re-created, or of rotated signing keys: fetch anew once.
       if (res.status === 401 && attempt === 0) {
         tokens.delete(keyOf(p));
         continue;
       }
+      let parsed: unknown;
+      try {
+        parsed = res.body.length ? JSON.parse(res.body.toString('utf8')) : undefined;
+      } catch {
+        parsed = undefined;
+      }
       throw mapVaultError(res.status, parsed, op);
+    }
+  };
+
+  const call = async (p: KeyPrincipal, method: string, url: string, op: string, body?: unknown): Promise<any> => {
+    const res = await send(p, method, url, op, body === undefined ? undefined : JSON.stringify(body));
+    return res.length ? JSON.parse(res.toString('utf8')) : undefined;
+  };
+
+  /** Wraps with RSA-OAEP-256 in the vault; the key travels as bytes only, and the request body is zeroed. */
+  const wrap = async (keyUri: string, dek: Buffer, p: KeyPrincipal): Promise<{ kid: string; wrapped: string }> => {
+    const { origin, name, version } = parseKeyUri(keyUri);
+    const body = secretJsonBody({ alg: 'RSA-OAEP-256' }, 'value', dek);
+    try {
+      const res = await send(p, 'POST', `${origin}/keys/${name}/${version ?? ''}/wrapkey`, 'wrapKey', body);
+      const b = JSON.parse(res.toString('utf8'));
+      return { kid: b.kid, wrapped: b.value };
+    } finally {
+      body.fill(0);
+    }
+  };
+
+  /** Unwraps with the version that wrapped it; the plaintext is read out of the response bytes, which are then zeroed. */
+  const unwrap = async (kid: string, wrapped: string, p: KeyPrincipal): Promise<Buffer> => {
+    const { origin, name, version } = parseKeyUri(kid);
+    const res = await send(p, 'POST', `${origin}/keys/${name}/${version ?? ''}/unwrapkey`, 'unwrapKey', JSON.stringify({ alg: 'RSA-OAEP-256', value: wrapped }));
+    try {
+      const key = secretJsonField(res, 'value');
+      if (!key) throw new KeyAccessError('InvalidKey', 'unwrapKey answered without a value');
+      return key;
+    } finally {
+      res.fill(0);
     }
   };
 
@@ -157,17 +198,26 @@ export function createKeyAccess(d: KeyAccessDeps) {
     },
 
     /** Wraps with RSA-OAEP-256 in the vault (never locally); returns the versioned kid that wrapped it. */
-    async wrap(keyUri: string, dek: Buffer, p: KeyPrincipal): Promise<{ kid: string; wrapped: string }> {
-      const { origin, name, version } = parseKeyUri(keyUri);
-      const b = await call(p, 'POST', `${origin}/keys/${name}/${version ?? ''}/wrapkey`, 'wrapKey', { alg: 'RSA-OAEP-256', value: dek.toString('base64url') });
-      return { kid: b.kid, wrapped: b.value };
-    },
+    wrap,
 
     /** Unwraps with the version that wrapped it. The caller zeroes the returned DEK after use. */
-    async unwrap(kid: string, wrapped: string, p: KeyPrincipal): Promise<Buffer> {
-      const { origin, name, version } = parseKeyUri(kid);
-      const b = await call(p, 'POST', `${origin}/keys/${name}/${version ?? ''}/unwrapkey`, 'unwrapKey', { alg: 'RSA-OAEP-256', value: wrapped });
-      return Buffer.from(b.value, 'base64url');
+    unwrap,
+
+    /**
+     * Proves that the key version `kid` still wraps and unwraps for this principal, as Azure's periodic
+     * check does, without touching any DEK: a random probe is wrapped, unwrapped and compared, then wiped.
+     */
+    async probe(kid: string, p: KeyPrincipal): Promise<void> {
+      const probe = randomBytes(32);
+      let back: Buffer | undefined;
+      try {
+        const w = await wrap(kid, probe, p);
+        back = await unwrap(w.kid, w.wrapped, p);
+        if (!back.equals(probe)) throw new KeyAccessError('WrongKey', 'the key did not unwrap what it wrapped');
+      } finally {
+        probe.fill(0);
+        back?.fill(0);
+      }
     },
   };
 }

@@ -10,9 +10,10 @@ import { scramSha256Verifier } from '../postgres/scram.js';
 import { keyIdentifier } from '../storage/fscrypt.js';
 import { newDek, VolumeError } from '../storage/volume.js';
 import type { Directory, IdentityInfo } from './directory.js';
-import { KeyAccessError, parseKeyUri, type KeyAccess, type KeyPrincipal } from './key-access.js';
+import { KeyAccessError, parseKeyUri, type KeyAccess, type KeyFailure, type KeyPrincipal } from './key-access.js';
 import { ACTIVITY_OPERATIONS, type Monitoring } from './monitoring.js';
-import { startResponder, type Responder } from './responder.js';
+import { inaccessibleRefusal } from './responder.js';
+import { createFrontDoors } from './front-door.js';
 import type { DataEncryption, Operation, RestoreSpec, Server, ServersRepo, WrappedDek } from './servers.repo.js';
 import type { ServerRuntime } from './runtime.js';
 import { createServerPostgres } from './server-postgres.js';
@@ -135,7 +136,9 @@ function describe(e: unknown): string {
  */
 export function createServersService(d: ServersDeps) {
   const locks = new Map<string, Promise<unknown>>();
-  const responders = new Map<string, Responder>();
+  const fronts = createFrontDoors({ hosts: LOOPBACK, tls: d.responderTls, log: (server, message, e) => d.logger.error({ server, err: describe(e) }, message) });
+  /** Why each locked server's key failed, for the refusal at its front door. */
+  const lockFailures = new Map<string, KeyFailure>();
   const checkTimers = new Map<string, NodeJS.Timeout>();
   const timers = new Set<NodeJS.Timeout>();
   let stopping = false;
@@ -236,29 +239,23 @@ export function createServersService(d: ServersDeps) {
     return info.kid;
   };
 
-  const stopResponder = async (s: Server) => {
-    const r = responders.get(s.name);
-    if (r) {
-      responders.delete(s.name);
-      await r.close();
-    }
+  /** Stopped or gone: nothing listens on the server's public port. */
+  const closeFront = (s: Server) => fronts.close(s.name);
+
+  /** The public port explains why the server is locked (the reason in words, never the key URI); piped sessions are cut. */
+  const refuseAtFront = (s: Server, failure: KeyFailure) => {
+    lockFailures.set(s.name, failure);
+    return fronts.refuse(s, () => inaccessibleRefusal(s.name, lockFailures.get(s.name)));
   };
 
-  const startResponderFor = async (s: Server) => {
-    if (responders.has(s.name)) return;
-    try {
-      responders.set(s.name, await startResponder(s.port, LOOPBACK, () => {
-        const current = d.repo.byName(s.name);
-        return {
-          message: `server "${s.name}" is inaccessible: its customer-managed key cannot be reached (${current?.inaccessibleReason ?? s.inaccessibleReason ?? 'unknown reason'})`,
-          detail: `Key: ${s.current.encryption.primaryKeyURI ?? 'service-managed'}`,
-          hint: `Restore access to the key in its vault, then revalidate: pgbyok server revalidate --name ${s.name} (the server also comes back by itself once access returns).`,
-        };
-      }, d.responderTls));
-    } catch (e) {
-      d.logger.error({ server: s.name, err: describe(e) }, 'could not start the inaccessible responder');
-    }
+  /** The public port pipes to PostgreSQL, which listens on its private loopback port. */
+  const serveAtFront = (s: Server) => {
+    lockFailures.delete(s.name);
+    return fronts.serve(s, d.runtime.privatePortOf(s));
   };
+
+  const usedPorts = () => new Set([...d.repo.usedPorts(), ...d.runtime.privatePorts()]);
+  const assignPrivatePort = (s: Server) => d.runtime.assignPrivatePort(s, () => freePort(usedPorts()));
 
   /**
    * Stops PostgreSQL (sessions first) and removes the DEK from the kernel; never leaves plaintext reachable.
@@ -291,8 +288,12 @@ export function createServersService(d: ServersDeps) {
     }
   };
 
-  /** Key access is gone: sessions end, PostgreSQL stops, the key leaves the kernel, the port explains. */
-  const goInaccessible = async (s: Server, reason: string) => {
+  /**
+   * Key access is gone: the port refuses at once (never dark), sessions end, PostgreSQL stops, the key
+   * leaves the kernel.
+   */
+  const goInaccessible = async (s: Server, reason: string, failure: KeyFailure) => {
+    await refuseAtFront(s, failure);
     const was = s.state;
     s.state = 'Inaccessible';
     s.keyStatus = 'Invalid';
@@ -303,7 +304,6 @@ export function createServersService(d: ServersDeps) {
     }
     d.backups.forget(s);
     await shutdownData(s, 'fast', KEY_LOSS_STOP_SECONDS);
-    await startResponderFor(s);
   };
 
   /** Unwrap, unlock, start; the server is Ready afterwards. Throws KeyAccessError when the key refuses. */
@@ -311,10 +311,11 @@ export function createServersService(d: ServersDeps) {
     await checkKeyAttributes(s);
     const volume = volumeOf(s);
     const dek = await openDek(s, volume);
-    await stopResponder(s);
     volume.unlock(dek);
+    await assignPrivatePort(s);
     const pg = pgOf(s, volume);
     await pg.start();
+    await serveAtFront(s);
   };
 
   const subscribeEvents = async (s: Server) => {
@@ -520,6 +521,7 @@ export function createServersService(d: ServersDeps) {
       }
       const dek = await openDek(s, volume);
       volume.unlock(dek);
+      await assignPrivatePort(s);
       const pg = pgOf(s, volume);
       if (!volume.readHeader().initialized) {
         if (existsSync(pg.opts.dataDir)) rmSync(pg.opts.dataDir, { recursive: true, force: true });
@@ -542,6 +544,7 @@ export function createServersService(d: ServersDeps) {
       await pg.start();
       if (s.replicationRole === 'AsyncReplica') await waitForStreaming(pg);
       else await pg.setAdminPassword(s.adminVerifier);
+      await serveAtFront(s);
       await subscribeEvents(s);
       s.state = 'Ready';
       s.keyStatus = 'Valid';
@@ -556,7 +559,7 @@ export function createServersService(d: ServersDeps) {
       if (s.replicationRole === 'Primary') void withLock(s.name, () => takeBaseBackup(s.name)).catch(() => undefined);
     } catch (e) {
       activity(s, ACTIVITY_OPERATIONS.write, 'Failed', `Creating server ${s.name} failed: ${describe(e)}`);
-      await stopResponder(s);
+      await closeFront(s);
       try {
         await shutdownData(s, 'immediate');
         await volume.destroy();
@@ -573,11 +576,11 @@ export function createServersService(d: ServersDeps) {
   const checkServer = async (s: Server): Promise<void> => {
     if (s.current.encryption.type !== 'AzureKeyVault' || !['Ready', 'Inaccessible'].includes(s.state)) return;
     try {
+      // What Azure's periodic check costs: get the key, then wrap and unwrap a random probe with the version
+      // that wraps the DEK. The DEK itself is never unwrapped here, so a pass leaves no copy of it.
       const latestKid = await checkKeyAttributes(s);
-      const dek = await openDek(s);
-      dek.fill(0);
       const enc = s.current.encryption;
-      await d.keys.wrap(enc.primaryKeyURI!, newDek(), principalOf(enc));
+      await d.keys.probe(s.current.wrappedBy, principalOf(enc));
       if (s.keyUnreachableSince) {
         s.keyUnreachableSince = undefined;
         save(s);
@@ -600,7 +603,7 @@ export function createServersService(d: ServersDeps) {
           save(s);
           activity(s, ACTIVITY_OPERATIONS.KeyAccessFailure, 'Warning', `Key of ${s.name} unreachable: ${e.message}; grace period ${d.vaultGraceMs() / 1000}s.`);
         }
-        if (s.state === 'Ready' && now - s.keyUnreachableSince > d.vaultGraceMs()) await goInaccessible(s, `${e.message} for longer than the grace period`);
+        if (s.state === 'Ready' && now - s.keyUnreachableSince > d.vaultGraceMs()) await goInaccessible(s, `${e.message} for longer than the grace period`, e.reason);
         return;
       }
       if (s.state !== 'Inaccessible' || s.inaccessibleReason !== e.message) {
@@ -611,9 +614,10 @@ export function createServersService(d: ServersDeps) {
           s.inaccessibleReason = e.message;
           save(s);
         }
+        lockFailures.set(s.name, e.reason);
         return;
       }
-      await goInaccessible(s, e.message);
+      await goInaccessible(s, e.message, e.reason);
     }
   };
 
@@ -624,7 +628,7 @@ export function createServersService(d: ServersDeps) {
       if (e instanceof KeyAccessError) {
         s.inaccessibleReason = e.message;
         save(s);
-        await startResponderFor(s);
+        await refuseAtFront(s, e.reason);
         throw errors.badParameter(`Revalidation failed: ${e.message}. The server stays Inaccessible.`, 'KeyAccessFailed');
       }
       throw e;
@@ -730,7 +734,7 @@ export function createServersService(d: ServersDeps) {
               try {
                 await bringUp(fresh);
               } catch (e) {
-                if (e instanceof KeyAccessError) await goInaccessible(fresh, e.message);
+                if (e instanceof KeyAccessError) await goInaccessible(fresh, e.message, e.reason);
                 else d.logger.error({ server: fresh.name, err: describe(e) }, 'restart failed');
               }
             }
@@ -816,7 +820,7 @@ export function createServersService(d: ServersDeps) {
       const server: Server = {
         id: randomUUID(), tenantId: caller.tenantId, name: input.name, location: input.location, state: 'Provisioning', version: '15',
         storageGb, adminLogin: input.administratorLogin, adminVerifier: scramSha256Verifier(input.administratorLoginPassword),
-        port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
+        port: await freePort(usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
         keyStatus: 'Valid', backupRetentionDays, replicationRole: 'Primary', geo, created: now, updated: now,
       };
       refuseWhileStopping();
@@ -848,7 +852,7 @@ export function createServersService(d: ServersDeps) {
       const server: Server = {
         id: randomUUID(), tenantId: caller.tenantId, name: input.name, location, state: 'Provisioning', version: source.version,
         storageGb: source.storageGb, adminLogin: source.adminLogin, adminVerifier: source.adminVerifier,
-        port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
+        port: await freePort(usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
         keyStatus: 'Valid', backupRetentionDays: source.backupRetentionDays, replicationRole: 'AsyncReplica', sourceServer: source.name,
         created: now, updated: now,
       };
@@ -927,7 +931,7 @@ export function createServersService(d: ServersDeps) {
       const server: Server = {
         id: randomUUID(), tenantId: caller.tenantId, name: input.name, location, state: 'Provisioning', version: source.version,
         storageGb: source.storageGb, adminLogin: source.adminLogin, adminVerifier: source.adminVerifier,
-        port: await freePort(d.repo.usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
+        port: await freePort(usedPorts()), current: { encryption, wrappedDek: wrapped.wrapped, wrappedBy: wrapped.kid },
         keyStatus: 'Valid', backupRetentionDays: source.backupRetentionDays, restoreSpec: spec, replicationRole: 'Primary', created: now, updated: now,
       };
       refuseWhileStopping();
@@ -1011,6 +1015,7 @@ export function createServersService(d: ServersDeps) {
       save(s);
       return runOp(s, 'Stop', async (fresh) => {
         await shutdownData(fresh, 'fast');
+        await closeFront(fresh);
         fresh.state = 'Stopped';
         save(fresh);
         activity(fresh, ACTIVITY_OPERATIONS.stop, 'Succeeded', `Server ${name} stopped; its key is out of the kernel.`, caller.name);
@@ -1027,7 +1032,7 @@ export function createServersService(d: ServersDeps) {
           await bringUp(fresh);
         } catch (e) {
           if (e instanceof KeyAccessError) {
-            await goInaccessible(fresh, e.message);
+            await goInaccessible(fresh, e.message, e.reason);
             throw new Error(`the server could not start: ${e.message}`);
           }
           fresh.state = 'Stopped';
@@ -1070,7 +1075,7 @@ export function createServersService(d: ServersDeps) {
       s.state = 'Dropping';
       save(s);
       return runOp(s, 'Delete', async (fresh) => {
-        await stopResponder(fresh);
+        await closeFront(fresh);
         await shutdownData(fresh, 'immediate');
         await volumeOf(fresh).destroy();
         await pgOf(fresh).dispose();
@@ -1143,7 +1148,7 @@ export function createServersService(d: ServersDeps) {
             }
             for (const op of open) finishOp(op, new Error('interrupted by a restart of the platform; the server was reconciled'));
             if (s.state === 'Dropping') {
-              await stopResponder(s);
+              await closeFront(s);
               await shutdownData(s, 'immediate');
               await volumeOf(s).destroy();
               await pgOf(s).dispose();
@@ -1169,7 +1174,7 @@ export function createServersService(d: ServersDeps) {
             } catch (e) {
               if (!(e instanceof KeyAccessError)) throw e;
               await subscribeEvents(s);
-              await goInaccessible(s, e.message);
+              await goInaccessible(s, e.message, e.reason);
             }
           } catch (e) {
             d.logger.error({ server: s.name, err: describe(e) }, 'reconcile failed');
@@ -1190,7 +1195,7 @@ export function createServersService(d: ServersDeps) {
       for (const s of d.repo.all()) {
         await withLock(s.name, async () => {
           try {
-            await stopResponder(s);
+            await closeFront(s);
             await shutdownData(d.repo.byId(s.id) ?? s, 'fast');
             volumeOf(s).detach();
           } catch (e) {

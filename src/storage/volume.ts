@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import {
-  chmodSync, chownSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, rmdirSync,
+  chmodSync, chownSync, closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, rmdirSync,
   statSync, truncateSync, unlinkSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -232,8 +232,10 @@ export class Volume {
   /** Replaces the header atomically and durably (temp file, fsync, rename). */
   writeHeader(h: VolumeHeader): void {
     const tmp = `${this.headerPath}.tmp`;
-    const fd = openSync(tmp, 'w', 0o644);
+    // Root only: the header names the key that wraps the DEK and carries the wrapped DEK itself.
+    const fd = openSync(tmp, 'w', 0o600);
     try {
+      fchmodSync(fd, 0o600);
       writeSync(fd, JSON.stringify(h, null, 2) + '\n');
       fsyncSync(fd);
     } finally {

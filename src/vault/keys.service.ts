@@ -468,7 +468,12 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
       switch (op) {
         case 'encrypt':
         case 'wrapKey':
-          return result(rsa.encrypt(createPublicKey(privateKey), rsa.assertEncryptionAlg(body.alg), value, modulusBytes));
+          try {
+            return result(rsa.encrypt(createPublicKey(privateKey), rsa.assertEncryptionAlg(body.alg), value, modulusBytes));
+          } finally {
+            // The plaintext (a DEK, for wrapKey) is wiped once it is encrypted.
+            value.fill(0);
+          }
         case 'decrypt':
         case 'unwrapKey':
           return result(await runPrivate({ op: 'decrypt', key: privateKey, alg: rsa.assertEncryptionAlg(body.alg), value, modulusBytes }));

@@ -7,7 +7,10 @@ parentPort?.on('message', ({ id, job }: { id: number; job: PrivateJob }) => {
   try {
     const out = runPrivateJob(job);
     // Moved, not copied, and the worker's own copy is wiped: an unwrapped DEK leaves no trace here.
-    const moved = new Uint8Array(out);
+    // Over an explicit ArrayBuffer: a small (<= 64-byte) typed array would be on V8's heap, and transferring
+    // it would leave that on-heap copy behind.
+    const moved = new Uint8Array(new ArrayBuffer(out.length));
+    moved.set(out);
     out.fill(0);
     parentPort!.postMessage({ id, out: moved } satisfies WorkerReply, [moved.buffer]);
   } catch (e) {

@@ -2,6 +2,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { errors } from '../lib/errors.js';
+import { secretJsonBody } from '../lib/http-client.js';
 import {
   auditAttempt, fastifyOptions, installAuditOutcome, installErrorHandler, installJsonParser, isTrustedService, queryOf, requestOrigin, sourceAddress,
 } from '../api/http-common.js';
@@ -261,10 +262,16 @@ function registerKeyRoutes(app: Scope, d: VaultAppDeps): void {
     ['unwrapkey', 'unwrapKey', 'KeyUnwrap'], ['sign', 'sign', 'KeySign'], ['verify', 'verify', 'KeyVerify'],
   ];
   for (const [path, op, operation] of cryptoRoutes) {
-    route('POST', `/keys/:name/:version/${path}`, operation, op, async (req) => {
+    route('POST', `/keys/:name/:version/${path}`, operation, op, async (req, reply) => {
       const { version, out } = await d.keys.crypto(req.vault, req.params.name, ver(req.params.version), op, req.body as any);
       if (typeof out === 'boolean') return { value: out };
-      return { kid: keyId(req.origin, req.params.name, version.version), value: out.toString('base64url') };
+      // The result (an unwrapped DEK, for unwrapKey) goes out as bytes, never as a string, and every copy is
+      // wiped once the reply has been handed to TLS.
+      const body = secretJsonBody({ kid: keyId(req.origin, req.params.name, version.version) }, 'value', out);
+      out.fill(0);
+      const wipe = () => body.fill(0);
+      reply.raw.once('finish', wipe).once('close', wipe);
+      return reply.type('application/json; charset=utf-8').send(body);
     }, cryptoSchema, true);
   }
 }

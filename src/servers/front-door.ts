@@ -1,0 +1,150 @@
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { errorResponse, refuse, type Refusal, type ResponderTls } from './responder.js';
+
+/**
+ * A server's front door: pgbyok holds the server's public port for as long as the server exists and is not
+ * stopped, so the port is never dark while a server locks. While the server is Ready each connection is
+ * piped byte for byte to PostgreSQL on its private loopback port (TLS, authentication and replication stay
+ * end to end with PostgreSQL, so sslmode=verify-full still verifies PostgreSQL's own certificate). The moment
+ * the platform decides to lock, new connections get pgbyok's refusal and the piped ones are cut.
+ */
+
+export interface FrontDoor {
+  /** Pipes every new connection to PostgreSQL on `port` (127.0.0.1). */
+  pipe(port: number): void;
+  /** Refuses every new connection with `refusal()` (read at each attempt) and cuts the piped ones. */
+  refuse(refusal: () => Refusal): void;
+  close(): Promise<void>;
+}
+
+type Mode = { kind: 'pipe'; port: number } | { kind: 'refuse'; refusal: () => Refusal };
+
+/** While a Ready server's PostgreSQL restarts (a restart, a storage resize), as PostgreSQL itself says it. */
+const NOT_LISTENING: Refusal = { message: 'the database system is starting up' };
+
+/** Copies `from` to `to` with backpressure; lighter than stream.pipe on the hot path of every query. */
+function forward(from: Socket, to: Socket): void {
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk)) {
+      from.pause();
+      to.once('drain', () => from.resume());
+    }
+  });
+  from.on('end', () => to.end());
+}
+
+/** Listens on the server's public port on each of `hosts` (IPv6 loopback may be absent; IPv4 is required). */
+export async function openFrontDoor(port: number, hosts: string[], tls: ResponderTls | undefined, onError: (e: Error) => void): Promise<FrontDoor> {
+  let mode: Mode = { kind: 'refuse', refusal: () => ({ message: 'the server is starting up' }) };
+  const piped = new Set<Socket>();
+
+  const pipeTo = (client: Socket, target: number) => {
+    // Nothing is read from the client until PostgreSQL has answered the connect: if it is not listening
+    // (a restart), the client gets a refusal it can read instead of a cut connection.
+    client.pause();
+    client.setNoDelay(true);
+    const upstream = connect({ port: target, host: '127.0.0.1', noDelay: true });
+    let connected = false;
+    piped.add(client);
+    const cut = () => {
+      piped.delete(client);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', cut).on('close', cut);
+    upstream.on('error', () => {
+      if (connected) return cut();
+      piped.delete(client);
+      client.removeListener('error', cut).removeListener('close', cut);
+      refuse(client, () => errorResponse(NOT_LISTENING), tls);
+      client.resume();
+    });
+    upstream.once('connect', () => {
+      connected = true;
+      upstream.on('close', cut);
+      forward(client, upstream);
+      forward(upstream, client);
+      client.resume();
+    });
+  };
+
+  const onConnection = (client: Socket) => {
+    const m = mode;
+    if (m.kind === 'pipe') return pipeTo(client, m.port);
+    refuse(client, () => errorResponse(m.refusal()), tls);
+  };
+
+  const servers: Server[] = [];
+  for (const host of hosts) {
+    const server = createServer(onConnection);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => resolve());
+      });
+      server.on('error', onError);
+      servers.push(server);
+    } catch (e) {
+      if (host === '127.0.0.1') {
+        await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+        throw e;
+      }
+    }
+  }
+
+  const cutAll = () => {
+    for (const c of piped) c.destroy();
+    piped.clear();
+  };
+
+  return {
+    pipe(target) {
+      mode = { kind: 'pipe', port: target };
+    },
+    refuse(refusal) {
+      mode = { kind: 'refuse', refusal };
+      cutAll();
+    },
+    async close() {
+      cutAll();
+      await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    },
+  };
+}
+
+/**
+ * The front doors of all servers, by name: opened on a server's public port the first time it is served or
+ * refused, closed when it stops or goes away. Refusals name the reason the key failed, in words.
+ */
+export function createFrontDoors(d: { hosts: string[]; tls: ResponderTls | undefined; log: (server: string, message: string, e: unknown) => void }) {
+  const doors = new Map<string, Promise<FrontDoor | undefined>>();
+  const doorOf = (name: string, port: number): Promise<FrontDoor | undefined> => {
+    let door = doors.get(name);
+    if (!door) {
+      door = openFrontDoor(port, d.hosts, d.tls, (e) => d.log(name, 'front door error', e)).catch((e) => {
+        d.log(name, 'could not open the front door', e);
+        doors.delete(name);
+        return undefined;
+      });
+      doors.set(name, door);
+    }
+    return door;
+  };
+  return {
+    /** Pipes the server's public port to PostgreSQL on its private port. */
+    async serve(s: { name: string; port: number }, privatePort: number): Promise<void> {
+      (await doorOf(s.name, s.port))?.pipe(privatePort);
+    },
+    /** Refuses on the server's public port, with `refusal()` read at each attempt; cuts piped sessions. */
+    async refuse(s: { name: string; port: number }, refusal: () => Refusal): Promise<void> {
+      (await doorOf(s.name, s.port))?.refuse(refusal);
+    },
+    async close(name: string): Promise<void> {
+      const door = doors.get(name);
+      doors.delete(name);
+      await (await door)?.close();
+    },
+  };
+}
+
+export type FrontDoors = ReturnType<typeof createFrontDoors>;

@@ -1,0 +1,32 @@
+/**
+ * Key-bearing JSON bodies as bytes (src/lib/http-client.ts): what they encode and decode must be exactly
+ * what Buffer's base64url and JSON.parse make of them, for every length a key can have.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { decodeBase64urlBytes, secretJsonBody, secretJsonField } from '../src/lib/http-client.js';
+
+test('secretJsonBody is the JSON a client would send, for keys of every length', () => {
+  for (let n = 0; n <= 130; n++) {
+    const key = randomBytes(n);
+    const body = secretJsonBody({ alg: 'RSA-OAEP-256' }, 'value', key);
+    assert.deepEqual(JSON.parse(body.toString('utf8')), { alg: 'RSA-OAEP-256', value: key.toString('base64url') });
+  }
+  assert.deepEqual(JSON.parse(secretJsonBody({}, 'value', Buffer.from('hi')).toString()), { value: 'aGk' });
+});
+
+test('secretJsonField reads back the bytes of a field, whatever the spacing and order, and refuses what is not base64', () => {
+  for (let n = 0; n <= 130; n++) {
+    const key = randomBytes(n);
+    const compact = Buffer.from(JSON.stringify({ kid: 'https://v/keys/k/1', value: key.toString('base64url') }));
+    assert.deepEqual(secretJsonField(compact, 'value'), key);
+    const spaced = Buffer.from(JSON.stringify({ value: key.toString('base64'), kid: 'x' }, null, 2));
+    assert.deepEqual(secretJsonField(spaced, 'value'), key, 'standard, padded base64 too');
+  }
+  // A key named like the field inside another value is not the field.
+  assert.deepEqual(secretJsonField(Buffer.from('{"kid":"\\"value\\"","value":"aGk"}'), 'value'), Buffer.from('hi'));
+  assert.equal(secretJsonField(Buffer.from('{"kid":"x"}'), 'value'), undefined);
+  assert.equal(secretJsonField(Buffer.from('{"value":"a*b"}'), 'value'), undefined);
+  assert.equal(decodeBase64urlBytes(Buffer.from('a')), undefined, 'a lone sixth of a byte is malformed');
+});
