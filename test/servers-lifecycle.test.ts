@@ -184,7 +184,10 @@ function postgresOf(name: string): number[] {
 async function assertLocked(name: string): Promise<void> {
   await eventually(() => postgresOf(name).length === 0, `PostgreSQL of ${name} to stop`, 10_000, 100).catch(() => undefined);
   assert.deepEqual(postgresOf(name), [], 'PostgreSQL of the server is stopped');
+  // The key leaves the kernel right after PostgreSQL has stopped.
   const dataDir = join(mountpoint(name), 'data');
+  const plainNames = () => (existsSync(dataDir) ? readdirSync(dataDir) : []).includes('pgdata');
+  await eventually(() => !plainNames(), `the DEK of ${name} to leave the kernel`, 10_000, 100).catch(() => undefined);
   if (existsSync(dataDir)) {
     const names = readdirSync(dataDir);
     assert.ok(!names.includes('pgdata'), `the data directory is locked (names are ciphertext): ${names.join(',')}`);
