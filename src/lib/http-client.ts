@@ -146,26 +146,36 @@ export function secretJsonBody(fields: Record<string, string>, secretName: strin
 }
 
 /**
- * The decoded bytes of a top-level string field of a JSON body, found without parsing the body into JS
- * strings; undefined when the field is absent or not base64. The body is not touched.
+ * Where the string value of a field `"name": "..."` of a JSON body lies ([start, end) of its characters),
+ * found without parsing the body into JS strings; undefined when the field is absent or not a plain
+ * string. The first such field wins; callers that need it to be the top-level one check that after parsing.
  */
-export function secretJsonField(body: Buffer, name: string): Buffer | undefined {
+export function secretJsonRange(body: Buffer, name: string): [number, number] | undefined {
   const key = Buffer.from(JSON.stringify(name), 'utf8');
+  const space = (b: number | undefined) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
   let from = 0;
   for (;;) {
     const k = body.indexOf(key, from);
     if (k < 0) return undefined;
+    from = k + 1;
+    if (k > 0 && body[k - 1] === 0x5c) continue; // an escaped quote inside another string
     let i = k + key.length;
-    while (i < body.length && (body[i] === 0x20 || body[i] === 0x0a || body[i] === 0x0d || body[i] === 0x09)) i++;
-    if (body[i] !== 0x3a) {
-      from = k + 1;
-      continue;
-    }
+    while (space(body[i])) i++;
+    if (body[i] !== 0x3a) continue;
     i++;
-    while (i < body.length && (body[i] === 0x20 || body[i] === 0x0a || body[i] === 0x0d || body[i] === 0x09)) i++;
+    while (space(body[i])) i++;
     if (body[i] !== 0x22) return undefined;
     const end = body.indexOf(0x22, i + 1);
-    if (end < 0) return undefined;
-    return decodeBase64urlBytes(body.subarray(i + 1, end));
+    if (end < 0 || body.subarray(i + 1, end).includes(0x5c)) return undefined; // base64 has no escapes
+    return [i + 1, end];
   }
+}
+
+/**
+ * The decoded bytes of a string field of a JSON body, found without parsing the body into JS strings;
+ * undefined when the field is absent or not base64. The body is not touched.
+ */
+export function secretJsonField(body: Buffer, name: string): Buffer | undefined {
+  const range = secretJsonRange(body, name);
+  return range ? decodeBase64urlBytes(body.subarray(range[0], range[1])) : undefined;
 }

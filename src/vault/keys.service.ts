@@ -1,3 +1,4 @@
+import { SECRET_VALUE, type WithSecretValue } from './secret-body.js';
 import { createCipheriv, createDecipheriv, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { errors } from '../lib/errors.js';
 import { parseDurationSeconds } from '../lib/duration.js';
@@ -462,7 +463,8 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
       }
       if (typeof body.alg !== 'string') throw errors.badParameter("The request needs 'alg'.");
       const modulusBytes = v.keySize / 8;
-      const value = decodeB64url(body.value, 'value');
+      // From the crypto routes' parser the value arrives as bytes already (never a string); else decode it.
+      const value = (body as WithSecretValue)[SECRET_VALUE] ?? decodeB64url(body.value, 'value');
       const privateKey = privateKeyOf(v);
       const result = (out: Buffer | boolean) => ({ version: v, out });
       switch (op) {

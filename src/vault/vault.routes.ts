@@ -16,6 +16,7 @@ import {
 } from './keys.wire.js';
 import type { VaultService } from './vaults.service.js';
 import type { KeyPermission, Vault } from './vault.types.js';
+import { installSecretJsonParser } from './secret-body.js';
 import type { FastifyInstance as Scope } from 'fastify';
 
 const API_VERSIONS = new Set(['7.0', '7.1', '7.2', '7.3', '7.4', '7.5', '7.6', '2025-07-01']);
@@ -181,10 +182,9 @@ function registerKeyRoutes(app: Scope, d: VaultAppDeps): void {
     permission: KeyPermission,
     handler: (req: FastifyRequest<{ Params: Params; Body: B }> & { vault: Vault; caller: Caller }, reply: FastifyReply) => unknown,
     body?: object,
-    readOnly?: true,
   ) => {
     app.route<{ Params: Params; Body: B }>({
-      method, url, config: { operation, permission, ...(readOnly ? { readOnly } : {}) },
+      method, url, config: { operation, permission },
       schema: body ? { body } : undefined,
       handler: (req, reply) => handler(req as any, reply),
     });
@@ -261,17 +261,25 @@ function registerKeyRoutes(app: Scope, d: VaultAppDeps): void {
     ['encrypt', 'encrypt', 'KeyEncrypt'], ['decrypt', 'decrypt', 'KeyDecrypt'], ['wrapkey', 'wrapKey', 'KeyWrap'],
     ['unwrapkey', 'unwrapKey', 'KeyUnwrap'], ['sign', 'sign', 'KeySign'], ['verify', 'verify', 'KeyVerify'],
   ];
-  for (const [path, op, operation] of cryptoRoutes) {
-    route('POST', `/keys/:name/:version/${path}`, operation, op, async (req, reply) => {
-      const { version, out } = await d.keys.crypto(req.vault, req.params.name, ver(req.params.version), op, req.body as any);
-      if (typeof out === 'boolean') return { value: out };
-      // The result (an unwrapped DEK, for unwrapKey) goes out as bytes, never as a string, and every copy is
-      // wiped once the reply has been handed to TLS.
-      const body = secretJsonBody({ kid: keyId(req.origin, req.params.name, version.version) }, 'value', out);
-      out.fill(0);
-      const wipe = () => body.fill(0);
-      reply.raw.once('finish', wipe).once('close', wipe);
-      return reply.type('application/json; charset=utf-8').send(body);
-    }, cryptoSchema, true);
+  // Their bodies carry key material (a DEK, for wrapKey): read as bytes by a parser of their own.
+  app.register(async (cryptoScope) => {
+    installSecretJsonParser(cryptoScope);
+    for (const [path, op, operation] of cryptoRoutes) cryptoRoute(cryptoScope, path, op, operation);
+  });
+  function cryptoRoute(app: Scope, path: string, op: CryptoOp, operation: string) {
+    app.route<{ Params: Params; Body: Record<string, unknown> }>({
+      method: 'POST', url: `/keys/:name/:version/${path}`, config: { operation, permission: op, readOnly: true }, schema: { body: cryptoSchema },
+      handler: async (req, reply) => {
+        const { version, out } = await d.keys.crypto(req.vault!, req.params.name, ver(req.params.version), op, req.body);
+        if (typeof out === 'boolean') return { value: out };
+        // The result (an unwrapped DEK, for unwrapKey) goes out as bytes, never as a string, and every copy is
+        // wiped once the reply has been handed to TLS.
+        const body = secretJsonBody({ kid: keyId(req.origin, req.params.name, version.version) }, 'value', out);
+        out.fill(0);
+        const wipe = () => body.fill(0);
+        reply.raw.once('finish', wipe).once('close', wipe);
+        return reply.type('application/json; charset=utf-8').send(body);
+      },
+    });
   }
 }
