@@ -267,6 +267,25 @@ test("the configurations resource in ARM's shape: 404 for an unknown parameter, 
   assert.equal(psql(portA, 'admin_a', 'SHOW max_connections'), '120');
 });
 
+test("objects the administrator plants where pgbyok's superuser sessions would look never run as the superuser", () => {
+  // The administrator's group owns the database, so it may change the database's search_path and shadow the
+  // built-ins pgbyok calls (pg_reload_conf on a parameter change, pg_backend_pid before a stop).
+  const escalate = "IF current_setting('is_superuser') = 'on' THEN EXECUTE 'ALTER ROLE admin_a SUPERUSER'; END IF;";
+  psql(portA, 'admin_a', [
+    'ALTER DATABASE postgres SET search_path = public, pg_catalog',
+    `CREATE FUNCTION public.pg_reload_conf() RETURNS boolean LANGUAGE plpgsql AS $f$ BEGIN ${escalate} RETURN pg_catalog.pg_reload_conf(); END $f$`,
+    `CREATE FUNCTION public.pg_backend_pid() RETURNS integer LANGUAGE plpgsql AS $f$ BEGIN ${escalate} RETURN pg_catalog.pg_backend_pid(); END $f$`,
+    `CREATE FUNCTION public.pg_is_in_recovery() RETURNS boolean LANGUAGE plpgsql AS $f$ BEGIN ${escalate} RETURN pg_catalog.pg_is_in_recovery(); END $f$`,
+  ].join('; '));
+  try {
+    p.cli('server', 'parameter', 'set', '--server-name', 'sec-a', '--name', 'work_mem', '--value', '4096');
+    p.cli('server', 'restart', '--name', 'sec-a');
+    assert.equal(psql(portA, 'admin_a', "SELECT rolsuper FROM pg_roles WHERE rolname = 'admin_a'"), 'f', 'the administrator is still not a superuser');
+  } finally {
+    psql(portA, 'admin_a', 'ALTER DATABASE postgres RESET search_path; DROP FUNCTION public.pg_reload_conf(); DROP FUNCTION public.pg_backend_pid(); DROP FUNCTION public.pg_is_in_recovery()');
+  }
+});
+
 test('deleting a server removes its OS account', () => {
   const account = accountOf('sec-b');
   p.cli('server', 'delete', '--name', 'sec-b', '--yes');

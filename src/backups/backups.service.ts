@@ -136,7 +136,7 @@ export function createBackupsService(d: BackupsDeps) {
 
   /** Makes PostgreSQL finish its current WAL segment, waits for it to be staged, and archives it. */
   const flushWal = async (s: Server, pg: PostgresInstance) => {
-    const segment = await pg.sql('SELECT pg_walfile_name(pg_switch_wal())');
+    const segment = await pg.sql('SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal())');
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
       const last = await pg.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { linkSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export class HomeLockedError extends Error {}
@@ -15,38 +15,45 @@ function alive(pid: number): boolean {
 
 /**
  * One running platform per `$PGBYOK_HOME`: `pgbyok.pid` is created exclusively and holds the owner's pid.
- * A file left by a process that has died (kill -9, a crash) is taken over at once. Written by hand on
+ * It is written whole beside it and then hard-linked into place (link fails when the name exists), so no
+ * one ever reads an empty lock file. A file left by a process that has died (kill -9, a crash) is taken
+ * over at once. Written by hand on
  * purpose: Node has no flock, and mtime-based lock libraries (proper-lockfile) would refuse a restart for
  * their staleness period right after a crash — the moment an operator restarts.
  * Returns the release function.
  */
 export function acquireHomeLock(root: string): () => void {
   const path = join(root, 'pgbyok.pid');
-  for (let attempt = 0; attempt < 2; attempt++) {
-    let fd: number;
-    try {
-      fd = openSync(path, 'wx', 0o600);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const owner = Number(readFileSync(path, 'utf8').trim());
-      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && alive(owner)) {
-        throw new HomeLockedError(`pgbyok is already running on ${root} (pid ${owner}); stop it first, or use another --home.`);
-      }
-      unlinkSync(path); // left by a process that is gone
-      continue;
-    }
-    writeSync(fd, `${process.pid}\n`);
-    closeSync(fd);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
+  const mine = `${path}.${process.pid}`;
+  writeFileSync(mine, `${process.pid}\n`, { mode: 0o600 });
+  try {
+    for (let attempt = 0; ; attempt++) {
       try {
-        if (Number(readFileSync(path, 'utf8').trim()) === process.pid) unlinkSync(path);
-      } catch {
-        // already gone
+        linkSync(mine, path);
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        if (attempt > 0) throw new HomeLockedError(`Could not take the lock ${path}; another pgbyok is starting on ${root}.`);
+        const content = readFileSync(path, 'utf8');
+        const owner = Number(content.trim());
+        if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && alive(owner)) {
+          throw new HomeLockedError(`pgbyok is already running on ${root} (pid ${owner}); stop it first, or use another --home.`);
+        }
+        // Left by a process that is gone: removed only if it is still that file.
+        if (readFileSync(path, 'utf8') === content) unlinkSync(path);
       }
-    };
+    }
+  } finally {
+    unlinkSync(mine);
   }
-  throw new HomeLockedError(`Could not take the lock ${path}; another pgbyok is starting on ${root}.`);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    try {
+      if (Number(readFileSync(path, 'utf8').trim()) === process.pid) unlinkSync(path);
+    } catch {
+      // already gone
+    }
+  };
 }

@@ -359,7 +359,7 @@ export class PostgresInstance {
 
   /** Rereads the configuration files (the user's dynamic parameters). */
   async reload(): Promise<void> {
-    await this.sql('SELECT pg_reload_conf()');
+    await this.sql('SELECT pg_catalog.pg_reload_conf()');
   }
 
   /** Rewrites the user's parameters into their file (read at the next reload or start). */
@@ -390,7 +390,7 @@ export class PostgresInstance {
 
   /** Ends every client session (before a stop that must not wait for them); gives up after 5 s, the stop ends them too. */
   async terminateSessions(): Promise<void> {
-    await this.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()", 'postgres', 5_000);
+    await this.sql("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity WHERE backend_type OPERATOR(pg_catalog.=) 'client backend' AND pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()", 'postgres', 5_000);
   }
 
   /** pg_isready plus a real query. */

@@ -32,10 +32,18 @@ export function spawnAs(user: string, argv: string[], timeoutMs?: number): Child
   return spawn('runuser', ['-u', user, '--', ...argv], { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs });
 }
 
+/** The settings every superuser session of pgbyok's starts with (see spawnAsRoot). */
+export const SUPERUSER_SESSION_OPTIONS = '-c search_path=pg_catalog,pg_temp -c default_transaction_read_only=off';
+
 /** Starts one of pgbyok's own tools as root (the only OS user the socket's ident map admits). */
 export function spawnAsRoot(argv: string[], timeoutMs?: number): ChildProcess {
   // No PG* variable of the platform's environment (a password, a service, options) reaches pgbyok's logins.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PG')));
+  const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PG')));
+  // Options sent at connection start outrank what the administrator may set per database or per role
+  // (ALTER DATABASE postgres SET search_path = public, ...): pgbyok's superuser sessions resolve every
+  // function and operator from pg_catalog first, so no object the administrator creates can stand in
+  // for a built-in and run as the superuser.
+  env.PGOPTIONS = SUPERUSER_SESSION_OPTIONS;
   return spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, env });
 }
 
