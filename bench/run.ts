@@ -343,7 +343,7 @@ async function main() {
   const mnt = join(p.home, 'regions', 'eastus', 'mnt', 'bench-main');
   const keyId = Buffer.from(header.keyIdentifier, 'hex');
   const port = main.server.properties.port;
-  await inst.pgbyok.sql(`CREATE TABLE marker (v text); INSERT INTO marker VALUES ('${MARKER}')`);
+  await inst.pgbyok.sql(`CREATE TABLE public.marker (v text); INSERT INTO public.marker VALUES ('${MARKER}')`);
   const lockedOut = async () => {
     const reply = await probe(port);
     let absent = false;
@@ -356,7 +356,7 @@ async function main() {
   };
   const readyAgain = async () => {
     try {
-      return (await inst.pgbyok!.sql('SELECT count(*) FROM marker')) === '1';
+      return (await inst.pgbyok!.sql('SELECT count(*) FROM public.marker')) === '1';
     } catch {
       return false;
     }
@@ -421,7 +421,7 @@ async function main() {
   execFileSync('chown', ['-R', 'postgres:postgres', baseDir]);
   const baselinePg = new PostgresInstance({ dataDir: baseDir, socketDir: join(work, 'run-baseline'), port: await freePort(), clusterName: 'baseline', isUnlocked: () => true, osUser: 'postgres' });
   await baselinePg.start();
-  await baselinePg.sql('SELECT count(*) FROM pgbench_branches');
+  await baselinePg.sql('SELECT count(*) FROM public.pgbench_branches');
   const baselineSeconds = (Date.now() - t) / 1000;
   await baselinePg.stop('immediate');
   results.backup = {
