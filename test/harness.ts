@@ -68,12 +68,19 @@ export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgb
     child = spawn(process.execPath, [BIN, 'up'], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout!.on('data', (d) => (output += d));
     child.stderr!.on('data', (d) => (output += d));
-    await eventually(() => {
-      if (child.exitCode !== null) throw new Error(`pgbyok up exited ${child.exitCode}: ${output}`);
-      return output.includes('pgbyok is up.');
-    }, 'pgbyok up', 30_000, 100);
+    // An exit ends the wait at once (errors inside eventually() only mean "not yet").
+    const state = await eventually(() => (child.exitCode !== null ? 'exited' : output.includes('pgbyok is up.') && 'up'), 'pgbyok up', 30_000, 100);
+    if (state === 'exited') throw new Error(`pgbyok up exited ${child.exitCode}: ${output}`);
   };
-  await launch();
+  try {
+    await launch();
+  } catch (e) {
+    // A platform that never came up leaves nothing behind either.
+    if (child!.exitCode === null && child!.signalCode === null) child!.kill('SIGKILL');
+    cleanupLeftovers(home);
+    rmSync(home, { recursive: true, force: true });
+    throw e;
+  }
 
   const ca = readFileSync(join(home, 'tls', 'ca.pem'), 'utf8');
   const admin = JSON.parse(readFileSync(join(home, 'secrets', 'admin.json'), 'utf8'));
