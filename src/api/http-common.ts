@@ -66,6 +66,11 @@ export function queryOf(req: FastifyRequest): URLSearchParams {
   return new URLSearchParams(i < 0 ? '' : req.url.slice(i + 1));
 }
 
+/** The bearer token of a request's Authorization header, or undefined when it carries none. */
+export function bearerToken(req: FastifyRequest): string | undefined {
+  return /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
+}
+
 /** The origin the client used, from the Host header (clients follow ids built from it). */
 export function requestOrigin(req: FastifyRequest, fallback: string): string {
   const host = req.headers.host;

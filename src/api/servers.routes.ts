@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errors } from '../lib/errors.js';
-import { queryOf } from './http-common.js';
+import { bearerToken, queryOf } from './http-common.js';
 import type { Caller as IdentityCaller } from '../identity/identity.service.js';
 import type { Caller, ServersService } from '../servers/servers.service.js';
 import type { Operation, Server } from '../servers/servers.repo.js';
@@ -62,7 +62,7 @@ export function operationWire(o: Operation) {
 
 export function callerOf(req: FastifyRequest): Caller {
   const c = req.caller as IdentityCaller;
-  return { tenantId: c.principal.tenantId, objectId: c.principal.objectId, name: c.principal.name, token: req.headers.authorization!.replace(/^Bearer\s+/i, '') };
+  return { tenantId: c.principal.tenantId, objectId: c.principal.objectId, name: c.principal.name, token: bearerToken(req)! };
 }
 
 /** An accepted long operation, as ARM answers it: 202, the resource, and where to poll. */

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { errors } from '../lib/errors.js';
 import type { IdentityService } from '../identity/identity.service.js';
 import { RESOURCES, TokenError } from '../identity/tokens.js';
-import { isTrustedService, queryOf } from '../api/http-common.js';
+import { bearerToken, isTrustedService, queryOf } from '../api/http-common.js';
 
 /**
  * The hooks of the security scopes of the platform port. Each is installed inside its own encapsulated
@@ -13,12 +13,10 @@ import { isTrustedService, queryOf } from '../api/http-common.js';
 /** Management token → `req.caller`; then the tenant in the path must be the caller's, and the declared duty held. */
 export function installManagementAuth(scope: FastifyInstance, d: { identity: IdentityService; platformTenantId: () => string }): void {
   scope.addHook('onRequest', async (req) => {
-    const auth = req.headers.authorization;
-    if (!auth || !/^Bearer\s+\S+$/i.test(auth)) {
-      throw errors.unauthorized('Authentication failed. The Authorization header is missing.');
-    }
+    const token = bearerToken(req);
+    if (!token) throw errors.unauthorized('Authentication failed. The Authorization header is missing.');
     try {
-      req.caller = await d.identity.authenticate(auth.replace(/^Bearer\s+/i, ''), RESOURCES.management);
+      req.caller = await d.identity.authenticate(token, RESOURCES.management);
     } catch (e) {
       if (e instanceof TokenError) throw errors.unauthorized(`Authentication failed: ${e.message}`);
       throw e;

@@ -1079,6 +1079,7 @@ export function createServersService(d: ServersDeps) {
         await shutdownData(fresh, 'immediate');
         await volumeOf(fresh).destroy();
         await pgOf(fresh).dispose();
+        d.runtime.releasePrivatePort(fresh.name);
         d.backups.deleteAll(fresh);
         if (fresh.replicationRole === 'AsyncReplica') await releaseSource(fresh);
         d.repo.delete(fresh.id);
@@ -1152,6 +1153,7 @@ export function createServersService(d: ServersDeps) {
               await shutdownData(s, 'immediate');
               await volumeOf(s).destroy();
               await pgOf(s).dispose();
+              d.runtime.releasePrivatePort(s.name);
               d.repo.delete(s.id);
               activity(s, ACTIVITY_OPERATIONS.delete, 'Succeeded', `Deletion of ${s.name} finished after a restart.`);
               return;

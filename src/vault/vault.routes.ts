@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { errors } from '../lib/errors.js';
 import { secretJsonBody } from '../lib/http-client.js';
 import {
-  auditAttempt, fastifyOptions, installAuditOutcome, installErrorHandler, installJsonParser, isTrustedService, queryOf, requestOrigin, sourceAddress,
+  auditAttempt, bearerToken, fastifyOptions, installAuditOutcome, installErrorHandler, installJsonParser, isTrustedService, queryOf, requestOrigin, sourceAddress,
 } from '../api/http-common.js';
 import { requireSecuredRoutes, secureScope } from '../http/route-auth.js';
 import type { AuditLog } from '../audit/audit.js';
@@ -107,12 +107,10 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
     if (!vault || vault.deletedAt != null) throw errors.notFound('VaultNotFound', 'No vault is served at this address.');
     req.vault = vault;
     req.origin = requestOrigin(req, `https://127.0.0.1:${vault.port}`);
-    const auth = req.headers.authorization;
-    if (!auth || !/^Bearer\s+\S+$/i.test(auth)) {
-      throw errors.unauthorized('AKV10000: Request is missing a Bearer or PoP token.', challenge(vault));
-    }
+    const token = bearerToken(req);
+    if (!token) throw errors.unauthorized('AKV10000: Request is missing a Bearer or PoP token.', challenge(vault));
     try {
-      req.caller = await d.identity.authenticate(auth.replace(/^Bearer\s+/i, ''), RESOURCES.vault);
+      req.caller = await d.identity.authenticate(token, RESOURCES.vault);
     } catch (e) {
       if (e instanceof TokenError) throw errors.unauthorized(`AKV10022: ${e.message}`, challenge(vault));
       throw e;
