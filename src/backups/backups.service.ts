@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { HomePaths } from '../lib/home.js';
 import type { PostgresInstance } from '../postgres/instance.js';
-import type { KeyAccess } from '../servers/key-access.js';
+import type { KeyAccess } from '../keyaccess/key-access.js';
 import type { ServerRuntime } from '../servers/runtime.js';
 import type { DataEncryption, Server } from '../servers/servers.repo.js';
 import { openStream, sealStream } from './sealed-stream.js';

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import type { KeyFailure } from './key-access.js';
+import type { KeyFailure } from '../keyaccess/key-access.js';
 
 /**
  * pgbyok's answer on the port of a server it will not let anyone reach: the way PostgreSQL itself refuses a

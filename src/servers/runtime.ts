@@ -4,8 +4,8 @@ import type { HomePaths } from '../lib/home.js';
 import { PostgresInstance } from '../postgres/instance.js';
 import { serverOsUserName } from '../postgres/os-user.js';
 import { Volume, volumePaths } from '../storage/volume.js';
-import type { Directory } from './directory.js';
-import type { KeyPrincipal } from './key-access.js';
+import type { Directory } from '../keyaccess/directory.js';
+import type { KeyPrincipal } from '../keyaccess/key-access.js';
 import type { DataEncryption, Server } from './servers.repo.js';
 
 /**

@@ -9,8 +9,8 @@ import { PostgresError, validateAdminLogin, validateAdminPassword } from '../pos
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { keyIdentifier } from '../storage/fscrypt.js';
 import { newDek, VolumeError } from '../storage/volume.js';
-import type { Directory, IdentityInfo } from './directory.js';
-import { KeyAccessError, parseKeyUri, type KeyAccess, type KeyFailure, type KeyPrincipal } from './key-access.js';
+import type { Directory, IdentityInfo } from '../keyaccess/directory.js';
+import { KeyAccessError, parseKeyUri, type KeyAccess, type KeyFailure, type KeyPrincipal } from '../keyaccess/key-access.js';
 import { ACTIVITY_OPERATIONS, type Monitoring } from './monitoring.js';
 import { inaccessibleRefusal } from './responder.js';
 import { createFrontDoors } from './front-door.js';
