@@ -31,6 +31,8 @@ import { createMonitoring } from './servers/monitoring.js';
 import { createServersRepo } from './servers/servers.repo.js';
 import { createServersService } from './servers/servers.service.js';
 import { createServerRuntime } from './servers/runtime.js';
+import { createKeyLocator } from './keyaccess/encryption.js';
+import { systemClock } from './lib/clock.js';
 import { createBackupsService } from './backups/backups.service.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -193,18 +195,20 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   });
   await vaultApp.ready();
 
-  const serversRepo = createServersRepo(db);
+  const serversRepo = createServersRepo(db, systemClock);
   const monitoring = createMonitoring({ repo: serversRepo, logger, ca: tls.ca });
   const trusted = { platformOrigin: origin, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };
   const hookCode = randomBytes(24).toString('base64url');
   // An interval from the environment wins over the platform setting the system administrator keeps.
   const settingMs = (fromEnv: number | undefined, name: Parameters<typeof platformSetting>[1]) => () => fromEnv ?? platformSetting(serversRepo, name) * 1000;
   const directory = createDirectory(trusted);
-  const runtime = createServerRuntime({ home: paths, directory });
+  const runtime = createServerRuntime({ home: paths });
   const keyAccess = createKeyAccess(trusted);
-  const backups = createBackupsService({ home: paths, runtime, keys: keyAccess, logger });
+  const locator = createKeyLocator(directory);
+  const backups = createBackupsService({ home: paths, locator, keys: keyAccess, logger });
   const servers = createServersService({
-    repo: serversRepo, home: paths, logger, monitoring, runtime, backups,
+    db, repo: serversRepo, home: paths, logger, monitoring, runtime, backups, locator, clock: systemClock,
+    crashAfterStep: config.PGBYOK_CRASH_AFTER_STEP,
     archiveIntervalMs: () => config.PGBYOK_ARCHIVE_INTERVAL_MS,
     backupIntervalMs: () => config.PGBYOK_BACKUP_INTERVAL_MS,
     keys: keyAccess,

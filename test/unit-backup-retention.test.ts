@@ -12,7 +12,7 @@ import { homePaths } from '../src/lib/home.js';
 test('prune keeps backups inside the retention window and the newest one before it, and the WAL they need', async () => {
   const home = mkdtempSync(join(tmpdir(), 'pgbyok-retention-'));
   try {
-    const svc = createBackupsService({ home: homePaths(home), runtime: {} as any, keys: {} as any, logger: pino({ level: 'silent' }) });
+    const svc = createBackupsService({ home: homePaths(home), locator: {} as any, keys: {} as any, logger: pino({ level: 'silent' }) });
     const server = { id: 'srv-1', location: 'eastus', name: 's' } as any;
     const store = svc.store('eastus');
     const day = 86400_000;

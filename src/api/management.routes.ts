@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { errors } from '../lib/errors.js';
+import { ApiError, errors } from '../lib/errors.js';
 import type { AuditLog } from '../audit/audit.js';
 import type { IdentityService } from '../identity/identity.service.js';
 import type { VaultService } from '../vault/vaults.service.js';
@@ -40,20 +40,38 @@ export function registerPublicRoutes(app: FastifyInstance, d: Pick<ManagementDep
  * servers use, so that key changes reach them in seconds.
  */
 export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults'>) {
-  app.put<{ Body: { vaultOrigin: string; name: string; endpoint: string } }>('/trusted/eventSubscriptions', {
-    config: { operation: 'TrustedEventSubscriptionPut', trustedService: true },
-    schema: { body: { type: 'object', required: ['vaultOrigin', 'name', 'endpoint'], properties: { vaultOrigin: { type: 'string' }, name: { type: 'string' }, endpoint: { type: 'string' } } } },
-  }, async (req) => {
+  const vaultAt = (origin: string) => {
     let port: number;
     try {
-      port = Number(new URL(req.body.vaultOrigin).port);
+      port = Number(new URL(origin).port);
     } catch {
       throw errors.badParameter('vaultOrigin is not a URL.');
     }
     const v = d.vaults.byPort(port);
-    if (!v || v.deletedAt != null) throw errors.notFound('VaultNotFound', `No vault is served at ${req.body.vaultOrigin}.`);
+    if (!v) throw errors.notFound('VaultNotFound', `No vault is served at ${origin}.`);
+    return v;
+  };
+  app.put<{ Body: { vaultOrigin: string; name: string; endpoint: string } }>('/trusted/eventSubscriptions', {
+    config: { operation: 'TrustedEventSubscriptionPut', trustedService: true },
+    schema: { body: { type: 'object', required: ['vaultOrigin', 'name', 'endpoint'], properties: { vaultOrigin: { type: 'string' }, name: { type: 'string' }, endpoint: { type: 'string' } } } },
+  }, async (req) => {
+    const v = vaultAt(req.body.vaultOrigin);
+    if (v.deletedAt != null) throw errors.notFound('VaultNotFound', `No vault is served at ${req.body.vaultOrigin}.`);
     const sub = d.vaults.putSubscription(v.tenantId, v.name, req.body.name, req.body.endpoint, []);
     return eventSubscriptionWire(v.tenantId, v.name, sub);
+  });
+  // A deleted server's subscription goes with it (a vault that is gone has none left either).
+  app.delete<{ Body: { vaultOrigin: string; name: string } }>('/trusted/eventSubscriptions', {
+    config: { operation: 'TrustedEventSubscriptionDelete', trustedService: true },
+    schema: { body: { type: 'object', required: ['vaultOrigin', 'name'], properties: { vaultOrigin: { type: 'string' }, name: { type: 'string' } } } },
+  }, async (req) => {
+    const v = vaultAt(req.body.vaultOrigin);
+    try {
+      d.vaults.deleteSubscription(v.tenantId, v.name, req.body.name);
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 404)) throw e;
+    }
+    return {};
   });
 }
 

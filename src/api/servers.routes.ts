@@ -3,7 +3,8 @@ import { errors } from '../lib/errors.js';
 import { bearerToken, queryOf } from './http-common.js';
 import type { Caller as IdentityCaller } from '../identity/identity.service.js';
 import type { Caller, ServersService } from '../servers/servers.service.js';
-import type { Operation, Server } from '../servers/servers.repo.js';
+import type { Server } from '../servers/servers.repo.js';
+import type { Operation, OperationStep } from '../servers/operations/operations.repo.js';
 import type { Monitoring } from '../servers/monitoring.js';
 import { registerParameterRoutes } from './parameters.routes.js';
 
@@ -12,7 +13,7 @@ import { registerParameterRoutes } from './parameters.routes.js';
 const FS = '/tenants/:tid/providers/Microsoft.DBforPostgreSQL/flexibleServers';
 const INSIGHTS = '/tenants/:tid/providers/Microsoft.Insights';
 
-export function serverWire(s: Server) {
+export function serverWire(s: Server, earliestRestoreDate?: string) {
   const enc = s.current.encryption;
   const cmk = enc.type === 'AzureKeyVault';
   return {
@@ -28,7 +29,10 @@ export function serverWire(s: Server) {
       port: s.port,
       administratorLogin: s.adminLogin,
       storage: { storageSizeGB: s.storageGb },
-      backup: { backupRetentionDays: s.backupRetentionDays, geoRedundantBackup: s.geo ? 'Enabled' : 'Disabled', ...(s.geo ? { geoBackupRegion: s.geo.region } : {}) },
+      backup: {
+        backupRetentionDays: s.backupRetentionDays, geoRedundantBackup: s.geo ? 'Enabled' : 'Disabled', ...(s.geo ? { geoBackupRegion: s.geo.region } : {}),
+        ...(earliestRestoreDate ? { earliestRestoreDate } : {}),
+      },
       dataEncryption: {
         type: enc.type,
         primaryKeyURI: enc.primaryKeyURI ?? null,
@@ -47,7 +51,7 @@ export function serverWire(s: Server) {
   };
 }
 
-export function operationWire(o: Operation) {
+export function operationWire(o: Operation & { steps?: OperationStep[] }) {
   return {
     id: `/tenants/${o.tenantId}/providers/Microsoft.DBforPostgreSQL/operations/${o.id}`,
     name: o.id,
@@ -56,7 +60,8 @@ export function operationWire(o: Operation) {
     resource: o.serverName,
     startTime: new Date(o.started * 1000).toISOString(),
     ...(o.ended ? { endTime: new Date(o.ended * 1000).toISOString() } : {}),
-    ...(o.error ? { error: { code: 'OperationFailed', message: o.error } } : {}),
+    ...(o.errorCode && o.status !== 'Succeeded' ? { error: { code: o.errorCode, message: o.error ?? '' } } : {}),
+    ...(o.steps ? { steps: o.steps.map((st) => ({ seq: st.seq, name: st.name, status: st.status, attempts: st.attempts })) } : {}),
   };
 }
 
@@ -156,6 +161,7 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
             type: 'object',
             properties: {
               storage: { type: 'object', properties: { storageSizeGB: { type: 'integer' } } },
+              administratorLoginPassword: { type: 'string' },
               dataEncryption: { type: 'object', properties: { type: { type: 'string' }, primaryKeyURI: { type: 'string' }, primaryUserAssignedIdentityId: { type: 'string' } } },
             },
           },
@@ -167,21 +173,22 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
     const { server, operation } = await servers.update(callerOf(req), req.params.name, {
       storageSizeGB: p.storage?.storageSizeGB, keyUri: p.dataEncryption?.primaryKeyURI,
       identity: p.dataEncryption?.primaryUserAssignedIdentityId, encryptionType: p.dataEncryption?.type,
+      administratorLoginPassword: p.administratorLoginPassword,
     });
     return accepted(reply, req, req.params.tid, operation, serverWire(server));
   });
 
   app.get<{ Params: { tid: string } }>(FS, { config: { operation: 'ServerList', duty: 'readServers' } }, async (req) => ({
-    value: servers.list(req.params.tid).map(serverWire),
+    value: servers.list(req.params.tid).map((s) => serverWire(s, servers.earliestRestore(s))),
   }));
   app.get<{ Params: NameParams }>(`${FS}/:name`, { config: { operation: 'ServerGet', duty: 'readServers' } }, async (req) =>
-    serverWire(servers.get(req.params.tid, req.params.name)));
+    { const s = servers.get(req.params.tid, req.params.name); return serverWire(s, servers.earliestRestore(s)); });
   app.delete<{ Params: NameParams }>(`${FS}/:name`, { config: { operation: 'ServerDelete', duty: 'manageServers' } }, async (req, reply) => {
     const op = servers.delete(callerOf(req), req.params.name);
     return accepted(reply, req, req.params.tid, op, {});
   });
   app.get<{ Params: NameParams }>(`${FS}/:name/replicas`, { config: { operation: 'ReplicaList', duty: 'readServers' } }, async (req) => ({
-    value: servers.replicas(callerOf(req), req.params.name).map(serverWire),
+    value: servers.replicas(callerOf(req), req.params.name).map((s) => serverWire(s)),
   }));
   for (const action of ['stop', 'start', 'restart', 'revalidate', 'promote'] as const) {
     app.post<{ Params: NameParams }>(`${FS}/:name/${action}`, { config: { operation: `Server${action[0].toUpperCase()}${action.slice(1)}`, duty: 'manageServers' } }, async (req, reply) => {
@@ -210,6 +217,13 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
   app.get<{ Params: { tid: string; id: string } }>('/tenants/:tid/providers/Microsoft.DBforPostgreSQL/operations/:id', {
     config: { operation: 'OperationGet', duty: 'readServers' },
   }, async (req) => operationWire(servers.operation(req.params.tid, req.params.id)));
+  app.get<{ Params: { tid: string } }>('/tenants/:tid/providers/Microsoft.DBforPostgreSQL/operations', {
+    config: { operation: 'OperationList', duty: 'readServers' },
+  }, async (req) => {
+    const top = queryOf(req).get('top');
+    if (top !== null && !/^\d+$/.test(top)) throw errors.badParameter('top must be a whole number.');
+    return { value: servers.operations(req.params.tid, top ? Number(top) : 100).map(operationWire) };
+  });
 
   // Azure Monitor: activity log, action groups, activity-log alerts.
   app.get<{ Params: { tid: string } }>(`${INSIGHTS}/eventtypes/management/values`, { config: { operation: 'ActivityLogList', duty: 'readServers' } }, async (req) => {

@@ -6,8 +6,7 @@ import type { Logger } from 'pino';
 import type { HomePaths } from '../lib/home.js';
 import type { PostgresInstance } from '../postgres/instance.js';
 import type { KeyAccess } from '../keyaccess/key-access.js';
-import type { ServerRuntime } from '../servers/runtime.js';
-import type { DataEncryption, Server } from '../servers/servers.repo.js';
+import type { DataEncryption, GeoBackup, KeyLocator } from '../keyaccess/encryption.js';
 import { openStream, sealStream } from './sealed-stream.js';
 import { createFileStore, type BackupStore } from './store.js';
 
@@ -38,11 +37,21 @@ interface EpochRecord {
   created: string;
 }
 
+/** What the backups need to know of a server: where it is, and which key protects its backups. */
+export interface BackupSubject {
+  id: string;
+  name: string;
+  location: string;
+  current: { encryption: DataEncryption; wrappedBy: string };
+  geo?: GeoBackup;
+}
+type Server = BackupSubject;
+
 const WAL_RE = /^[0-9A-F]{24}$|^[0-9A-F]{8}\.history$/;
 
 export interface BackupsDeps {
   home: HomePaths;
-  runtime: ServerRuntime;
+  locator: KeyLocator;
   keys: KeyAccess;
   logger: Logger;
 }
@@ -71,12 +80,12 @@ export function createBackupsService(d: BackupsDeps) {
     const epoch = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
     const key = randomBytes(32);
     const enc = s.current.encryption;
-    const { kid, wrapped } = await d.keys.wrap(await d.runtime.keyUriOf(enc, s.location), key, d.runtime.principalOf(enc));
+    const { kid, wrapped } = await d.keys.wrap(await d.locator.keyUriOf(enc, s.location), key, d.locator.principalOf(enc));
     const record: EpochRecord = { epoch, encryption: enc, wrappedKey: wrapped, wrappedBy: kid, created: new Date().toISOString() };
     await storeOf(s.location).putJson(epochKeyPath(s.id, epoch), record);
     if (s.geo) {
       // The paired region's copy opens with the geo key only (a different identity, a vault of that region).
-      const geo = await d.keys.wrap(await d.runtime.keyUriOf(s.geo.encryption, s.geo.region), key, d.runtime.principalOf(s.geo.encryption));
+      const geo = await d.keys.wrap(await d.locator.keyUriOf(s.geo.encryption, s.geo.region), key, d.locator.principalOf(s.geo.encryption));
       await storeOf(s.geo.region).putJson(epochKeyPath(s.id, epoch), { ...record, encryption: s.geo.encryption, wrappedKey: geo.wrapped, wrappedBy: geo.kid });
     }
     await storeOf(s.location).putJson(`${s.id}/current-epoch.json`, { epoch });
@@ -90,7 +99,7 @@ export function createBackupsService(d: BackupsDeps) {
     if (cached) return cached;
     const rec = storeOf(s.location).getJson<EpochRecord>(epochKeyPath(s.id, epoch));
     if (!rec) throw new Error(`backup key ${epoch} of server ${s.id} is missing from the store`);
-    const key = await d.keys.unwrap(rec.wrappedBy, rec.wrappedKey, d.runtime.principalOf(rec.encryption));
+    const key = await d.keys.unwrap(rec.wrappedBy, rec.wrappedKey, d.locator.principalOf(rec.encryption));
     keyCache.set(`${s.id}/${epoch}`, key);
     return key;
   };
@@ -136,6 +145,8 @@ export function createBackupsService(d: BackupsDeps) {
 
   /** Makes PostgreSQL finish its current WAL segment, waits for it to be staged, and archives it. */
   const flushWal = async (s: Server, pg: PostgresInstance) => {
+    // A commit stamped now: recovery to any time up to now then has a record past its target to stop at.
+    await pg.sql('SELECT pg_catalog.txid_current()');
     const segment = await pg.sql('SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal())');
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
@@ -198,7 +209,7 @@ export function createBackupsService(d: BackupsDeps) {
         if (rec.wrappedBy === s.current.wrappedBy) continue;
         const key = await epochKey(s, rec.epoch);
         const enc = s.current.encryption;
-        const { kid, wrapped } = await d.keys.wrap(await d.runtime.keyUriOf(enc, s.location), key, d.runtime.principalOf(enc));
+        const { kid, wrapped } = await d.keys.wrap(await d.locator.keyUriOf(enc, s.location), key, d.locator.principalOf(enc));
         await store.putJson(k, { ...rec, encryption: enc, wrappedKey: wrapped, wrappedBy: kid });
         n++;
       }

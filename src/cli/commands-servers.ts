@@ -59,9 +59,18 @@ export function registerServerCommands(program: Command): void {
           },
         },
       });
+      // A generated password is shown whatever the output format (a table has no column for it); nothing else keeps it.
+      if (!o.adminPassword) process.stderr.write(`Generated administrator password for ${o.adminUser} (shown once; reset it with pgbyok server update --admin-password): ${password}\n`);
       const result = await longOperation(ctx, res, o.name, 'Provisioning', o.wait);
       return o.adminPassword ? result : { ...result, administratorLoginPassword: password };
     }));
+
+  const ops = server.command('operation').description('the durable operations of your servers, with their steps');
+  ops.command('list').option('--top <n>', 'most recent N', '50').action(action<{ top: string }>(async (ctx, o) =>
+    (await ctx.mgmt('GET', `providers/Microsoft.DBforPostgreSQL/operations?top=${parseIntArg(o.top, '--top')}`)).value,
+  ['name', 'operation', 'resource', 'status', 'startTime', 'endTime']));
+  ops.command('show').requiredOption('--id <id>').action(action<{ id: string }>(async (ctx, o) =>
+    ctx.mgmt('GET', `providers/Microsoft.DBforPostgreSQL/operations/${enc(o.id)}`)));
 
   server.command('show').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => ctx.mgmt('GET', `${FS}/${enc(o.name)}`)));
   server.command('list').action(action(async (ctx) => (await ctx.mgmt('GET', FS)).value,
@@ -72,10 +81,12 @@ export function registerServerCommands(program: Command): void {
     .option('--identity <identity>', 'change the identity that reaches the key')
     .option('--storage-size <GiB>', 'grow the storage')
     .option('--remove-key', 'ask to remove the customer key (refused: restore to a server without one instead)')
+    .option('--admin-password <password>', 'reset the administrator password')
     .option('--no-wait')
-    .action(action<{ name: string; key?: string; identity?: string; storageSize?: string; removeKey?: boolean; wait: boolean }>(async (ctx, o) => {
+    .action(action<{ name: string; key?: string; identity?: string; storageSize?: string; removeKey?: boolean; adminPassword?: string; wait: boolean }>(async (ctx, o) => {
       const res = await ctx.mgmtFull('PATCH', `${FS}/${enc(o.name)}`, {
         properties: {
+          ...(o.adminPassword !== undefined ? { administratorLoginPassword: o.adminPassword } : {}),
           ...(o.storageSize ? { storage: { storageSizeGB: parseIntArg(o.storageSize, '--storage-size') } } : {}),
           ...(o.removeKey ? { dataEncryption: { type: 'SystemManaged' } } : {}),
           ...(o.key || o.identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } } : {}),

@@ -97,6 +97,12 @@ export function createDirectory(d: DirectoryDeps) {
       if (r.status !== 200) throw new Error(`event subscription failed: ${r.body?.error?.message ?? r.status}`);
     },
 
+    /** Removes the control plane's subscription from a vault (a deleted server's); one that is gone already is fine. */
+    async unsubscribeVaultEvents(vaultOrigin: string, name: string): Promise<void> {
+      const r = await send('DELETE', `${d.platformOrigin}/trusted/eventSubscriptions`, undefined, { vaultOrigin, name });
+      if (r.status !== 200 && r.status !== 204 && r.status !== 404) throw new Error(`removing the event subscription failed: ${r.body?.error?.message ?? r.status}`);
+    },
+
     /**
      * The service-managed key of a region: a key in the platform's own vault, in the platform's own tenant,
      * created the first time a server without a customer key needs one.

@@ -20,6 +20,7 @@ export const ConfigSchema = Type.Object({
   PGBYOK_ARCHIVE_INTERVAL_MS: int(100, 3_600_000, 5000, 'how often WAL is archived'),
   PGBYOK_BACKUP_INTERVAL_MS: int(1000, 30 * 86_400_000, 86_400_000, 'how often base backups are taken'),
   PGBYOK_KEY_MONITOR_INTERVAL_MS: Type.Optional(int(100, 3_600_000, 30_000, 'key monitor interval (overrides the platform setting)')),
+  PGBYOK_CRASH_AFTER_STEP: Type.Optional(Type.String({ pattern: '^[A-Za-z]+:[a-z-]+$', description: 'tests only: SIGKILL the platform right after this operation step (<Kind>:<step> or <Kind>:accepted)' })),
   PGBYOK_VAULT_GRACE_MS: Type.Optional(int(0, 86_400_000, 60_000, 'grace period for an unreachable vault (overrides the platform setting)')),
 });
 

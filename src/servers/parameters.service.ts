@@ -1,7 +1,9 @@
 import { errors } from '../lib/errors.js';
 import { allowedValues, lookupParameter, normalizeValue, PARAMETERS, type ParameterSpec } from '../postgres/parameters.js';
 import type { ServerPostgres } from './server-postgres.js';
-import type { Operation, Server, ServersRepo } from './servers.repo.js';
+import type { ServerEvent } from './model/state-machine.js';
+import type { Operation } from './operations/operations.repo.js';
+import type { Server, ServersRepo } from './servers.repo.js';
 
 /**
  * Server parameters as a resource, as Azure's `configurations`: list, show and set the allow-listed
@@ -28,8 +30,10 @@ export interface ParametersDeps {
   repo: ServersRepo;
   pgOf: ServerPostgres;
   requireServer: (tenantId: string, name: string) => Server;
-  requireState: (s: Server, allowed: string[], action: string) => void;
-  runOp: (s: Server, kind: string, fn: (s: Server) => Promise<void>) => Operation;
+  /** The state machine's answer for a verb (throws its 409). */
+  allow: (s: Server, event: ServerEvent) => void;
+  /** Opens the ParameterUpdate operation; `store` runs in the same transaction. */
+  enqueue: (s: Server, caller: string, store: () => void) => Operation;
   activity: (s: Server, message: string, caller: string) => void;
 }
 
@@ -95,19 +99,15 @@ export function createParametersService(d: ParametersDeps) {
       const spec = l.spec;
       const n = normalizeValue(spec, String(raw));
       if ('error' in n) throw errors.badParameter(n.error, 'InvalidParameterValue');
-      d.requireState(s, ['Ready', 'Stopped'], 'set a parameter of');
+      d.allow(s, 'setParameter');
       const running = s.state === 'Ready';
       const pending = running && !spec.dynamic && (stored(s).get(spec.name)?.value ?? spec.defaultValue) !== n.value;
-      d.repo.putParameter(s.id, spec.name, n.value, pending || (stored(s).get(spec.name)?.pendingRestart ?? false));
+      const store = () => d.repo.putParameter(s.id, spec.name, n.value, pending || (stored(s).get(spec.name)?.pendingRestart ?? false));
+      // On a running server the value and the operation that applies it are recorded together.
+      const operation = running ? d.enqueue(s, caller.name, store) : (store(), undefined);
       const parameter = view(spec, stored(s).get(spec.name));
       d.activity(s, `Parameter ${spec.name} of ${s.name} set to '${n.value}'${pending ? ' (applies at the next restart)' : ''}.`, caller.name);
-      if (!running) return { parameter };
-      const operation = d.runOp(s, 'ParameterUpdate', async (fresh) => {
-        const pg = d.pgOf(fresh);
-        pg.writeParameters();
-        if (fresh.state === 'Ready' && pg.isRunning()) await pg.reload();
-      });
-      return { parameter, operation };
+      return { parameter, ...(operation ? { operation } : {}) };
     },
   };
 }

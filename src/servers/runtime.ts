@@ -4,16 +4,13 @@ import type { HomePaths } from '../lib/home.js';
 import { PostgresInstance } from '../postgres/instance.js';
 import { serverOsUserName } from '../postgres/os-user.js';
 import { Volume, volumePaths } from '../storage/volume.js';
-import type { Directory } from '../keyaccess/directory.js';
-import type { KeyPrincipal } from '../keyaccess/key-access.js';
-import type { DataEncryption, Server } from './servers.repo.js';
+import type { Server } from './model/server.js';
 
 /**
  * Where a server's parts are and who reaches its key: shared by the server lifecycle and the backups, so
  * both find the same volume, the same PostgreSQL and the same key.
  */
-export function createServerRuntime(d: { home: HomePaths; directory: Directory }) {
-  const platformKeys = new Map<string, string>();
+export function createServerRuntime(d: { home: HomePaths }) {
   /** Where each server's PostgreSQL listens (loopback only): its public port belongs to pgbyok's front door. */
   const privatePorts = new Map<string, number>();
   const volumeOf = (s: Pick<Server, 'name' | 'location'>) => new Volume(s.name, volumePaths(d.home.root, s.location, s.name));
@@ -72,17 +69,6 @@ export function createServerRuntime(d: { home: HomePaths; directory: Directory }
       restrictParents: (owner) => volume.restrictTo(owner),
       ...extra,
     }),
-    principalOf: (enc: DataEncryption): KeyPrincipal =>
-      enc.type === 'SystemManaged' ? { kind: 'platform' } : { kind: 'identity', resourceId: enc.primaryUserAssignedIdentityId! },
-    async keyUriOf(enc: DataEncryption, region: string): Promise<string> {
-      if (enc.type === 'AzureKeyVault') return enc.primaryKeyURI!;
-      let uri = platformKeys.get(region);
-      if (!uri) {
-        uri = await d.directory.platformKey(region);
-        platformKeys.set(region, uri);
-      }
-      return uri;
-    },
   };
 }
 

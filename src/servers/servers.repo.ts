@@ -1,76 +1,8 @@
 import type { Db } from '../store/db.js';
+import type { Clock } from '../lib/clock.js';
+import type { RestoreSpec, Server, ServerState, WrappedDek } from './model/server.js';
 
-export type ServerState = 'Provisioning' | 'Ready' | 'Starting' | 'Stopping' | 'Stopped' | 'Updating' | 'Inaccessible' | 'Dropping';
-
-export interface DataEncryption {
-  type: 'SystemManaged' | 'AzureKeyVault';
-  /** The customer's key (versionless follows rotation; versioned stays pinned). */
-  primaryKeyURI?: string;
-  /** Resource id of the user-assigned identity that reaches the key. */
-  primaryUserAssignedIdentityId?: string;
-}
-
-/** A wrapped DEK and the versioned key id that wrapped it. */
-export interface WrappedDek {
-  encryption: DataEncryption;
-  wrappedDek: string;
-  wrappedBy: string;
-}
-
-export interface Server {
-  id: string;
-  tenantId: string;
-  name: string;
-  location: string;
-  state: ServerState;
-  version: string;
-  storageGb: number;
-  adminLogin: string;
-  adminVerifier: string;
-  port: number;
-  current: WrappedDek;
-  /** A re-wrap in flight: both wraps open the same DEK until it is committed. */
-  pending?: WrappedDek;
-  keyStatus: 'Valid' | 'Invalid';
-  inaccessibleReason?: string;
-  keyUnreachableSince?: number;
-  backupRetentionDays: number;
-  /** Set while a server is being created from another's backups (so a crash can resume the restore). */
-  restoreSpec?: RestoreSpec;
-  /** Primary, or an asynchronous streaming replica of `sourceServer`. */
-  replicationRole: 'Primary' | 'AsyncReplica';
-  sourceServer?: string;
-  /** Geo-redundant backup: copies of the backups in the paired region, under the geo key. */
-  geo?: GeoBackup;
-  created: number;
-  updated: number;
-}
-
-export interface GeoBackup {
-  region: string;
-  encryption: DataEncryption;
-  keyStatus: 'Valid' | 'Invalid';
-}
-
-export interface RestoreSpec {
-  sourceId: string;
-  sourceName: string;
-  sourceLocation: string;
-  restoreTime?: string;
-  baseBackupId: string;
-}
-
-export interface Operation {
-  id: string;
-  tenantId: string;
-  serverName: string;
-  kind: string;
-  status: 'InProgress' | 'Succeeded' | 'Failed';
-  error?: string;
-  step?: string;
-  started: number;
-  ended?: number;
-}
+export type { Server, ServerState } from './model/server.js';
 
 export interface ActivityEntry {
   id: number;
@@ -105,34 +37,60 @@ const toServer = (r: any): Server => ({
   replicationRole: r.replication_role,
   sourceServer: r.source_server ?? undefined,
   geo: r.geo ? JSON.parse(r.geo) : undefined,
+  readyAt: r.ready_at ?? undefined,
   created: r.created,
   updated: r.updated,
 });
 
-const toOp = (r: any): Operation => ({
-  id: r.id, tenantId: r.tenant_id, serverName: r.server_name, kind: r.kind, status: r.status, error: r.error ?? undefined,
-  step: r.step ?? undefined, started: r.started, ended: r.ended ?? undefined,
-});
+/** The columns a change may set, by field: every change is targeted, never a whole-row save. */
+export interface ServerPatch {
+  state?: ServerState;
+  storageGb?: number;
+  adminVerifier?: string;
+  current?: WrappedDek;
+  pending?: WrappedDek | null;
+  keyStatus?: 'Valid' | 'Invalid';
+  inaccessibleReason?: string | null;
+  keyUnreachableSince?: number | null;
+  restoreSpec?: RestoreSpec | null;
+  replicationRole?: 'Primary' | 'AsyncReplica';
+  sourceServer?: string | null;
+  readyAt?: number;
+}
+
+const columnsOf = (p: ServerPatch): [string, unknown][] => {
+  const c: [string, unknown][] = [];
+  const json = (v: unknown) => (v == null ? null : JSON.stringify(v));
+  if (p.state !== undefined) c.push(['state', p.state]);
+  if (p.storageGb !== undefined) c.push(['storage_gb', p.storageGb]);
+  if (p.adminVerifier !== undefined) c.push(['admin_verifier', p.adminVerifier]);
+  if (p.current !== undefined) c.push(['encryption', json(p.current.encryption)], ['wrapped_dek', p.current.wrappedDek], ['wrapped_by', p.current.wrappedBy]);
+  if (p.pending !== undefined) {
+    c.push(['pending_encryption', json(p.pending?.encryption)], ['pending_wrapped_dek', p.pending?.wrappedDek ?? null], ['pending_wrapped_by', p.pending?.wrappedBy ?? null]);
+  }
+  if (p.keyStatus !== undefined) c.push(['key_status', p.keyStatus]);
+  if (p.inaccessibleReason !== undefined) c.push(['inaccessible_reason', p.inaccessibleReason]);
+  if (p.keyUnreachableSince !== undefined) c.push(['key_unreachable_since', p.keyUnreachableSince]);
+  if (p.restoreSpec !== undefined) c.push(['restore_spec', json(p.restoreSpec)]);
+  if (p.replicationRole !== undefined) c.push(['replication_role', p.replicationRole]);
+  if (p.sourceServer !== undefined) c.push(['source_server', p.sourceServer]);
+  if (p.readyAt !== undefined) c.push(['ready_at', p.readyAt]);
+  return c;
+};
 
 /** SQL for servers, their operations, the activity log, action groups and alert rules. */
-export function createServersRepo(db: Db) {
+export function createServersRepo(db: Db, clock: Clock) {
+  const patches = new Map<string, { run: (...args: unknown[]) => { changes: number } }>();
   const s = {
     insert: db.prepare(`INSERT INTO servers (id, tenant_id, name, location, state, version, storage_gb, admin_login, admin_verifier, port,
       encryption, wrapped_dek, wrapped_by, key_status, backup_retention_days, restore_spec, replication_role, source_server, geo, created, updated)
       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`),
-    save: db.prepare(`UPDATE servers SET state = ?, storage_gb = ?, encryption = ?, wrapped_dek = ?, wrapped_by = ?, pending_encryption = ?,
-      pending_wrapped_dek = ?, pending_wrapped_by = ?, key_status = ?, inaccessible_reason = ?, key_unreachable_since = ?,
-      backup_retention_days = ?, restore_spec = ?, replication_role = ?, source_server = ?, geo = ?, updated = ? WHERE id = ?`),
     byName: db.prepare('SELECT * FROM servers WHERE name = ?'),
     byId: db.prepare('SELECT * FROM servers WHERE id = ?'),
     list: db.prepare('SELECT * FROM servers WHERE tenant_id = ? ORDER BY name'),
     all: db.prepare('SELECT * FROM servers ORDER BY name'),
     ports: db.prepare('SELECT port FROM servers'),
     delete: db.prepare('DELETE FROM servers WHERE id = ?'),
-    insertOp: db.prepare('INSERT INTO operations (id, tenant_id, server_name, kind, status, step, started) VALUES (?,?,?,?,?,?,?)'),
-    saveOp: db.prepare('UPDATE operations SET status = ?, error = ?, step = ?, ended = ? WHERE id = ?'),
-    op: db.prepare('SELECT * FROM operations WHERE id = ?'),
-    openOps: db.prepare("SELECT * FROM operations WHERE server_name = ? AND status = 'InProgress'"),
     activity: db.prepare(`INSERT INTO activity_log (time, tenant_id, resource_id, operation, status, level, caller, message) VALUES (?,?,?,?,?,?,?,?)`),
     activityList: db.prepare('SELECT * FROM activity_log WHERE tenant_id = ? AND (? IS NULL OR resource_id = ?) ORDER BY id DESC LIMIT ?'),
     actionGroups: db.prepare('SELECT * FROM action_groups WHERE tenant_id = ? ORDER BY name'),
@@ -151,7 +109,7 @@ export function createServersRepo(db: Db) {
     putSetting: db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v'),
   };
 
-  return {
+  const repo = {
     transaction: <T>(fn: () => T): T => db.transaction(fn)(),
     insert: (v: Server) => void s.insert.run(
       v.id, v.tenantId, v.name, v.location, v.state, v.version, v.storageGb, v.adminLogin, v.adminVerifier, v.port,
@@ -159,13 +117,24 @@ export function createServersRepo(db: Db) {
       v.restoreSpec ? JSON.stringify(v.restoreSpec) : null, v.replicationRole, v.sourceServer ?? null, v.geo ? JSON.stringify(v.geo) : null,
       v.created, v.updated,
     ),
-    save: (v: Server) => void s.save.run(
-      v.state, v.storageGb, JSON.stringify(v.current.encryption), v.current.wrappedDek, v.current.wrappedBy,
-      v.pending ? JSON.stringify(v.pending.encryption) : null, v.pending?.wrappedDek ?? null, v.pending?.wrappedBy ?? null,
-      v.keyStatus, v.inaccessibleReason ?? null, v.keyUnreachableSince ?? null, v.backupRetentionDays,
-      v.restoreSpec ? JSON.stringify(v.restoreSpec) : null, v.replicationRole, v.sourceServer ?? null, v.geo ? JSON.stringify(v.geo) : null,
-      v.updated, v.id,
-    ),
+    /**
+     * Sets only the given columns; with `whenState`, only while the server is in one of those states
+     * (compare-and-set). Returns whether the row changed.
+     */
+    update(id: string, patch: ServerPatch, whenState?: ServerState | ServerState[]): boolean {
+      const cols = columnsOf(patch);
+      const states = whenState === undefined ? [] : Array.isArray(whenState) ? whenState : [whenState];
+      const sql = `UPDATE servers SET ${[...cols.map(([c]) => `${c} = ?`), 'updated = ?'].join(', ')} WHERE id = ?${states.length ? ` AND state IN (${states.map(() => '?').join(',')})` : ''}`;
+      let stmt = patches.get(sql);
+      if (!stmt) {
+        stmt = db.prepare(sql) as unknown as { run: (...args: unknown[]) => { changes: number } };
+        patches.set(sql, stmt);
+      }
+      return stmt.run(...cols.map(([, v]) => v), Math.floor(clock.now() / 1000), id, ...states).changes > 0;
+    },
+    /** A transition of the state machine, applied as compare-and-set on the state it was decided from. */
+    transition: (id: string, from: ServerState | ServerState[], to: ServerState, patch: Omit<ServerPatch, 'state'> = {}) =>
+      repo.update(id, { ...patch, state: to }, from),
     byName: (name: string) => { const r = s.byName.get(name); return r ? toServer(r) : undefined; },
     byId: (id: string) => { const r = s.byId.get(id); return r ? toServer(r) : undefined; },
     list: (tenantId: string) => s.list.all(tenantId).map(toServer),
@@ -173,10 +142,6 @@ export function createServersRepo(db: Db) {
     usedPorts: () => new Set((s.ports.all() as { port: number }[]).map((r) => r.port)),
     delete: (id: string) => void s.delete.run(id),
 
-    insertOp: (o: Operation) => void s.insertOp.run(o.id, o.tenantId, o.serverName, o.kind, o.status, o.step ?? null, o.started),
-    saveOp: (o: Operation) => void s.saveOp.run(o.status, o.error ?? null, o.step ?? null, o.ended ?? null, o.id),
-    op: (id: string) => { const r = s.op.get(id); return r ? toOp(r) : undefined; },
-    openOps: (serverName: string) => s.openOps.all(serverName).map(toOp),
 
     addActivity: (e: Omit<ActivityEntry, 'id'>) =>
       void s.activity.run(e.time, e.tenantId, e.resourceId, e.operation, e.status, e.level, e.caller ?? null, e.message),
@@ -205,11 +170,12 @@ export function createServersRepo(db: Db) {
     parameters: (serverId: string) => (s.parameters.all(serverId) as { name: string; value: string; pending_restart: number }[])
       .map((r) => ({ name: r.name, value: r.value, pendingRestart: r.pending_restart === 1 })),
     putParameter: (serverId: string, name: string, value: string, pendingRestart: boolean) =>
-      void s.putParameter.run(serverId, name, value, pendingRestart ? 1 : 0, Math.floor(Date.now() / 1000)),
+      void s.putParameter.run(serverId, name, value, pendingRestart ? 1 : 0, Math.floor(clock.now() / 1000)),
     clearPendingRestart: (serverId: string) => void s.clearPendingRestart.run(serverId),
     setting: (k: string) => (s.setting.get(`setting:${k}`) as { v: string } | undefined)?.v,
     putSetting: (k: string, v: string) => void s.putSetting.run(`setting:${k}`, v),
   };
+  return repo;
 }
 
 export type ServersRepo = ReturnType<typeof createServersRepo>;

@@ -193,6 +193,33 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (server_id, name)
   );
   `,
+  `
+  -- Durable operations (issue 10): the validated input, a lease for several hosts, a fencing token, the
+  -- public error; every step with its status, attempts and output; at most one open operation per server.
+  ALTER TABLE operations ADD COLUMN server_id TEXT;
+  ALTER TABLE operations ADD COLUMN input TEXT NOT NULL DEFAULT '{}';
+  ALTER TABLE operations ADD COLUMN caller TEXT;
+  ALTER TABLE operations ADD COLUMN error_code TEXT;
+  ALTER TABLE operations ADD COLUMN lease_owner TEXT;
+  ALTER TABLE operations ADD COLUMN lease_expires_at INTEGER;
+  ALTER TABLE operations ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+  UPDATE operations SET status = 'Cancelled', error_code = 'OperationCancelled',
+    error = 'Interrupted before operations were durable; the server was reconciled.', ended = started WHERE status = 'InProgress';
+  CREATE UNIQUE INDEX one_open_operation_per_server ON operations (server_name) WHERE status IN ('Queued', 'InProgress');
+  CREATE INDEX operations_by_tenant ON operations (tenant_id, started);
+  CREATE TABLE operation_steps (
+    operation_id TEXT NOT NULL REFERENCES operations(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('Pending', 'InProgress', 'Succeeded', 'Failed', 'Skipped')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    started INTEGER,
+    ended INTEGER,
+    PRIMARY KEY (operation_id, seq)
+  );
+  ALTER TABLE servers ADD COLUMN ready_at INTEGER;
+  `,
 ];
 
 export function openDb(path: string): Db {

@@ -1,0 +1,114 @@
+import { existsSync, rmSync, unlinkSync } from 'node:fs';
+import { activity, ACTIVITY_OPERATIONS, applyTransition, serverOf, subscribeEvents, type ServerKit } from '../../kit.js';
+import type { Server } from '../../model/server.js';
+import type { OperationKind } from '../catalog.js';
+import type { StepContext, StepDef, Workflow } from '../runner.js';
+
+/**
+ * Create, Restore, GeoRestore and CreateReplica: a new server's volume, its data (initdb, a restore of
+ * the source's backups, or a clone of the source), PostgreSQL, its first full backup, then Ready. A
+ * server that cannot be finished is handed to a Delete operation, which removes every part it has.
+ */
+type Ctx = StepContext<Record<string, never>>;
+
+export function provisionWorkflow(k: ServerKit, kind: Extract<OperationKind, 'Create' | 'Restore' | 'GeoRestore' | 'CreateReplica'>): Workflow {
+  const server = (ctx: Ctx) => serverOf(k, ctx.op.serverId);
+  const volumeOf = (s: Server) => k.runtime.volumeOf(s);
+  const header = (s: Server) => {
+    const v = volumeOf(s);
+    if (!existsSync(v.image)) return undefined;
+    v.attach();
+    return v.readHeader();
+  };
+  const replica = kind === 'CreateReplica';
+
+  const initialize = async (s: Server) => {
+    const volume = volumeOf(s);
+    const pg = k.pgOf(s, volume);
+    // An initialization cut short left a partial data directory: it starts afresh.
+    if (existsSync(pg.opts.dataDir)) rmSync(pg.opts.dataDir, { recursive: true, force: true });
+    if (s.restoreSpec) {
+      const spec = s.restoreSpec;
+      const base = k.backups.list({ id: spec.sourceId, location: spec.sourceLocation }).find((m) => m.id === spec.baseBackupId);
+      if (!base) throw new Error(`the base backup ${spec.baseBackupId} of ${spec.sourceName} is gone`);
+      await k.backups.restoreInto({ id: spec.sourceId, location: spec.sourceLocation, name: spec.sourceName }, base, pg, spec.restoreTime);
+      pg.installTls(await k.tlsFor(s.name));
+      await k.instances.startPostgres(s);
+      await pg.waitForPromotion();
+      await k.backups.cleanupRestore(pg);
+    } else if (replica) {
+      await k.replication.cloneFromSource(s);
+    } else {
+      await pg.init(s.adminLogin, await k.tlsFor(s.name));
+    }
+    volume.updateHeader((h) => ({ ...h, initialized: true }));
+  };
+
+  const steps: StepDef<Record<string, never>>[] = [
+    {
+      name: 'create-volume',
+      done: (ctx) => !!header(server(ctx))?.meta,
+      run: async (ctx) => {
+        const s = server(ctx);
+        const volume = volumeOf(s);
+        // A volume whose creation was cut short holds nothing of the user's: it is made afresh.
+        if (existsSync(volume.image)) await volume.destroy();
+        if (existsSync(`${volume.image}.creating`)) unlinkSync(`${volume.image}.creating`);
+        volume.create(s.storageGb);
+        k.custody.writeHeaderMeta(s, volume);
+      },
+    },
+    { name: 'unlock', volatile: true, run: async (ctx) => void (await k.instances.unlock(server(ctx))) },
+    {
+      name: 'initialize',
+      done: (ctx) => !!header(server(ctx))?.initialized,
+      run: async (ctx) => initialize(server(ctx)),
+    },
+    { name: 'start', volatile: true, run: async (ctx) => k.instances.startPostgres(server(ctx)) },
+    replica
+      ? { name: 'await-streaming', run: async (ctx) => k.replication.waitForStreaming(server(ctx)) }
+      : { name: 'set-admin-password', run: async (ctx) => { const s = server(ctx); await k.pgOf(s).setAdminPassword(s.adminVerifier); } },
+    ...(replica ? [] : [{
+      // Taken before Ready, so the earliest restore point is the moment the server became Ready.
+      name: 'first-backup',
+      done: (ctx: Ctx) => k.backups.list(server(ctx)).length > 0,
+      run: async (ctx: Ctx) => {
+        const s = server(ctx);
+        const m = await k.backups.baseBackup(s, k.pgOf(s));
+        return { backup: m.id };
+      },
+    }]),
+    { name: 'subscribe-events', run: async (ctx) => subscribeEvents(k, server(ctx)) },
+    {
+      name: 'serve',
+      run: async (ctx) => {
+        const s = server(ctx);
+        await k.instances.serve(s);
+        if (s.state === 'Ready') return;
+        const ready = applyTransition(k, s, 'provisioned', { keyStatus: 'Valid', inaccessibleReason: null, restoreSpec: null, readyAt: k.clock.now() });
+        if (!ready) throw new Error(`server ${s.name} left Provisioning while it was being created`);
+        activity(k, s, ACTIVITY_OPERATIONS.write, 'Succeeded', s.restoreSpec
+          ? `Server ${s.name} restored from ${s.restoreSpec.sourceName} to ${s.restoreSpec.restoreTime ?? 'the latest restorable time'} (${s.current.encryption.type}).`
+          : `Server ${s.name} created (${s.current.encryption.type}).`, ctx.op.caller);
+      },
+    },
+  ];
+
+  return {
+    kind,
+    steps,
+    async compensate(ctx, failure) {
+      const s = k.repo.byId(ctx.op.serverId);
+      if (!s) return;
+      activity(k, s, ACTIVITY_OPERATIONS.write, 'Failed', `Creating server ${s.name} failed: ${failure.message} Its half-built parts are removed.`, ctx.op.caller);
+      // The Delete operation that removes it is opened once this one has ended (see settled).
+      if (s.state === 'Provisioning') applyTransition(k, s, 'abandoned');
+    },
+    async settled(op) {
+      const s = k.repo.byId(op.serverId);
+      if (s?.state === 'Dropping') {
+        k.runner.enqueue({ kind: 'Delete', tenantId: s.tenantId, serverId: s.id, serverName: s.name, caller: 'pgbyok (removing a server that could not be created)' });
+      }
+    },
+  };
+}
