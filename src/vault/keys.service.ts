@@ -12,6 +12,7 @@ import * as rsa from './rsa.js';
 import { generateRsaKey } from '../lib/rsa-keygen.js';
 import { runPrivateJob, type PrivateJob, type RsaPool } from './rsa-pool.js';
 import { DEFAULT_ROTATION_POLICY } from './keys.wire.js';
+import { nowSeconds, systemClock, type Clock } from '../lib/clock.js';
 
 const NAME_RE = /^[0-9a-zA-Z-]{1,127}$/;
 const B64URL_RE = /^[A-Za-z0-9_-]*={0,2}$/;
@@ -132,14 +133,16 @@ export interface KeyServiceDeps {
   events: EventBus;
   /** Where private-key operations run; without one they run on the calling thread. */
   rsaPool?: RsaPool;
-  now?: () => number;
+  /** The source of "now" for nbf/exp, soft-delete dates, rotation and expiry events (the system clock by default). */
+  clock?: Clock;
 }
 
 /**
  * The key domain: versioned RSA keys per vault, soft-delete, backup/restore, rotation and the cryptographic
  * operations. Authorization and network checks happen before any of this is called.
  */
-export function createKeyService({ repo, barrier, events, rsaPool, now = () => Math.floor(Date.now() / 1000) }: KeyServiceDeps) {
+export function createKeyService({ repo, barrier, events, rsaPool, clock = systemClock }: KeyServiceDeps) {
+  const now = () => nowSeconds(clock);
   const sealAad = (vaultId: string, name: string, version: string) => `key:${vaultId}/${name}/${version}`;
   const privateCache = new Map<string, KeyObject>();
 
