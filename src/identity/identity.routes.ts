@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { queryOf, requestOrigin } from '../api/http-common.js';
+import { queryOf, requestOrigin } from '../http/request.js';
 import { errors } from '../lib/errors.js';
 import type { IdentityService } from './identity.service.js';
 import { RESOURCES, type TokenService } from './tokens.js';
