@@ -153,7 +153,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
 
   const audit = createAuditLog(db, barrier.deriveKey('audit-hmac'));
   const vaultRepo = createVaultRepo(db);
-  const events = createEventBus({ repo: vaultRepo, logger, ca: tls.ca, vaultOrigin: (v) => originOf(HOST, v.port) });
+  const events = createEventBus({ repo: vaultRepo, logger, ca: tls.ca, vaultOrigin: (v) => originOf(HOST, v.port), clock });
 
   // One HTTPS server per vault port, all feeding the same Fastify handler. Client certificates are asked
   // for (not required) so the platform's trusted services can identify themselves to the firewall.

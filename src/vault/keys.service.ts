@@ -127,6 +127,19 @@ function checkRotationPolicy(p: { lifetimeActions?: LifetimeAction[]; attributes
   }
 }
 
+/**
+ * The one expiry event a scheduler pass owes a key version, if any: KeyExpired once it is past its expiry
+ * (and then never a late KeyNearExpiry, even if no pass saw it near), else KeyNearExpiry once it is within
+ * `windowSeconds` of it. Never both for one version in one pass.
+ */
+export function expiryEventDue(
+  v: { exp: number; nearNotified: boolean; expiredNotified: boolean }, windowSeconds: number, t: number,
+): 'Microsoft.KeyVault.KeyExpired' | 'Microsoft.KeyVault.KeyNearExpiry' | undefined {
+  if (t >= v.exp) return v.expiredNotified ? undefined : 'Microsoft.KeyVault.KeyExpired';
+  if (t >= v.exp - windowSeconds && !v.nearNotified) return 'Microsoft.KeyVault.KeyNearExpiry';
+  return undefined;
+}
+
 export interface KeyServiceDeps {
   repo: VaultRepo;
   barrier: Barrier;
@@ -504,14 +517,11 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
         if (!vault || vault.deletedAt != null || !k) continue;
         const notify = (k.rotationPolicy ?? DEFAULT_ROTATION_POLICY).lifetimeActions.find((a) => a.action.type === 'Notify' && a.trigger.timeBeforeExpiry);
         const window = notify ? parseDurationSeconds(notify.trigger.timeBeforeExpiry!) ?? 30 * DAY : 30 * DAY;
-        const data = { objectType: 'Key' as const, objectName: w.name, version: w.version, exp: w.exp };
-        if (!w.expired_notified && t >= w.exp) {
-          events.emit(vault, 'Microsoft.KeyVault.KeyExpired', data);
-          repo.markNotified(w.vault_id, w.name, w.version, true, true);
-        } else if (!w.near_expiry_notified && t >= w.exp - window) {
-          events.emit(vault, 'Microsoft.KeyVault.KeyNearExpiry', data);
-          repo.markNotified(w.vault_id, w.name, w.version, true, false);
-        }
+        const due = expiryEventDue({ exp: w.exp, nearNotified: !!w.near_expiry_notified, expiredNotified: !!w.expired_notified }, window, t);
+        if (!due) continue;
+        // Marked before it is sent: an event is at most once per version, even if sending it throws.
+        repo.markNotified(w.vault_id, w.name, w.version, true, due === 'Microsoft.KeyVault.KeyExpired');
+        events.emit(vault, due, { objectType: 'Key', objectName: w.name, version: w.version, exp: w.exp });
       }
       for (const k of repo.keysWithRotationPolicy()) {
         const vault = vaultOf(k.vaultId);
