@@ -278,6 +278,8 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
       await ticking;
       await reconciled;
       await servers.shutdown();
+      keyAccess.close();
+      directory.close();
       await platformApp.close();
       for (const p of [...vaultServers.keys()]) await listeners.close(p);
       await vaultApp.close();
