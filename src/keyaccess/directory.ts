@@ -40,7 +40,7 @@ const MGMT_API = 'api-version=2023-07-01';
 
 export function createDirectory(d: DirectoryDeps) {
   // This client's own pool of kept-alive connections; close() ends it.
-  const agent = d.keepAlive === false ? undefined : keepAliveAgent({ maxSockets: d.keepAlive?.maxSockets });
+  const agent = d.keepAlive === false ? false : keepAliveAgent({ maxSockets: d.keepAlive?.maxSockets });
   const get = async (path: string, token: string) => {
     const res = await httpCall({ method: 'GET', url: `${d.platformOrigin}${path}${path.includes('?') ? '&' : '?'}${MGMT_API}`, ca: d.ca, agent, headers: { authorization: `Bearer ${token}` } });
     return { status: res.status, body: res.text ? JSON.parse(res.text) : undefined };
@@ -141,7 +141,7 @@ export function createDirectory(d: DirectoryDeps) {
 
     /** Closes the kept-alive connections; a call after this opens new ones. The platform calls it at shutdown. */
     close(): void {
-      agent?.destroy();
+      if (agent) agent.destroy();
     },
   };
 }

@@ -86,7 +86,7 @@ function mapVaultError(status: number, body: any, op: string): KeyAccessError {
 
 export function createKeyAccess(d: KeyAccessDeps) {
   // This client's own pool of kept-alive connections (to the vaults and the identity service); close() ends it.
-  const agent = d.keepAlive === false ? undefined : keepAliveAgent({ maxSockets: d.keepAlive?.maxSockets });
+  const agent = d.keepAlive === false ? false : keepAliveAgent({ maxSockets: d.keepAlive?.maxSockets });
   const tokens = new Map<string, { token: string; until: number }>();
   const keyOf = (p: KeyPrincipal) => (p.kind === 'platform' ? 'platform' : p.resourceId);
 
@@ -226,7 +226,7 @@ export function createKeyAccess(d: KeyAccessDeps) {
 
     /** Closes the kept-alive connections; a call after this opens new ones. The platform calls it at shutdown. */
     close(): void {
-      agent?.destroy();
+      if (agent) agent.destroy();
     },
   };
 }

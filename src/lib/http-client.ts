@@ -13,16 +13,20 @@ export interface HttpRequest {
   key?: string;
   localAddress?: string;
   timeoutMs?: number;
-  /** A pool of kept-alive connections to reuse (see `keepAliveAgent`); a new connection per call without one. */
-  agent?: Agent;
+  /**
+   * A pool of kept-alive connections to reuse (see `keepAliveAgent`); `false`: a new connection per call;
+   * absent: Node's process-wide global agent.
+   */
+  agent?: Agent | false;
 }
 
 /**
  * A pool of kept-alive HTTPS connections for one client: at most `maxSockets` per origin (and TLS identity),
- * idle ones closed after `idleMs`, and none keeps the process alive. Its owner destroys it when done.
+ * idle ones closed after `idleMs` (under the 65 s our servers keep them, and over the key monitor's
+ * default 30 s, so they outlive the gap between two passes), and none keeps the process alive. Its owner destroys it when done.
  */
 export function keepAliveAgent(opts: { maxSockets?: number; idleMs?: number } = {}): HttpsAgent {
-  return new HttpsAgent({ keepAlive: true, maxSockets: opts.maxSockets ?? 16, maxFreeSockets: opts.maxSockets ?? 16, timeout: opts.idleMs ?? 30_000, scheduling: 'lifo' });
+  return new HttpsAgent({ keepAlive: true, maxSockets: opts.maxSockets ?? 16, maxFreeSockets: opts.maxSockets ?? 16, timeout: opts.idleMs ?? 60_000, scheduling: 'lifo' });
 }
 
 /** A kept-alive connection the server closed just as it was reused: the request never reached it, so it is sent again. */
