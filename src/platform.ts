@@ -19,6 +19,7 @@ import { buildPlatformApp } from './api/platform-app.js';
 import { platformSetting } from './api/platform-settings.routes.js';
 import { loadConfig, type Config } from './lib/config.js';
 import { acquireHomeLock } from './lib/home-lock.js';
+import { systemClock, type Clock } from './lib/clock.js';
 import { createEventBus } from './vault/events.js';
 import { createKeyService } from './vault/keys.service.js';
 import { createRsaPool } from './vault/rsa-pool.js';
@@ -32,7 +33,6 @@ import { createServersRepo } from './servers/servers.repo.js';
 import { createServersService } from './servers/servers.service.js';
 import { createServerRuntime } from './servers/runtime.js';
 import { createKeyLocator } from './keyaccess/encryption.js';
-import { systemClock } from './lib/clock.js';
 import { createBackupsService } from './backups/backups.service.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -46,6 +46,8 @@ export interface PlatformOptions {
   logger?: Logger;
   /** The validated settings; read from the environment when not given. */
   config?: Config;
+  /** The source of "now" for tokens, key validity, rotation, expiry events and purges (default: the system clock). */
+  clock?: Clock;
 }
 
 export interface Platform {
@@ -54,6 +56,8 @@ export interface Platform {
   origin: string;
   /** Every route of the platform port and of the vault ports, with the scope that secures it. */
   routes(): { app: 'platform' | 'vault'; method: string; url: string; securedBy: string; kind: string }[];
+  /** One scheduler pass now (signing-key rotation, key auto-rotation, expiry events, purges), as the interval runs it. */
+  tick(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -97,6 +101,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
 }
 
 async function startLocked(opts: PlatformOptions, config: Config, paths: HomePaths, releaseLock: () => void): Promise<Platform> {
+  const clock = opts.clock ?? systemClock;
   const logger = opts.logger ?? pino({ level: config.PGBYOK_LOG_LEVEL }, pino.destination({ dest: join(paths.logs, 'pgbyok.log'), mkdir: true, sync: false }));
 
   let settings = readSettings(paths);
@@ -112,6 +117,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     lifetimeSeconds: config.PGBYOK_TOKEN_LIFETIME_SECONDS,
     keyRotationSeconds: config.PGBYOK_SIGNING_KEY_ROTATION_SECONDS,
     clockToleranceSeconds: config.PGBYOK_CLOCK_TOLERANCE_SECONDS,
+    clock,
   });
   await tokens.rotateIfDue();
   const identityRepo = createIdentityRepo(db);
@@ -148,7 +154,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
 
   const audit = createAuditLog(db, barrier.deriveKey('audit-hmac'));
   const vaultRepo = createVaultRepo(db);
-  const events = createEventBus({ repo: vaultRepo, logger, ca: tls.ca, vaultOrigin: (v) => originOf(HOST, v.port) });
+  const events = createEventBus({ repo: vaultRepo, logger, ca: tls.ca, vaultOrigin: (v) => originOf(HOST, v.port), clock });
 
   // One HTTPS server per vault port, all feeding the same Fastify handler. Client certificates are asked
   // for (not required) so the platform's trusted services can identify themselves to the firewall.
@@ -180,11 +186,12 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   const vaults = createVaultService({
     repo: vaultRepo, listeners, events,
     principalExists: (tenantId, objectId) => identityRepo.principal(objectId)?.tenantId === tenantId,
+    clock,
   });
   // RSA private operations run on worker threads (one per core by default; 0 runs them on the event loop).
   const rsaWorkers = config.PGBYOK_RSA_WORKERS ?? Math.min(availableParallelism(), 8);
   const rsaPool = rsaWorkers > 0 ? createRsaPool(rsaWorkers, (problem) => logger.error(problem)) : undefined;
-  const keys = createKeyService({ repo: vaultRepo, barrier, events, rsaPool });
+  const keys = createKeyService({ repo: vaultRepo, barrier, events, rsaPool, clock });
 
   const vaultApp = buildVaultApp({
     logger, identity, vaults, keys, audit, platformOrigin: origin,
@@ -195,7 +202,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   });
   await vaultApp.ready();
 
-  const serversRepo = createServersRepo(db, systemClock);
+  const serversRepo = createServersRepo(db, clock);
   const monitoring = createMonitoring({ repo: serversRepo, logger, ca: tls.ca });
   const trusted = { platformOrigin: origin, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };
   const hookCode = randomBytes(24).toString('base64url');
@@ -207,7 +214,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   const locator = createKeyLocator(directory);
   const backups = createBackupsService({ home: paths, locator, keys: keyAccess, logger });
   const servers = createServersService({
-    db, repo: serversRepo, home: paths, logger, monitoring, runtime, backups, locator, clock: systemClock,
+    db, repo: serversRepo, home: paths, logger, monitoring, runtime, backups, locator, clock,
     crashAfterStep: config.PGBYOK_CRASH_AFTER_STEP,
     archiveIntervalMs: () => config.PGBYOK_ARCHIVE_INTERVAL_MS,
     backupIntervalMs: () => config.PGBYOK_BACKUP_INTERVAL_MS,
@@ -238,22 +245,25 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   // Servers come back in the background: the platform answers at once, each server shows its own state.
   const reconciled = servers.reconcile().catch((e) => logger.error({ err: e }, 'reconcile failed'));
 
-  // The scheduler: token-key rotation, key auto-rotation, expiry events, and purges past their date.
-  let ticking = false;
-  const tick = async () => {
-    if (ticking) return;
-    ticking = true;
+  // The scheduler: token-key rotation, key auto-rotation, expiry events, and purges past their date. A pass
+  // asked for while one runs waits for it and then runs its own, so a caller of tick() sees a whole pass.
+  let ticking: Promise<void> = Promise.resolve();
+  const pass = async () => {
     try {
       await tokens.rotateIfDue();
       await keys.tick((id) => vaultRepo.vault(id));
       vaults.purgeExpired();
     } catch (e) {
       logger.error({ err: e }, 'scheduler pass failed');
-    } finally {
-      ticking = false;
     }
   };
-  const timer = setInterval(tick, config.PGBYOK_SCHEDULER_INTERVAL_MS);
+  const tick = () => (ticking = ticking.then(pass));
+  let intervalBusy = false;
+  const timer = setInterval(() => {
+    if (intervalBusy) return;
+    intervalBusy = true;
+    void tick().finally(() => (intervalBusy = false));
+  }, config.PGBYOK_SCHEDULER_INTERVAL_MS);
   timer.unref();
 
   logger.info({ origin, home: paths.root }, 'pgbyok platform started');
@@ -265,10 +275,14 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
       ...platformApp.securedRoutes().map((r) => ({ app: 'platform' as const, ...r })),
       ...vaultApp.securedRoutes().map((r) => ({ app: 'vault' as const, ...r })),
     ],
+    tick,
     async close() {
       clearInterval(timer);
+      await ticking;
       await reconciled;
       await servers.shutdown();
+      keyAccess.close();
+      directory.close();
       await platformApp.close();
       for (const p of [...vaultServers.keys()]) await listeners.close(p);
       await vaultApp.close();

@@ -6,7 +6,7 @@ import type { VaultService } from '../vault/vaults.service.js';
 import {
   deletedVaultWire, eventSubscriptionWire, vaultUri, identityWire, roleAssignmentWire, servicePrincipalWire, tenantWire, vaultWire,
 } from './arm.wire.js';
-import { queryOf } from './http-common.js';
+import { queryOf } from '../http/request.js';
 
 export interface ManagementDeps {
   identity: IdentityService;

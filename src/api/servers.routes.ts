@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errors } from '../lib/errors.js';
-import { bearerToken, queryOf } from './http-common.js';
+import { bearerToken, queryOf } from '../http/request.js';
 import type { Caller as IdentityCaller } from '../identity/identity.service.js';
 import type { Caller, ServersService } from '../servers/servers.service.js';
 import type { Server } from '../servers/servers.repo.js';

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { errors } from '../lib/errors.js';
 import type { IdentityService } from '../identity/identity.service.js';
 import { RESOURCES, TokenError } from '../identity/tokens.js';
-import { bearerToken, isTrustedService, queryOf } from '../api/http-common.js';
+import { bearerToken, isTrustedService, queryOf } from './request.js';
 
 /**
  * The hooks of the security scopes of the platform port. Each is installed inside its own encapsulated

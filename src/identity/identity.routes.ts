@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { queryOf, requestOrigin } from '../api/http-common.js';
+import { queryOf, requestOrigin } from '../http/request.js';
 import { errors } from '../lib/errors.js';
 import type { IdentityService } from './identity.service.js';
 import { RESOURCES, type TokenService } from './tokens.js';
@@ -145,10 +145,10 @@ export function registerManagedIdentityRoutes(app: FastifyInstance, identity: Id
       throw errors.notFound('IdentityNotFound', `The managed identity ${resId ?? clientId ?? ''} does not exist.`);
     }
     req.tokenSubject = principal;
-    const { token, expiresIn } = await tokens.issue({ tid: principal.tenantId, oid: principal.objectId, appid: principal.clientId, aud: resource });
+    const { token, expiresIn, expiresOn } = await tokens.issue({ tid: principal.tenantId, oid: principal.objectId, appid: principal.clientId, aud: resource });
     reply.header('cache-control', 'no-store');
     return {
-      access_token: token, expires_in: String(expiresIn), expires_on: String(Math.floor(Date.now() / 1000) + expiresIn),
+      access_token: token, expires_in: String(expiresIn), expires_on: String(expiresOn),
       resource, token_type: 'Bearer', client_id: principal.clientId,
     };
   });

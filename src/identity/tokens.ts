@@ -3,6 +3,7 @@ import { generateRsaKeySync } from '../lib/rsa-keygen.js';
 import { SignJWT, jwtVerify, exportJWK, decodeProtectedHeader, errors as joseErrors, type JWK } from 'jose';
 import type { Db } from '../store/db.js';
 import type { Barrier } from '../barrier/barrier.js';
+import { nowSeconds, systemClock, type Clock } from '../lib/clock.js';
 
 /** The audiences (resources) our token endpoint issues tokens for, by the scope a client asks for. */
 export const RESOURCES = {
@@ -43,6 +44,8 @@ export interface TokenServiceOptions {
   /** A new signing key is made when the newest is older than this; the one before stays in the JWKS. */
   keyRotationSeconds: number;
   clockToleranceSeconds: number;
+  /** The source of "now" for issuing, verifying and rotating (the system clock by default). */
+  clock?: Clock;
 }
 
 /**
@@ -50,6 +53,7 @@ export interface TokenServiceOptions {
  * Signing keys are sealed in SQLite, rotate on a schedule, and are published as a JWKS.
  */
 export function createTokenService(db: Db, barrier: Barrier, opts: TokenServiceOptions) {
+  const clock = opts.clock ?? systemClock;
   const aad = (kid: string) => `signing-key:${kid}`;
   let keys: SigningKey[] = [];
   let loaded = false;
@@ -65,7 +69,7 @@ export function createTokenService(db: Db, barrier: Barrier, opts: TokenServiceO
   };
 
   /** Makes a new key when due and drops keys no valid token can still name. */
-  const rotateIfDue = async (now = Date.now() / 1000) => {
+  const rotateIfDue = async (now = clock.now() / 1000) => {
     if (!loaded) {
       load();
       loaded = true;
@@ -93,9 +97,10 @@ export function createTokenService(db: Db, barrier: Barrier, opts: TokenServiceO
     issuerFor,
     jwks: () => ({ keys: keys.map((k) => k.publicJwk) }),
 
-    async issue(claims: { tid: string; oid: string; appid: string; aud: string }): Promise<{ token: string; expiresIn: number }> {
+    /** A signed token; `expiresOn` is its `exp` (seconds since the epoch, on the service's clock). */
+    async issue(claims: { tid: string; oid: string; appid: string; aud: string }): Promise<{ token: string; expiresIn: number; expiresOn: number }> {
       const key = keys[0];
-      const now = Math.floor(Date.now() / 1000);
+      const now = nowSeconds(clock);
       const token = await new SignJWT({ tid: claims.tid, oid: claims.oid, appid: claims.appid, azp: claims.appid, ver: '2.0' })
         .setProtectedHeader({ alg: 'RS256', kid: key.kid, typ: 'JWT' })
         .setIssuer(issuerFor(claims.tid))
@@ -106,7 +111,7 @@ export function createTokenService(db: Db, barrier: Barrier, opts: TokenServiceO
         .setExpirationTime(now + opts.lifetimeSeconds)
         .setJti(randomUUID())
         .sign(key.privateKey);
-      return { token, expiresIn: opts.lifetimeSeconds };
+      return { token, expiresIn: opts.lifetimeSeconds, expiresOn: now + opts.lifetimeSeconds };
     },
 
     /** Verifies signature, expiry, audience and issuer; the caller still checks tenant and principal. */
@@ -123,6 +128,7 @@ export function createTokenService(db: Db, barrier: Barrier, opts: TokenServiceO
         const { payload } = await jwtVerify(token, key.publicKey, {
           algorithms: ['RS256'],
           clockTolerance: opts.clockToleranceSeconds,
+          currentDate: new Date(clock.now()),
           requiredClaims: ['tid', 'oid', 'aud', 'iat', 'exp', 'iss'],
         });
         if (payload.aud !== audience && !(Array.isArray(payload.aud) && payload.aud.includes(audience))) {

@@ -1,4 +1,4 @@
-import { httpCall } from '../lib/http-client.js';
+import { httpCall, keepAliveAgent } from '../lib/http-client.js';
 import { RESOURCES } from '../identity/tokens.js';
 import { errors } from '../lib/errors.js';
 
@@ -13,6 +13,8 @@ export interface DirectoryDeps {
   trustedCert: string;
   trustedKey: string;
   platformCredential: () => { tenantId: string; clientId: string; clientSecret: string };
+  /** Connections kept alive and reused (default), at most this many per origin; `false`: a new TLS connection per call. */
+  keepAlive?: false | { maxSockets?: number };
 }
 
 export interface VaultInfo {
@@ -37,13 +39,15 @@ export interface IdentityInfo {
 const MGMT_API = 'api-version=2023-07-01';
 
 export function createDirectory(d: DirectoryDeps) {
+  // This client's own pool of kept-alive connections; close() ends it.
+  const agent = d.keepAlive === false ? false : keepAliveAgent({ maxSockets: d.keepAlive?.maxSockets });
   const get = async (path: string, token: string) => {
-    const res = await httpCall({ method: 'GET', url: `${d.platformOrigin}${path}${path.includes('?') ? '&' : '?'}${MGMT_API}`, ca: d.ca, headers: { authorization: `Bearer ${token}` } });
+    const res = await httpCall({ method: 'GET', url: `${d.platformOrigin}${path}${path.includes('?') ? '&' : '?'}${MGMT_API}`, ca: d.ca, agent, headers: { authorization: `Bearer ${token}` } });
     return { status: res.status, body: res.text ? JSON.parse(res.text) : undefined };
   };
   const send = async (method: string, url: string, token: string | undefined, body?: unknown) => {
     const res = await httpCall({
-      method, url, ca: d.ca, cert: d.trustedCert, key: d.trustedKey,
+      method, url, ca: d.ca, cert: d.trustedCert, key: d.trustedKey, agent,
       headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
@@ -56,7 +60,7 @@ export function createDirectory(d: DirectoryDeps) {
     if (cached && cached.until > Date.now()) return cached.token;
     const c = d.platformCredential();
     const res = await httpCall({
-      method: 'POST', url: `${d.platformOrigin}/${c.tenantId}/oauth2/v2.0/token`, ca: d.ca,
+      method: 'POST', url: `${d.platformOrigin}/${c.tenantId}/oauth2/v2.0/token`, ca: d.ca, agent,
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({ grant_type: 'client_credentials', client_id: c.clientId, client_secret: c.clientSecret, scope: `${resource}/.default` }).toString(),
     });
@@ -97,10 +101,10 @@ export function createDirectory(d: DirectoryDeps) {
       if (r.status !== 200) throw new Error(`event subscription failed: ${r.body?.error?.message ?? r.status}`);
     },
 
-    /** Removes the control plane's subscription from a vault (a deleted server's); one that is gone already is fine. */
+    /** Removes the control plane's event subscription from a vault; one already gone (404) counts as removed. */
     async unsubscribeVaultEvents(vaultOrigin: string, name: string): Promise<void> {
       const r = await send('DELETE', `${d.platformOrigin}/trusted/eventSubscriptions`, undefined, { vaultOrigin, name });
-      if (r.status !== 200 && r.status !== 204 && r.status !== 404) throw new Error(`removing the event subscription failed: ${r.body?.error?.message ?? r.status}`);
+      if (r.status !== 200 && r.status !== 404) throw new Error(`removing the event subscription failed: ${r.body?.error?.message ?? r.status}`);
     },
 
     /**
@@ -133,6 +137,11 @@ export function createDirectory(d: DirectoryDeps) {
         throw new Error(`could not read the service-managed key: ${existing.body?.error?.message ?? existing.status}`);
       }
       return keyUri;
+    },
+
+    /** Closes the kept-alive connections; a call after this opens new ones. The platform calls it at shutdown. */
+    close(): void {
+      if (agent) agent.destroy();
     },
   };
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { httpCall, httpCallBytes, secretJsonBody, secretJsonField } from '../lib/http-client.js';
+import { httpCall, httpCallBytes, keepAliveAgent, secretJsonBody, secretJsonField } from '../lib/http-client.js';
 import { RESOURCES } from '../identity/tokens.js';
 
 /**
@@ -31,6 +31,8 @@ export interface KeyAccessDeps {
   trustedCert: string;
   trustedKey: string;
   platformCredential: () => { tenantId: string; clientId: string; clientSecret: string };
+  /** Connections kept alive and reused (default), at most this many per vault; `false`: a new TLS connection per call. */
+  keepAlive?: false | { maxSockets?: number };
 }
 
 export interface KeyInfo {
@@ -83,6 +85,8 @@ function mapVaultError(status: number, body: any, op: string): KeyAccessError {
 }
 
 export function createKeyAccess(d: KeyAccessDeps) {
+  // This client's own pool of kept-alive connections (to the vaults and the identity service); close() ends it.
+  const agent = d.keepAlive === false ? false : keepAliveAgent({ maxSockets: d.keepAlive?.maxSockets });
   const tokens = new Map<string, { token: string; until: number }>();
   const keyOf = (p: KeyPrincipal) => (p.kind === 'platform' ? 'platform' : p.resourceId);
 
@@ -95,12 +99,12 @@ export function createKeyAccess(d: KeyAccessDeps) {
         res = await httpCall({
           method: 'GET',
           url: `${d.platformOrigin}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${encodeURIComponent(RESOURCES.vault)}&msi_res_id=${encodeURIComponent(p.resourceId)}`,
-          headers: { metadata: 'true' }, ca: d.ca, cert: d.trustedCert, key: d.trustedKey, timeoutMs: 10_000,
+          headers: { metadata: 'true' }, ca: d.ca, cert: d.trustedCert, key: d.trustedKey, timeoutMs: 10_000, agent,
         });
       } else {
         const c = d.platformCredential();
         res = await httpCall({
-          method: 'POST', url: `${d.platformOrigin}/${c.tenantId}/oauth2/v2.0/token`, ca: d.ca, timeoutMs: 10_000,
+          method: 'POST', url: `${d.platformOrigin}/${c.tenantId}/oauth2/v2.0/token`, ca: d.ca, timeoutMs: 10_000, agent,
           headers: { 'content-type': 'application/x-www-form-urlencoded' },
           body: new URLSearchParams({ grant_type: 'client_credentials', client_id: c.clientId, client_secret: c.clientSecret, scope: `${RESOURCES.vault}/.default` }).toString(),
         });
@@ -126,7 +130,7 @@ export function createKeyAccess(d: KeyAccessDeps) {
       let res;
       try {
         res = await httpCallBytes({
-          method, url: `${url}${url.includes('?') ? '&' : '?'}api-version=7.6`, ca: d.ca, cert: d.trustedCert, key: d.trustedKey, timeoutMs: 10_000,
+          method, url: `${url}${url.includes('?') ? '&' : '?'}api-version=7.6`, ca: d.ca, cert: d.trustedCert, key: d.trustedKey, timeoutMs: 10_000, agent,
           headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-ms-client-request-id': `pgbyok-${op}` },
           body,
         });
@@ -218,6 +222,11 @@ export function createKeyAccess(d: KeyAccessDeps) {
         probe.fill(0);
         back?.fill(0);
       }
+    },
+
+    /** Closes the kept-alive connections; a call after this opens new ones. The platform calls it at shutdown. */
+    close(): void {
+      if (agent) agent.destroy();
     },
   };
 }

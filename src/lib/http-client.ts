@@ -1,5 +1,5 @@
-import { request as httpsRequest } from 'node:https';
-import { request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { request as httpRequest, type Agent, type ClientRequest } from 'node:http';
 
 export interface HttpRequest {
   method: string;
@@ -13,7 +13,25 @@ export interface HttpRequest {
   key?: string;
   localAddress?: string;
   timeoutMs?: number;
+  /**
+   * A pool of kept-alive connections to reuse (see `keepAliveAgent`); `false`: a new connection per call;
+   * absent: Node's process-wide global agent.
+   */
+  agent?: Agent | false;
 }
+
+/**
+ * A pool of kept-alive HTTPS connections for one client: at most `maxSockets` per origin (and TLS identity),
+ * idle ones closed after `idleMs` (under the 65 s our servers keep them, and over the key monitor's
+ * default 30 s, so they outlive the gap between two passes), and none keeps the process alive. Its owner destroys it when done.
+ */
+export function keepAliveAgent(opts: { maxSockets?: number; idleMs?: number } = {}): HttpsAgent {
+  return new HttpsAgent({ keepAlive: true, maxSockets: opts.maxSockets ?? 16, maxFreeSockets: opts.maxSockets ?? 16, timeout: opts.idleMs ?? 60_000, scheduling: 'lifo' });
+}
+
+/** A kept-alive connection the server closed just as it was reused: the request never reached it, so it is sent again. */
+const staleReuse = (r: ClientRequest, e: Error & { code?: string }) =>
+  r.reusedSocket && (e.code === 'ECONNRESET' || e.code === 'EPIPE');
 
 export interface HttpResponse {
   status: number;
@@ -33,11 +51,12 @@ export interface HttpBytesResponse {
  * comes back as bytes and the chunks it was read in are zeroed, so a body that carries a key leaves exactly
  * one copy, the caller's, and never becomes a JS string here.
  */
-export function httpCallBytes(req: HttpRequest): Promise<HttpBytesResponse> {
+export function httpCallBytes(req: HttpRequest, retried = false): Promise<HttpBytesResponse> {
   const url = new URL(req.url);
   const body = req.body === undefined ? undefined : Buffer.isBuffer(req.body) ? req.body : Buffer.from(req.body);
   const requestFn = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
+    let answered = false;
     const r = requestFn(
       url,
       {
@@ -48,8 +67,10 @@ export function httpCallBytes(req: HttpRequest): Promise<HttpBytesResponse> {
         key: req.key,
         localAddress: req.localAddress,
         timeout: req.timeoutMs ?? 30_000,
+        agent: req.agent,
       },
       (res) => {
+        answered = true;
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
@@ -65,7 +86,10 @@ export function httpCallBytes(req: HttpRequest): Promise<HttpBytesResponse> {
       },
     );
     r.on('timeout', () => r.destroy(new Error(`request to ${url.origin} timed out`)));
-    r.on('error', reject);
+    r.on('error', (e: Error & { code?: string }) => {
+      if (!answered && !retried && staleReuse(r, e)) resolve(httpCallBytes(req, true));
+      else reject(e);
+    });
     if (body) r.write(body);
     r.end();
   });

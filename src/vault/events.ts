@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { deliverWebhook } from '../lib/webhook.js';
+import { systemClock, type Clock } from '../lib/clock.js';
 import type { VaultRepo } from './vault.repo.js';
 import type { Vault, VaultEventType } from './vault.types.js';
 
@@ -31,6 +32,8 @@ export interface EventBusOptions {
   /** Canonical origin of a vault, for the `Id` of the object in the event. */
   vaultOrigin: (v: Vault) => string;
   retryDelaysMs?: number[];
+  /** The time events carry (the platform's clock; the system clock by default). */
+  clock?: Clock;
 }
 
 /**
@@ -48,7 +51,7 @@ export function createEventBus(opts: EventBusOptions) {
         topic: `/tenants/${vault.tenantId}/providers/Microsoft.KeyVault/vaults/${vault.name}`,
         subject: d.objectName,
         eventType: type,
-        eventTime: new Date().toISOString(),
+        eventTime: new Date((opts.clock ?? systemClock).now()).toISOString(),
         data: {
           Id: objectPath, VaultName: vault.name, ObjectType: d.objectType, ObjectName: d.objectName,
           Version: d.version ?? '', NBF: d.nbf ?? null, EXP: d.exp ?? null,

@@ -12,6 +12,7 @@ import * as rsa from './rsa.js';
 import { generateRsaKey } from '../lib/rsa-keygen.js';
 import { runPrivateJob, type PrivateJob, type RsaPool } from './rsa-pool.js';
 import { DEFAULT_ROTATION_POLICY } from './keys.wire.js';
+import { nowSeconds, systemClock, type Clock } from '../lib/clock.js';
 
 const NAME_RE = /^[0-9a-zA-Z-]{1,127}$/;
 const B64URL_RE = /^[A-Za-z0-9_-]*={0,2}$/;
@@ -126,20 +127,35 @@ function checkRotationPolicy(p: { lifetimeActions?: LifetimeAction[]; attributes
   }
 }
 
+/**
+ * The one expiry event a scheduler pass owes a key version, if any: KeyExpired once it is past its expiry
+ * (and then never a late KeyNearExpiry, even if no pass saw it near), else KeyNearExpiry once it is within
+ * `windowSeconds` of it. Never both for one version in one pass.
+ */
+export function expiryEventDue(
+  v: { exp: number; nearNotified: boolean; expiredNotified: boolean }, windowSeconds: number, t: number,
+): 'Microsoft.KeyVault.KeyExpired' | 'Microsoft.KeyVault.KeyNearExpiry' | undefined {
+  if (t >= v.exp) return v.expiredNotified ? undefined : 'Microsoft.KeyVault.KeyExpired';
+  if (t >= v.exp - windowSeconds && !v.nearNotified) return 'Microsoft.KeyVault.KeyNearExpiry';
+  return undefined;
+}
+
 export interface KeyServiceDeps {
   repo: VaultRepo;
   barrier: Barrier;
   events: EventBus;
   /** Where private-key operations run; without one they run on the calling thread. */
   rsaPool?: RsaPool;
-  now?: () => number;
+  /** The source of "now" for nbf/exp, soft-delete dates, rotation and expiry events (the system clock by default). */
+  clock?: Clock;
 }
 
 /**
  * The key domain: versioned RSA keys per vault, soft-delete, backup/restore, rotation and the cryptographic
  * operations. Authorization and network checks happen before any of this is called.
  */
-export function createKeyService({ repo, barrier, events, rsaPool, now = () => Math.floor(Date.now() / 1000) }: KeyServiceDeps) {
+export function createKeyService({ repo, barrier, events, rsaPool, clock = systemClock }: KeyServiceDeps) {
+  const now = () => nowSeconds(clock);
   const sealAad = (vaultId: string, name: string, version: string) => `key:${vaultId}/${name}/${version}`;
   const privateCache = new Map<string, KeyObject>();
 
@@ -501,14 +517,11 @@ export function createKeyService({ repo, barrier, events, rsaPool, now = () => M
         if (!vault || vault.deletedAt != null || !k) continue;
         const notify = (k.rotationPolicy ?? DEFAULT_ROTATION_POLICY).lifetimeActions.find((a) => a.action.type === 'Notify' && a.trigger.timeBeforeExpiry);
         const window = notify ? parseDurationSeconds(notify.trigger.timeBeforeExpiry!) ?? 30 * DAY : 30 * DAY;
-        const data = { objectType: 'Key' as const, objectName: w.name, version: w.version, exp: w.exp };
-        if (!w.expired_notified && t >= w.exp) {
-          events.emit(vault, 'Microsoft.KeyVault.KeyExpired', data);
-          repo.markNotified(w.vault_id, w.name, w.version, true, true);
-        } else if (!w.near_expiry_notified && t >= w.exp - window) {
-          events.emit(vault, 'Microsoft.KeyVault.KeyNearExpiry', data);
-          repo.markNotified(w.vault_id, w.name, w.version, true, false);
-        }
+        const due = expiryEventDue({ exp: w.exp, nearNotified: !!w.near_expiry_notified, expiredNotified: !!w.expired_notified }, window, t);
+        if (!due) continue;
+        // Marked before it is sent: an event is at most once per version, even if sending it throws.
+        repo.markNotified(w.vault_id, w.name, w.version, true, due === 'Microsoft.KeyVault.KeyExpired');
+        events.emit(vault, due, { objectType: 'Key', objectName: w.name, version: w.version, exp: w.exp });
       }
       for (const k of repo.keysWithRotationPolicy()) {
         const vault = vaultOf(k.vaultId);

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { BODY_LIMIT } from '../api/http-common.js';
+import { BODY_LIMIT } from '../http/app-setup.js';
 import { errors } from '../lib/errors.js';
 import { decodeBase64urlBytes, secretJsonRange } from '../lib/http-client.js';
 

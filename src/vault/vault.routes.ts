@@ -3,9 +3,9 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Logger } from 'pino';
 import { errors } from '../lib/errors.js';
 import { secretJsonBody } from '../lib/http-client.js';
-import {
-  auditAttempt, bearerToken, fastifyOptions, installAuditOutcome, installErrorHandler, installJsonParser, isTrustedService, queryOf, requestOrigin, sourceAddress,
-} from '../api/http-common.js';
+import { fastifyOptions, installErrorHandler, installJsonParser } from '../http/app-setup.js';
+import { auditAttempt, installAuditOutcome } from '../http/audit-hooks.js';
+import { bearerToken, isTrustedService, queryOf, requestOrigin, sourceAddress } from '../http/request.js';
 import { requireSecuredRoutes, secureScope } from '../http/route-auth.js';
 import type { AuditLog } from '../audit/audit.js';
 import type { Caller, IdentityService } from '../identity/identity.service.js';

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { errors } from '../lib/errors.js';
+import { nowSeconds, systemClock, type Clock } from '../lib/clock.js';
 import type { EventBus } from './events.js';
 import type { VaultRepo } from './vault.repo.js';
 import {
@@ -74,11 +75,13 @@ export interface VaultServiceDeps {
   listeners: VaultListeners;
   events: EventBus;
   principalExists: (tenantId: string, objectId: string) => boolean;
-  now?: () => number;
+  /** The source of "now" for soft-delete and purge dates (the system clock by default). */
+  clock?: Clock;
 }
 
 /** Vault resources: creation with its own listener, network rules, access policies, soft-delete, events. */
-export function createVaultService({ repo, listeners, events, principalExists, now = () => Math.floor(Date.now() / 1000) }: VaultServiceDeps) {
+export function createVaultService({ repo, listeners, events, principalExists, clock = systemClock }: VaultServiceDeps) {
+  const now = () => nowSeconds(clock);
   const firewallCache = new Map<string, { rules: string; list: BlockList }>();
 
   const get = (tenantId: string, name: string): Vault => {
