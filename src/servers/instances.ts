@@ -88,8 +88,11 @@ export function createInstances(d: InstancesDeps) {
     return volume;
   };
 
+  /** Before an instance object is made for a start: PostgreSQL listens on its own loopback port. */
+  const assignPrivatePort = (s: Server) => d.runtime.assignPrivatePort(s, () => freePort(usedPorts()));
+
   const startPostgres = async (s: Server) => {
-    await d.runtime.assignPrivatePort(s, () => freePort(usedPorts()));
+    await assignPrivatePort(s);
     await d.pgOf(s).start();
   };
 
@@ -102,6 +105,7 @@ export function createInstances(d: InstancesDeps) {
     shutdown,
     unlock,
     startPostgres,
+    assignPrivatePort,
     lockFailure: (name: string) => lockFailures.get(name),
     noteLockFailure: (name: string, failure: KeyFailure) => void lockFailures.set(name, failure),
     /** Unwrap, unlock, start, serve. Throws KeyAccessError when the key refuses. */

@@ -1,4 +1,6 @@
 import { existsSync, rmSync, unlinkSync } from 'node:fs';
+import { IntegrityError } from '../../../backups/sealed-stream.js';
+import { errors } from '../../../lib/errors.js';
 import { activity, ACTIVITY_OPERATIONS, applyTransition, serverOf, subscribeEvents, type ServerKit } from '../../kit.js';
 import type { Server } from '../../model/server.js';
 import type { OperationKind } from '../catalog.js';
@@ -24,14 +26,21 @@ export function provisionWorkflow(k: ServerKit, kind: Extract<OperationKind, 'Cr
 
   const initialize = async (s: Server) => {
     const volume = volumeOf(s);
+    await k.instances.assignPrivatePort(s);
     const pg = k.pgOf(s, volume);
     // An initialization cut short left a partial data directory: it starts afresh.
     if (existsSync(pg.opts.dataDir)) rmSync(pg.opts.dataDir, { recursive: true, force: true });
     if (s.restoreSpec) {
       const spec = s.restoreSpec;
       const base = k.backups.list({ id: spec.sourceId, location: spec.sourceLocation }).find((m) => m.id === spec.baseBackupId);
-      if (!base) throw new Error(`the base backup ${spec.baseBackupId} of ${spec.sourceName} is gone`);
-      await k.backups.restoreInto({ id: spec.sourceId, location: spec.sourceLocation, name: spec.sourceName }, base, pg, spec.restoreTime);
+      if (!base) throw errors.badParameter(`The base backup ${spec.baseBackupId} of ${spec.sourceName} is gone.`, 'BackupNotFound');
+      try {
+        await k.backups.restoreInto({ id: spec.sourceId, location: spec.sourceLocation, name: spec.sourceName }, base, pg, spec.restoreTime);
+      } catch (e) {
+        // Tampering or damage in the store is the tenant's business: it is said in words, without internals.
+        if (e instanceof IntegrityError) throw errors.badParameter(`The backups of ${spec.sourceName} failed their integrity check (${e.message}); nothing was restored.`, 'BackupIntegrityCheckFailed');
+        throw e;
+      }
       pg.installTls(await k.tlsFor(s.name));
       await k.instances.startPostgres(s);
       await pg.waitForPromotion();
