@@ -126,7 +126,7 @@ export class CliContext {
       const res = await this.raw({ method: 'GET', url: `${url}?api-version=${MGMT_API_VERSION}`, headers: { authorization: `Bearer ${token}` } });
       const op = parseJson(res.text);
       if (res.status !== 200) throw new CliError(op?.error?.message ?? `HTTP ${res.status} while polling ${url}`);
-      if (op.status !== 'InProgress') {
+      if (op.status !== 'InProgress' && op.status !== 'Queued') {
         if (tty) process.stderr.write('\r\x1b[K');
         return op;
       }
