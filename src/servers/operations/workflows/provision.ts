@@ -109,7 +109,7 @@ export function provisionWorkflow(k: ServerKit, kind: Extract<OperationKind, 'Cr
     async compensate(ctx, failure) {
       const s = k.repo.byId(ctx.op.serverId);
       if (!s) return;
-      activity(k, s, ACTIVITY_OPERATIONS.write, 'Failed', `Creating server ${s.name} failed: ${failure.message} Its half-built parts are removed.`, ctx.op.caller);
+      activity(k, s, ACTIVITY_OPERATIONS.write, 'Warning', `Server ${s.name} could not be created (${failure.code}); its half-built parts are removed.`, ctx.op.caller);
       // The Delete operation that removes it is opened once this one has ended (see settled).
       if (s.state === 'Provisioning') applyTransition(k, s, 'abandoned');
     },
