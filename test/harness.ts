@@ -36,8 +36,19 @@ export interface Pgbyok {
   http(method: string, url: string, opts?: { token?: string; body?: unknown; rawBody?: string | Buffer; headers?: Record<string, string>; localAddress?: string; cert?: string; key?: string }): Promise<HttpResponse & { json: any }>;
   /** An @azure/identity credential for a principal, trusting our CA. */
   credential(cred: Cred): ClientSecretCredential;
-  /** Stops and starts the platform; `whileStopped` runs in between (to change its files as an attacker would). */
-  restart(whileStopped?: () => void | Promise<void>): Promise<void>;
+  /**
+   * Stops and starts the platform; `whileStopped` runs in between (to change its files as an attacker would).
+   * `env` is added to the environment of this life only (the next restart goes back to the first one); a
+   * platform that already exited (a crash, a self-kill) is simply started again.
+   */
+  restart(whileStopped?: () => void | Promise<void>, opts?: { env?: Record<string, string> }): Promise<void>;
+  /**
+   * Waits for the platform to exit by itself and says how (a fail point makes it SIGKILL itself); fails if
+   * it is still running after `timeoutMs`.
+   */
+  waitForExit(timeoutMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** A management-plane call under `/tenants/{tid}/providers/` as the platform admin (token cached), with the api-version. */
+  mgmt(method: string, path: string, body?: unknown): Promise<HttpResponse & { json: any }>;
   stop(): Promise<void>;
   child: () => ChildProcess;
 }
@@ -64,8 +75,8 @@ export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgb
   let child: ChildProcess;
   let output = '';
 
-  const launch = async () => {
-    child = spawn(process.execPath, [BIN, 'up'], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const launch = async (lifeEnv: Record<string, string> = {}) => {
+    child = spawn(process.execPath, [BIN, 'up'], { env: { ...childEnv, ...lifeEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout!.on('data', (d) => (output += d));
     child.stderr!.on('data', (d) => (output += d));
     // An exit ends the wait at once (errors inside eventually() only mean "not yet").
@@ -119,12 +130,38 @@ export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgb
     return { ...res, json };
   };
 
+  const waitForExit: Pgbyok['waitForExit'] = async (timeoutMs = 60_000) => {
+    const c = child;
+    if (c.exitCode === null && c.signalCode === null) {
+      const exited = new Promise((r) => c.once('exit', r));
+      const timedOut = await Promise.race([exited.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), timeoutMs).unref())]);
+      if (timedOut) throw new Error(`pgbyok up was still running ${timeoutMs} ms later; end of its output:\n${output.slice(-2000)}`);
+    }
+    return { code: c.exitCode, signal: c.signalCode };
+  };
+
+  let mgmtToken: { token: string; until: number } | undefined;
+  const mgmt: Pgbyok['mgmt'] = async (method, path, body) => {
+    if (!mgmtToken || mgmtToken.until < Date.now()) {
+      const res = await http('POST', `${origin}/${admin.tenantId}/oauth2/v2.0/token`, {
+        rawBody: new URLSearchParams({ grant_type: 'client_credentials', client_id: admin.clientId, client_secret: admin.clientSecret, scope: `${MGMT_RESOURCE}/.default` }).toString(),
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      });
+      if (res.status !== 200) throw new Error(`token request failed: ${res.status} ${res.text}`);
+      mgmtToken = { token: res.json.access_token, until: Date.now() + 20 * 60_000 };
+    }
+    const sep = path.includes('?') ? '&' : '?';
+    return http(method, `${origin}/tenants/${admin.tenantId}/providers/${path}${sep}api-version=2023-07-01`, { token: mgmtToken.token, body });
+  };
+
   return {
     home,
     origin,
     ca,
     admin,
     child: () => child,
+    waitForExit,
+    mgmt,
     cli: (...args) => {
       const r = cliRaw(args);
       if (r.status !== 0) throw new Error(`pgbyok ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
@@ -144,11 +181,11 @@ export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgb
       new ClientSecretCredential(cred.tenantId, cred.clientId, cred.clientSecret, {
         authorityHost: origin, disableInstanceDiscovery: true, tlsOptions: { ca },
       }),
-    async restart(whileStopped) {
+    async restart(whileStopped, opts = {}) {
       await stop();
       await whileStopped?.();
       output = '';
-      await launch();
+      await launch(opts.env);
     },
     async stop() {
       await stop();
