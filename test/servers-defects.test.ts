@@ -242,7 +242,8 @@ test('6. deleting a primary makes its read replica a standalone server that take
     const r = p.cli('server', 'replica', 'create', '--source', primary, '--name', replica);
     assert.equal(r.properties.replicationRole, 'AsyncReplica');
     p.cli('server', 'delete', '--name', primary, '--yes');
-    const s = (await show(replica)).json;
+    // Its promotion is an operation of its own (the replica shows Updating meanwhile).
+    const s = await eventually(async () => { const j = (await show(replica)).json; return j.properties.state === 'Ready' && j; }, 'the former replica Ready', 60_000);
     assert.equal(s.properties.replicationRole, 'Primary', `the replica of a deleted primary is standalone: ${JSON.stringify(s.properties)}`);
     assert.equal(s.properties.sourceServerResourceId, undefined, 'it names no source');
     assert.equal(s.properties.state, 'Ready');
