@@ -1,13 +1,14 @@
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { adminRolesSql, commandLineOptions, EXTENSION_SCRIPTS, hbaConf, identConf, managedSettings, PGBYOK_SUPERUSER } from './config.js';
+import { adminRolesSql, commandLineOptions, managedSettings, PGBYOK_SUPERUSER } from './config.js';
+import { freshDataDir, installTls, writeParameters, writeStartFiles } from './data-files.js';
 import { PostgresError } from './errors.js';
-import { ensureOsUser, removeOsUser, requireOsUser, type OsUser } from './os-user.js';
-import { effectiveValues, userConf } from './parameters.js';
+import { ensureOsUser, removeOsUser, type OsUser } from './os-user.js';
 import { requireSecurityModules } from './modules.js';
+import { baseBackupFrom, removeRecoveryConfig, untilPromoted, writeRecoveryConfig, type ReplicationSource } from './recovery.js';
 import { SCRAM_VERIFIER_RE } from './scram.js';
-import { postgresBinDir, spawnAs, spawnAsRoot } from './tools.js';
+import { postgresBinDir, runTool, spawnAs, spawnAsRoot, type ToolResult } from './tools.js';
 import { validateAdminLogin } from './admin-login.js';
 
 export { PostgresError };
@@ -23,12 +24,6 @@ export { validateAdminLogin, validateAdminPassword } from './admin-login.js';
  */
 
 export type StopMode = 'smart' | 'fast' | 'immediate';
-
-interface ToolResult {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 export interface InstanceOptions {
   /** PGDATA: a directory inside the volume's encrypted directory (it must not exist before `init`). */
@@ -74,23 +69,9 @@ export class PostgresInstance {
     return join(postgresBinDir(), name);
   }
 
-  /**
-   * Runs a PostgreSQL tool: as the server's OS account (initdb, pg_ctl, pg_basebackup into PGDATA), or as
-   * root for the clients that log in as pgbyok over the socket. Asynchronous on purpose: the platform's
-   * one event loop also serves the vault and the API, and must not freeze while initdb or a start runs.
-   */
-  private tool(tool: string, args: string[], as: 'owner' | 'root', timeoutMs = 300_000): Promise<ToolResult> {
-    return new Promise((resolve) => {
-      const argv = [this.bin(tool), ...args];
-      const child = as === 'root' ? spawnAsRoot(argv, timeoutMs) : spawnAs(this.opts.osUser, argv, timeoutMs);
-      child.stdin!.end();
-      let stdout = '';
-      let stderr = '';
-      child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      child.once('error', (e) => resolve({ status: null, stdout, stderr: stderr + String(e) }));
-      child.once('close', (status) => resolve({ status, stdout, stderr }));
-    });
+  /** Runs a PostgreSQL tool to its end, as the server's OS account or as root (see `runTool`). */
+  private tool(tool: string, args: string[], as: 'owner' | 'root', timeoutMs?: number): Promise<ToolResult> {
+    return runTool(tool, args, as === 'root' ? 'root' : { user: this.opts.osUser }, timeoutMs);
   }
 
   /** The server's OS account, created when missing, with the directories above PGDATA made private to it. */
@@ -102,10 +83,7 @@ export class PostgresInstance {
 
   /** A fresh, empty PGDATA owned by the account (0700). */
   private async freshDataDir(): Promise<void> {
-    const { uid, gid } = await this.ensureOwner();
-    if (existsSync(this.opts.dataDir)) rmSync(this.opts.dataDir, { recursive: true, force: true });
-    mkdirSync(this.opts.dataDir, { mode: 0o700 });
-    chownSync(this.opts.dataDir, uid, gid);
+    freshDataDir(this.opts.dataDir, await this.ensureOwner());
   }
 
   /** Refuses to go on unless the encrypted directory that holds PGDATA is readable (the volume unlocked). */
@@ -133,65 +111,28 @@ export class PostgresInstance {
     ], 'owner');
     if (r.status !== 0) throw new PostgresError(`initdb failed: ${(r.stderr || r.stdout).trim()}`, 'Failed');
     this.installTls(tls);
-    this.writeStartFiles();
-  }
-
-  private writeOwned(name: string, content: string, mode = 0o600): void {
-    const { uid, gid } = requireOsUser(this.opts.osUser);
-    const path = join(this.opts.dataDir, name);
-    writeFileSync(path, content, { mode });
-    chownSync(path, uid, gid);
+    writeStartFiles(this.opts);
   }
 
   /** The server's TLS certificate and key (inside the encrypted directory), and the CA clients trust. */
   installTls(tls: { cert: string; key: string; ca: string }): void {
-    this.writeOwned('server.crt', tls.cert);
-    this.writeOwned('server.key', tls.key);
-    this.writeOwned('root.crt', tls.ca);
+    installTls(this.opts, tls);
   }
 
-  /**
-   * Point-in-time recovery from restored files: WAL from `walDir`, up to `targetTime` (or to the end of the
-   * archive), then promotion. The settings live in their own file so the managed ones stay untouched.
-   */
+  /** Point-in-time recovery from restored WAL in `walDir`, up to `targetTime` or the archive's end (see recovery.ts). */
   configureRecovery(walDir: string, targetTime?: string): void {
-    const lines = [
-      `restore_command = 'cp ${walDir}/%f %p'`,
-      ...(targetTime ? [`recovery_target_time = '${new Date(targetTime).toISOString().replace('T', ' ').replace('Z', '+00')}'`] : []),
-      "recovery_target_action = 'promote'",
-      "recovery_target_timeline = 'latest'",
-    ];
-    this.writeOwned('pgbyok-recovery.conf', lines.join('\n') + '\n');
-    const confPath = join(this.opts.dataDir, 'postgresql.conf');
-    const conf = readFileSync(confPath, 'utf8');
-    if (!conf.includes("include_if_exists 'pgbyok-recovery.conf'")) this.writeOwned('postgresql.conf', conf + "include_if_exists 'pgbyok-recovery.conf'\n");
-    this.writeOwned('recovery.signal', '');
+    writeRecoveryConfig(this.opts, walDir, targetTime);
   }
 
   /** Waits until recovery has ended and the server accepts writes. */
   async waitForPromotion(timeoutMs = 300_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while ((await this.sql('SELECT pg_is_in_recovery()')) === 't') {
-      if (Date.now() > deadline) throw new PostgresError('recovery did not finish in time', 'Failed');
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await untilPromoted(() => this.isInRecovery(), timeoutMs);
   }
 
-  /**
-   * Makes this (empty) instance a streaming replica of another: pg_basebackup over TLS as a replication
-   * role, with a slot, and the standby configuration written by -R. The password is read from `passfile`,
-   * which lives inside this server's encrypted directory.
-   */
-  async cloneFrom(source: { host: string; port: number; user: string; passfile: string; slot: string; caFile: string }): Promise<void> {
+  /** Makes this (empty) instance a streaming replica of another (see `baseBackupFrom`). */
+  async cloneFrom(source: ReplicationSource): Promise<void> {
     await this.freshDataDir();
-    const conn = `host=${source.host} port=${source.port} user=${source.user} passfile=${source.passfile} sslmode=verify-full sslrootcert=${source.caFile} application_name=${this.opts.clusterName}`;
-    const r = await this.tool('pg_basebackup', ['-d', conn, '-D', this.opts.dataDir, '-X', 'stream', '-R', '-C', '-S', source.slot, '-c', 'fast', '-w'], 'owner');
-    if (r.status !== 0) throw new PostgresError(`pg_basebackup from the source failed: ${(r.stderr || r.stdout).trim()}`, 'Failed');
-    // -R wrote the standby's connection into postgresql.auto.conf, which every start empties: it moves to a file of pgbyok's.
-    const auto = readFileSync(join(this.opts.dataDir, 'postgresql.auto.conf'), 'utf8');
-    this.writeOwned('pgbyok-standby.conf', auto.split('\n').filter((l) => /^(primary_conninfo|primary_slot_name)\s*=/.test(l)).join('\n') + '\n');
-    const conf = readFileSync(join(this.opts.dataDir, 'postgresql.conf'), 'utf8');
-    if (!conf.includes("include_if_exists 'pgbyok-standby.conf'")) this.writeOwned('postgresql.conf', conf + "\ninclude_if_exists 'pgbyok-standby.conf'\n");
+    await baseBackupFrom(this.opts, source);
   }
 
   async isInRecovery(): Promise<boolean> {
@@ -205,38 +146,7 @@ export class PostgresInstance {
   }
 
   finishRecovery(): void {
-    const path = join(this.opts.dataDir, 'pgbyok-recovery.conf');
-    if (existsSync(path)) rmSync(path);
-  }
-
-  /**
-   * What pgbyok rewrites before every start, so nothing a user or a restored backup left can drift:
-   * client authentication, the user's parameters, the extension scripts. The managed settings go on the
-   * command line (`startOptions`).
-   */
-  private writeStartFiles(): void {
-    const { uid, gid } = requireOsUser(this.opts.osUser);
-    const dir = (path: string) => {
-      if (!existsSync(path)) mkdirSync(path, { mode: 0o700 });
-      chownSync(path, uid, gid);
-      chmodSync(path, 0o700);
-    };
-    if (this.opts.walStagingDir) dir(this.opts.walStagingDir);
-    dir(join(this.opts.dataDir, 'log'));
-    this.writeOwned('pg_hba.conf', hbaConf());
-    this.writeOwned('pg_ident.conf', identConf());
-    this.writeOwned('pgbyok-parameters.conf', userConf(effectiveValues(this.opts.parameters ?? {})));
-    const confPath = join(this.opts.dataDir, 'postgresql.conf');
-    const conf = readFileSync(confPath, 'utf8');
-    if (!conf.includes("include 'pgbyok-parameters.conf'")) this.writeOwned('postgresql.conf', conf + "\ninclude 'pgbyok-parameters.conf'\n");
-    // An empty postgresql.auto.conf: ALTER SYSTEM is pgbyok's superuser's alone, and even it does not outlive a start.
-    this.writeOwned('postgresql.auto.conf', '# Managed by pgbyok: server parameters are set through the API.\n');
-    const scripts = join(this.opts.dataDir, 'pgbyok-extensions');
-    dir(scripts);
-    for (const [ext, sql] of Object.entries(EXTENSION_SCRIPTS)) {
-      dir(join(scripts, ext));
-      this.writeOwned(join('pgbyok-extensions', ext, 'after-create.sql'), sql);
-    }
+    removeRecoveryConfig(this.opts.dataDir);
   }
 
   /** The settings pgbyok manages for this server, with their values. */
@@ -311,7 +221,7 @@ export class PostgresInstance {
     mkdirSync(this.opts.socketDir, { recursive: true, mode: 0o700 });
     chownSync(this.opts.socketDir, uid, gid);
     chmodSync(this.opts.socketDir, 0o700);
-    this.writeStartFiles();
+    writeStartFiles(this.opts);
     const r = await this.tool('pg_ctl', ['start', '-D', this.opts.dataDir, '-w', '-t', '120', '-l', join(this.opts.dataDir, 'log', 'pg_ctl.log'), '-o', this.startOptions()], 'owner');
     if (r.status !== 0) {
       let tail = '';
@@ -364,7 +274,7 @@ export class PostgresInstance {
 
   /** Rewrites the user's parameters into their file (read at the next reload or start). */
   writeParameters(): void {
-    this.writeOwned('pgbyok-parameters.conf', userConf(effectiveValues(this.opts.parameters ?? {})));
+    writeParameters(this.opts);
   }
 
   /**

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PostgresError } from './errors.js';
 
-/** Where PostgreSQL's programs are, and how pgbyok starts them: as a server's OS account, or as root. */
+/** Where PostgreSQL's programs are, and how pgbyok starts and runs them: as a server's OS account, or as root. */
 
 let cachedBin: string | undefined;
 /** The PostgreSQL 15 binaries: `pg_config --bindir`, else Debian's path; a clear error when absent. */
@@ -47,3 +47,29 @@ export function spawnAsRoot(argv: string[], timeoutMs?: number): ChildProcess {
   return spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, env });
 }
 
+
+export interface ToolResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs one of PostgreSQL's programs to its end and collects its output (it never rejects: a tool that could
+ * not start has status null): as the given OS account, or as root for the clients that log in as pgbyok
+ * over the socket. Asynchronous on purpose: the platform's one event loop also serves the vault and the
+ * API, and must not freeze while initdb or a start runs.
+ */
+export function runTool(tool: string, args: string[], as: 'root' | { user: string }, timeoutMs = 300_000): Promise<ToolResult> {
+  return new Promise((resolve) => {
+    const argv = [join(postgresBinDir(), tool), ...args];
+    const child = as === 'root' ? spawnAsRoot(argv, timeoutMs) : spawnAs(as.user, argv, timeoutMs);
+    child.stdin!.end();
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.once('error', (e) => resolve({ status: null, stdout, stderr: stderr + String(e) }));
+    child.once('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}

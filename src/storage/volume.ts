@@ -1,11 +1,18 @@
-import { execFileSync } from 'node:child_process';
 import {
-  chmodSync, chownSync, closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, rmdirSync,
+  chmodSync, chownSync, closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmdirSync,
   statSync, truncateSync, unlinkSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { addKey, keyIdentifier, keyStatus, policyIdentifier, removeKey, setPolicy, type KeyStatus } from './fscrypt.js';
+import {
+  attachLoop, detachLoop, fsckExt4, loopDevicesOf, makeEncryptableExt4, mountAt, mountExt4, refreshLoopCapacity, resizeExt4, unmount, type MountEntry,
+} from './devices.js';
+import { VolumeError } from './errors.js';
+import { holdersOf } from './holders.js';
+import { checkStoragePrerequisites } from './prerequisites.js';
+
+export { VolumeError };
 
 /**
  * A volume is one server's disk: a sparse image file, ext4 with the `encrypt` feature, on a loop device,
@@ -13,12 +20,6 @@ import { addKey, keyIdentifier, keyStatus, policyIdentifier, removeKey, setPolic
  * the server's DEK. The header (`volume.json`, plaintext, outside `data/`) names the key by its identifier
  * only, so the volume says which key opens it without holding the key.
  */
-
-export class VolumeError extends Error {
-  constructor(message: string, readonly code: 'PrerequisiteMissing' | 'WrongKey' | 'Busy' | 'NotFound' | 'Invalid' | 'Locked' | 'Failed' | 'OnlineResizeUnavailable') {
-    super(message);
-  }
-}
 
 export interface VolumeHeader {
   format: 'pgbyok-volume';
@@ -51,84 +52,6 @@ const GIB = 1024 ** 3;
 /** A new DEK: 64 random bytes, the fscrypt master-key size that every kernel accepts for AES-256-XTS. */
 export function newDek(): Buffer {
   return randomBytes(64);
-}
-
-function run(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    const err = e as { stderr?: string; message: string; code?: string };
-    if (err.code === 'ENOENT') throw new VolumeError(`${cmd} is not installed`, 'PrerequisiteMissing');
-    throw new VolumeError(`${cmd} ${args.join(' ')} failed: ${(err.stderr || err.message).trim()}`, 'Failed');
-  }
-}
-
-function which(cmd: string): boolean {
-  return ['/usr/sbin', '/usr/bin', '/sbin', '/bin'].some((d) => existsSync(join(d, cmd)));
-}
-
-let checked = false;
-/** Fails at once, naming what is missing and how to get it: there is no plaintext fallback. */
-export function checkStoragePrerequisites(): void {
-  if (checked) return;
-  if (process.getuid?.() !== 0) {
-    throw new VolumeError('Encrypted volumes need root (CAP_SYS_ADMIN): pgbyok attaches loop devices, mounts ext4 and adds fscrypt keys to the kernel. Run pgbyok as root.', 'PrerequisiteMissing');
-  }
-  if (!existsSync('/dev/loop-control')) {
-    throw new VolumeError('This kernel offers no loop devices (/dev/loop-control is missing): load the loop module (modprobe loop) or use a kernel with CONFIG_BLK_DEV_LOOP.', 'PrerequisiteMissing');
-  }
-  if (!existsSync('/sys/fs/ext4/features/encryption')) {
-    throw new VolumeError('This kernel has no ext4 encryption (/sys/fs/ext4/features/encryption is missing): it needs CONFIG_FS_ENCRYPTION=y.', 'PrerequisiteMissing');
-  }
-  const missing = [['losetup', 'util-linux'], ['mount', 'mount'], ['umount', 'mount'], ['mkfs.ext4', 'e2fsprogs'], ['resize2fs', 'e2fsprogs']]
-    .filter(([c]) => !which(c));
-  if (missing.length) {
-    throw new VolumeError(`Missing tools: ${missing.map(([c]) => c).join(', ')}. Install them with: apt-get install ${[...new Set(missing.map(([, p]) => p))].join(' ')}`, 'PrerequisiteMissing');
-  }
-  checked = true;
-}
-
-interface MountEntry {
-  target: string;
-  source: string;
-  fstype: string;
-}
-
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
-}
-
-export function mounts(): MountEntry[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean).map((line) => {
-    const [left, right] = line.split(' - ');
-    const target = unescapeMountPath(left.split(' ')[4]);
-    const [fstype, source] = right.split(' ');
-    return { target, source: unescapeMountPath(source), fstype };
-  });
-}
-
-/** Processes that hold something open (fd, cwd or root) below a path: the users a lock must stop first. */
-export function holdersOf(path: string): number[] {
-  const pids: number[] = [];
-  const inside = (p: string) => p === path || p.startsWith(path + '/');
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    try {
-      const links = ['cwd', 'root'].map((l) => `/proc/${pid}/${l}`);
-      for (const fd of readdirSync(`/proc/${pid}/fd`)) links.push(`/proc/${pid}/fd/${fd}`);
-      if (links.some((l) => {
-        try {
-          return inside(readlinkSync(l));
-        } catch {
-          return false;
-        }
-      })) pids.push(pid);
-    } catch {
-      // The process went away, or is not ours to read.
-    }
-  }
-  return pids;
 }
 
 export interface VolumePaths {
@@ -175,7 +98,7 @@ export class Volume {
     try {
       closeSync(openSync(tmp, 'w', 0o600));
       truncateSync(tmp, sizeGiB * GIB);
-      run('mkfs.ext4', ['-q', '-F', '-O', 'encrypt', '-L', this.name.slice(0, 16), '-E', 'lazy_itable_init=1,lazy_journal_init=1', tmp]);
+      makeEncryptableExt4(tmp, this.name.slice(0, 16));
       renameSync(tmp, this.image);
     } catch (e) {
       if (existsSync(tmp)) unlinkSync(tmp);
@@ -187,12 +110,11 @@ export class Volume {
   }
 
   private loops(): string[] {
-    if (!existsSync(this.image)) return [];
-    return run('losetup', ['-j', this.image, '-n', '-O', 'NAME']).split('\n').map((s) => s.trim()).filter(Boolean);
+    return loopDevicesOf(this.image);
   }
 
   private mountEntry(): MountEntry | undefined {
-    return mounts().find((m) => m.target === this.mountpoint);
+    return mountAt(this.mountpoint);
   }
 
   /**
@@ -208,18 +130,18 @@ export class Volume {
       if (!loops.includes(mounted.source)) {
         throw new VolumeError(`${this.mountpoint} is mounted from ${mounted.source}, not from this volume's image`, 'Invalid');
       }
-      for (const l of loops) if (l !== mounted.source) run('losetup', ['-d', l]);
+      for (const l of loops) if (l !== mounted.source) detachLoop(l);
       return;
     }
     mkdirSync(dirname(this.mountpoint), { recursive: true, mode: 0o711 });
     mkdirSync(this.mountpoint, { recursive: true, mode: 0o711 });
     let loop = loops[0];
-    for (const l of loops.slice(1)) run('losetup', ['-d', l]);
-    if (!loop) loop = run('losetup', ['--find', '--show', this.image]).trim();
+    for (const l of loops.slice(1)) detachLoop(l);
+    if (!loop) loop = attachLoop(this.image);
     try {
-      run('mount', ['-t', 'ext4', '-o', 'nosuid,nodev,noatime', loop, this.mountpoint]);
+      mountExt4(loop, this.mountpoint);
     } catch (e) {
-      run('losetup', ['-d', loop]);
+      detachLoop(loop);
       throw e;
     }
   }
@@ -392,9 +314,9 @@ export class Volume {
     if (!mounted) throw new VolumeError(`volume ${this.name} must be mounted to grow online; use growOffline when detached`, 'Invalid');
     this.checkNewSize(newSizeGiB);
     truncateSync(this.image, newSizeGiB * GIB);
-    run('losetup', ['-c', mounted.source]);
+    refreshLoopCapacity(mounted.source);
     try {
-      run('resize2fs', [mounted.source]);
+      resizeExt4(mounted.source);
     } catch (e) {
       if (/Permission denied/.test((e as Error).message)) {
         throw new VolumeError('the kernel refused an online resize (ext4 needs CAP_SYS_RESOURCE, which this process lacks); stop the server, detach the volume and use growOffline', 'OnlineResizeUnavailable');
@@ -410,19 +332,14 @@ export class Volume {
       this.checkNewSize(newSizeGiB);
       truncateSync(this.image, newSizeGiB * GIB);
     }
-    try {
-      execFileSync('e2fsck', ['-f', '-p', this.image], { stdio: ['ignore', 'pipe', 'pipe'] });
-    } catch (e) {
-      // e2fsck exits 1 when it fixed something, which is fine; 4 and above mean it could not.
-      if (((e as { status?: number }).status ?? 8) >= 4) throw new VolumeError(`e2fsck of ${this.image} failed before resizing`, 'Failed');
-    }
-    run('resize2fs', [this.image]);
+    fsckExt4(this.image);
+    resizeExt4(this.image);
   }
 
   /** Unmounts (which drops every key of the filesystem) and detaches the loop device. */
   detach(): void {
-    if (this.mountEntry()) run('umount', [this.mountpoint]);
-    for (const l of this.loops()) run('losetup', ['-d', l]);
+    if (this.mountEntry()) unmount(this.mountpoint);
+    for (const l of this.loops()) detachLoop(l);
   }
 
   /** Crypto-shred: lock, detach, delete the image. Without the DEK nothing of it can be read again. */

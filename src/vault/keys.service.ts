@@ -1,144 +1,27 @@
 import { SECRET_VALUE, type WithSecretValue } from './secret-body.js';
-import { createCipheriv, createDecipheriv, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { errors } from '../lib/errors.js';
 import { parseDurationSeconds } from '../lib/duration.js';
 import type { Barrier } from '../barrier/barrier.js';
 import type { EventBus } from './events.js';
 import type { VaultRepo } from './vault.repo.js';
-import {
-  KEY_OPS, RSA_SIZES, type KeyOp, type KeyRecord, type KeyVersion, type LifetimeAction, type RotationPolicy, type Vault,
-} from './vault.types.js';
+import { RSA_SIZES, type KeyRecord, type KeyVersion, type LifetimeAction, type RotationPolicy, type Vault } from './vault.types.js';
 import * as rsa from './rsa.js';
 import { generateRsaKey } from '../lib/rsa-keygen.js';
 import { runPrivateJob, type PrivateJob, type RsaPool } from './rsa-pool.js';
 import { DEFAULT_ROTATION_POLICY } from './keys.wire.js';
 import { nowSeconds, systemClock, type Clock } from '../lib/clock.js';
+import {
+  assertKeyName, checkKeyOps, checkPage, checkRotationPolicy, checkWindow, decodeB64url,
+  type CreateKeyInput, type ImportKeyInput, type UpdateKeyInput,
+} from './key-input.js';
+import { checkJwkImport } from './jwk-import.js';
+import { openKeyBackup, sealKeyBackup } from './key-backup.js';
+import { schedulerPass } from './key-scheduler.js';
 
-const NAME_RE = /^[0-9a-zA-Z-]{1,127}$/;
-const B64URL_RE = /^[A-Za-z0-9_-]*={0,2}$/;
 const DAY = 86400;
 
-export interface KeyAttributesInput {
-  enabled?: boolean;
-  nbf?: number | null;
-  exp?: number | null;
-}
-
-export interface CreateKeyInput {
-  kty: string;
-  key_size?: number;
-  public_exponent?: number;
-  key_ops?: string[];
-  attributes?: KeyAttributesInput;
-  tags?: Record<string, string>;
-}
-
-export interface ImportKeyInput {
-  key: Record<string, unknown>;
-  Hsm?: boolean;
-  attributes?: KeyAttributesInput;
-  tags?: Record<string, string>;
-}
-
-export interface UpdateKeyInput {
-  key_ops?: string[];
-  attributes?: KeyAttributesInput;
-  tags?: Record<string, string>;
-}
-
 export type CryptoOp = 'encrypt' | 'decrypt' | 'wrapKey' | 'unwrapKey' | 'sign' | 'verify';
-
-export function decodeB64url(value: unknown, field: string): Buffer {
-  if (typeof value !== 'string' || !B64URL_RE.test(value)) {
-    throw errors.badParameter(`'${field}' must be a base64url string.`);
-  }
-  return Buffer.from(value, 'base64url');
-}
-
-export function assertKeyName(name: string): void {
-  if (!NAME_RE.test(name)) {
-    throw errors.badParameter(`The key name '${name}' is invalid: use 1-127 letters, digits and '-'.`);
-  }
-}
-
-/** A value from a request, quoted for an error message; anything, even an object no String() can turn into text. */
-function shown(v: unknown): string {
-  const text = typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? typeof v;
-  return text.length > 100 ? `${text.slice(0, 100)}...` : text;
-}
-
-function checkKeyOps(ops: string[] | undefined): KeyOp[] {
-  if (ops === undefined) return [...KEY_OPS];
-  const bad = ops.filter((o) => !(KEY_OPS as readonly string[]).includes(o));
-  if (bad.length) throw errors.badParameter(`Unknown key_ops ${bad.join(', ')}. RSA keys support: ${KEY_OPS.join(', ')}.`);
-  return [...new Set(ops)] as KeyOp[];
-}
-
-/** Latest activation or expiry a key may carry: 9999-12-31T23:59:59Z, the end of what a date can show. */
-const MAX_TIME = 253_402_300_799;
-
-function checkWindow(nbf?: number | null, exp?: number | null): void {
-  for (const [name, t] of [['nbf', nbf], ['exp', exp]] as const) {
-    if (t != null && (!Number.isSafeInteger(t) || t < 0 || t > MAX_TIME)) {
-      throw errors.badParameter(`The key attribute '${name}' must be a time in whole seconds since 1970 up to ${MAX_TIME} (the year 9999), not ${t}.`);
-    }
-  }
-  if (nbf != null && exp != null && exp <= nbf) {
-    throw errors.badParameter('The key expiry (exp) must be later than its activation (nbf).');
-  }
-}
-
-/** A page SQLite can be asked for: whole numbers it binds as integers (`$skiptoken=1e20` is a whole number too). */
-function checkPage(limit: number, offset: number): void {
-  if (!Number.isSafeInteger(limit) || limit < 1) throw errors.badParameter('maxresults must be a whole number from 1 to 25.');
-  if (!Number.isSafeInteger(offset) || offset < 0) throw errors.badParameter('$skiptoken is invalid.');
-}
-
-/** Longest duration a rotation policy may name (1000 years), so that an expiry it sets is still a date. */
-const MAX_DURATION = 1000 * 365 * DAY;
-
-const durationOf = (text: string): number | undefined => {
-  const d = parseDurationSeconds(text);
-  return d !== undefined && d <= MAX_DURATION ? d : undefined;
-};
-
-function checkRotationPolicy(p: { lifetimeActions?: LifetimeAction[]; attributes?: { expiryTime?: string } }): void {
-  const expiry = p.attributes?.expiryTime;
-  if (expiry !== undefined && durationOf(expiry) === undefined) {
-    throw errors.badParameter(`expiryTime '${expiry}' is not an ISO 8601 duration such as P90D (of at most 1000 years).`);
-  }
-  for (const a of p.lifetimeActions ?? []) {
-    const type: unknown = a.action?.type;
-    if (typeof type !== 'string' || !['rotate', 'notify'].includes(type.toLowerCase())) {
-      throw errors.badParameter(`Lifetime action type ${shown(type)} is not one of Rotate, Notify.`);
-    }
-    const { timeAfterCreate, timeBeforeExpiry } = a.trigger ?? {};
-    for (const t of [timeAfterCreate, timeBeforeExpiry]) {
-      if (t !== undefined && typeof t !== 'string') throw errors.badParameter('Each lifetime action trigger must be an ISO 8601 duration string such as P30D.');
-    }
-    if ((timeAfterCreate === undefined) === (timeBeforeExpiry === undefined)) {
-      throw errors.badParameter('Each lifetime action needs exactly one trigger: timeAfterCreate or timeBeforeExpiry.');
-    }
-    const d = timeAfterCreate ?? timeBeforeExpiry!;
-    if (durationOf(d) === undefined) throw errors.badParameter(`Trigger '${d}' is not an ISO 8601 duration such as P30D (of at most 1000 years).`);
-    if (timeBeforeExpiry !== undefined && expiry === undefined && type.toLowerCase() === 'rotate') {
-      throw errors.badParameter('A timeBeforeExpiry rotation needs the policy to set attributes.expiryTime.');
-    }
-  }
-}
-
-/**
- * The one expiry event a scheduler pass owes a key version, if any: KeyExpired once it is past its expiry
- * (and then never a late KeyNearExpiry, even if no pass saw it near), else KeyNearExpiry once it is within
- * `windowSeconds` of it. Never both for one version in one pass.
- */
-export function expiryEventDue(
-  v: { exp: number; nearNotified: boolean; expiredNotified: boolean }, windowSeconds: number, t: number,
-): 'Microsoft.KeyVault.KeyExpired' | 'Microsoft.KeyVault.KeyNearExpiry' | undefined {
-  if (t >= v.exp) return v.expiredNotified ? undefined : 'Microsoft.KeyVault.KeyExpired';
-  if (t >= v.exp - windowSeconds && !v.nearNotified) return 'Microsoft.KeyVault.KeyNearExpiry';
-  return undefined;
-}
 
 export interface KeyServiceDeps {
   repo: VaultRepo;
@@ -270,17 +153,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
 
     importKey(vault: Vault, name: string, input: ImportKeyInput): KeyVersion {
       assertKeyName(name);
-      if (input.Hsm) throw errors.badParameter('HSM-protected import (Hsm: true) is not available: pgbyok vaults keep keys in software.');
-      const jwk = input.key ?? {};
-      if (jwk.kty !== 'RSA') throw errors.badParameter(`Key type ${shown(jwk.kty)} cannot be imported; pgbyok vaults hold RSA keys.`);
-      for (const f of rsa.JWK_PRIVATE_PARTS) {
-        if (jwk[f] === undefined) throw errors.badParameter(`The JWK is missing its private component '${f}'.`);
-      }
-      const ops = jwk.key_ops;
-      if (ops !== undefined && (!Array.isArray(ops) || ops.length > 16 || !ops.every((o) => typeof o === 'string'))) {
-        throw errors.badParameter('The JWK component \'key_ops\' must be a list of operation names.');
-      }
-      const keyOps = checkKeyOps(ops as string[] | undefined);
+      const { jwk, keyOps } = checkJwkImport(input);
       checkWindow(input.attributes?.nbf, input.attributes?.exp);
       const key = rsa.privateFromJwk(jwk, RSA_SIZES);
       const t = now();
@@ -382,46 +255,11 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
         const { vaultId: _vid, ...rest } = v;
         return { ...rest, pkcs8: der.toString('base64') };
       });
-      const header = Buffer.from(JSON.stringify({ format: 'pgbyok-key-backup', v: 1, tenantId: vault.tenantId }));
-      const nonce = randomBytes(12);
-      const cipher = createCipheriv('aes-256-gcm', backupKeyFor(vault.tenantId), nonce);
-      cipher.setAAD(header);
-      const payload = Buffer.from(JSON.stringify({ name, created: k.created, rotationPolicy: k.rotationPolicy, versions }));
-      const ct = Buffer.concat([cipher.update(payload), cipher.final()]);
-      payload.fill(0);
-      const len = Buffer.alloc(2);
-      len.writeUInt16BE(header.length);
-      return Buffer.concat([len, header, nonce, ct, cipher.getAuthTag()]).toString('base64url');
+      return sealKeyBackup(backupKeyFor(vault.tenantId), vault.tenantId, { name, created: k.created, rotationPolicy: k.rotationPolicy, versions });
     },
 
     restoreKey(vault: Vault, blob: string): KeyVersion {
-      const raw = decodeB64url(blob, 'value');
-      const corrupt = () => errors.badParameter('The backup blob is corrupt, was tampered with, or was not made by this installation.');
-      if (raw.length < 2 + 12 + 16) throw corrupt();
-      const hlen = raw.readUInt16BE(0);
-      const headerBytes = raw.subarray(2, 2 + hlen);
-      let header: { format?: string; v?: number; tenantId?: string } | null;
-      try {
-        header = JSON.parse(headerBytes.toString('utf8'));
-      } catch {
-        throw corrupt();
-      }
-      if (typeof header !== 'object' || header === null || header.format !== 'pgbyok-key-backup' || header.v !== 1 || typeof header.tenantId !== 'string') throw corrupt();
-      if (header.tenantId !== vault.tenantId) {
-        throw errors.badParameter('This backup belongs to another tenant; a key backup restores only into a vault of the tenant it came from.', 'BackupFromOtherTenant');
-      }
-      const rest = raw.subarray(2 + hlen);
-      let payload: { name: string; created: number; rotationPolicy?: RotationPolicy; versions: (Omit<KeyVersion, 'vaultId'> & { pkcs8: string })[] };
-      try {
-        const decipher = createDecipheriv('aes-256-gcm', backupKeyFor(vault.tenantId), rest.subarray(0, 12));
-        decipher.setAAD(headerBytes);
-        decipher.setAuthTag(rest.subarray(rest.length - 16));
-        const plain = Buffer.concat([decipher.update(rest.subarray(12, rest.length - 16)), decipher.final()]);
-        payload = JSON.parse(plain.toString('utf8'));
-        plain.fill(0);
-      } catch {
-        throw corrupt();
-      }
+      const payload = openKeyBackup(blob, vault.tenantId, backupKeyFor);
       const name = payload.name;
       repo.transaction(() => {
         if (repo.key(vault.id, name)) {
@@ -506,34 +344,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
 
     /** One pass of the scheduler: auto-rotation, expiry events, and purge of keys past their date. */
     async tick(vaultOf: (id: string) => Vault | undefined): Promise<void> {
-      const t = now();
-      for (const k of repo.keysDueForPurge(t)) {
-        const vault = vaultOf(k.vaultId);
-        if (vault) this.purgeKey(vault, k.name, true);
-      }
-      for (const w of repo.expiryWatch()) {
-        const vault = vaultOf(w.vault_id);
-        const k = repo.key(w.vault_id, w.name);
-        if (!vault || vault.deletedAt != null || !k) continue;
-        const notify = (k.rotationPolicy ?? DEFAULT_ROTATION_POLICY).lifetimeActions.find((a) => a.action.type === 'Notify' && a.trigger.timeBeforeExpiry);
-        const window = notify ? parseDurationSeconds(notify.trigger.timeBeforeExpiry!) ?? 30 * DAY : 30 * DAY;
-        const due = expiryEventDue({ exp: w.exp, nearNotified: !!w.near_expiry_notified, expiredNotified: !!w.expired_notified }, window, t);
-        if (!due) continue;
-        // Marked before it is sent: an event is at most once per version, even if sending it throws.
-        repo.markNotified(w.vault_id, w.name, w.version, true, due === 'Microsoft.KeyVault.KeyExpired');
-        events.emit(vault, due, { objectType: 'Key', objectName: w.name, version: w.version, exp: w.exp });
-      }
-      for (const k of repo.keysWithRotationPolicy()) {
-        const vault = vaultOf(k.vaultId);
-        const latest = repo.latestVersion(k.vaultId, k.name);
-        if (!vault || vault.deletedAt != null || !latest) continue;
-        const due = k.rotationPolicy!.lifetimeActions.some((a) => {
-          if (a.action.type !== 'Rotate') return false;
-          if (a.trigger.timeAfterCreate) return t >= latest.created + parseDurationSeconds(a.trigger.timeAfterCreate)!;
-          return latest.exp != null && t >= latest.exp - parseDurationSeconds(a.trigger.timeBeforeExpiry!)!;
-        });
-        if (due) await rotate(vault, k.name);
-      }
+      await schedulerPass({ repo, events, purge: (vault, name) => this.purgeKey(vault, name, true), rotate }, vaultOf, now());
     },
   };
 }
