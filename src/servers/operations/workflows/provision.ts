@@ -110,14 +110,8 @@ export function provisionWorkflow(k: ServerKit, kind: Extract<OperationKind, 'Cr
       const s = k.repo.byId(ctx.op.serverId);
       if (!s) return;
       activity(k, s, ACTIVITY_OPERATIONS.write, 'Warning', `Server ${s.name} could not be created (${failure.code}); its half-built parts are removed.`, ctx.op.caller);
-      // The Delete operation that removes it is opened once this one has ended (see settled).
+      // The Delete operation that removes it is opened once this one has ended (workflows/index.ts).
       if (s.state === 'Provisioning') applyTransition(k, s, 'abandoned');
-    },
-    async settled(op) {
-      const s = k.repo.byId(op.serverId);
-      if (s?.state === 'Dropping') {
-        k.runner.enqueue({ kind: 'Delete', tenantId: s.tenantId, serverId: s.id, serverName: s.name, caller: 'pgbyok (removing a server that could not be created)' });
-      }
     },
   };
 }
