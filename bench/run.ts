@@ -2,7 +2,8 @@
  * `npm run bench [-- --quick]`: pgbyok measured against what people use today, side by side in one run
  * (interleaved rounds, medians, ratios). Writes bench/results.json and BENCHMARKS.md (with SVG charts) and
  * leaves nothing behind: servers, mounts, loop devices, images, processes. Needs root (loop devices,
- * fscrypt) and PostgreSQL 15; installs gocryptfs from Debian if it is missing.
+ * fscrypt) and PostgreSQL 15; installs gocryptfs from Debian if it is missing. `--only monitor` measures only
+ * key-loss detection versus the number of servers (bench/monitor.ts) and updates just that part of the report.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -18,9 +19,12 @@ import { PostgresInstance } from '../src/postgres/instance.js';
 import { addKey, keyStatus, setPolicy } from '../src/storage/fscrypt.js';
 import { cleanupLeftovers, fileContains, startPgbyok, type Pgbyok } from '../test/harness.js';
 import { barChart, interleaved, log, machine, median, percentile, round } from './lib.js';
+import { measureMonitor, monitorSection } from './monitor.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const quick = process.argv.includes('--quick');
+const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+if (only !== undefined && only !== 'monitor') throw new Error(`--only takes 'monitor', not '${only}'`);
 const cfg = quick
   ? { scale: 5, seconds: 5, rounds: 3, trials: 5, vaultSeconds: 8, clients: 64, provision: 3, backupScale: 5 }
   : { scale: 50, seconds: 30, rounds: 3, trials: 20, vaultSeconds: 60, clients: 64, provision: 5, backupScale: 70 };
@@ -448,6 +452,9 @@ async function main() {
   dek.fill(0);
   results.secrets_scan = { files: scanned, hits };
 
+  // 7. Key-loss detection versus the number of servers, on a platform of its own (bench/monitor.ts).
+  results.monitor = await measureMonitor({ quick, cleanups, machine: results.machine });
+
   results.durationSeconds = round((Date.now() - started) / 1000, 1);
   writeReport(results);
   log(`done in ${results.durationSeconds}s`);
@@ -510,7 +517,7 @@ function writeReport(r: any) {
   const ro = r.pgbench.ro;
   const md = `# pgbyok benchmarks
 
-Latest ${r.mode} run: ${r.generatedAt}, ${r.durationSeconds} s. Re-run with \`npm run bench\` (full, about 25 minutes) or
+Latest ${r.mode} run: ${r.generatedAt}, ${r.durationSeconds} s. Re-run with \`npm run bench\` (full, about 35 minutes) or
 \`npm run bench -- --quick\` (a few minutes). Raw figures: [bench/results.json](bench/results.json). Every comparison ran
 side by side in one run, in interleaved rounds (${r.config.rounds} rounds, medians).
 
@@ -554,6 +561,7 @@ side by side in one run, in interleaved rounds (${r.config.rounds} rounds, media
 |---|---|---|---|
 ${(['plain', 'fscrypt_manual', 'pgbyok', 'gocryptfs'] as const).filter((v) => rw.rounds[v]).map((v) => `| ${v} | ${rw.rounds[v].map((x: number) => round(x, 0)).join(', ')} | ${ro.rounds[v].map((x: number) => round(x, 0)).join(', ')} | ${r.pgbench.init_seconds[v]} |`).join('\n')}
 
+${monitorSection(r.monitor)}
 ## Where targets are missed, and why
 
 ${explain(r)}
@@ -630,7 +638,24 @@ if (process.argv.includes('--report-only')) {
   process.exit(0);
 }
 
-main()
+/** `--only monitor`: measures the monitor part alone; the rest of results.json and BENCHMARKS.md is kept as it is. */
+async function monitorOnly() {
+  const m = machine();
+  log(`mode ${quick ? 'quick' : 'full'} (monitor only); machine ${m.cpuModel}, ${m.cores} cores, xts(aes) driver ${m.xtsAesDriver}`);
+  const resultsFile = join(ROOT, 'bench', 'results.json');
+  const results = existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {};
+  results.monitor = await measureMonitor({ quick, cleanups, machine: m });
+  writeFileSync(resultsFile, JSON.stringify(results, null, 2) + '\n');
+  const mdFile = join(ROOT, 'BENCHMARKS.md');
+  const md = existsSync(mdFile) ? readFileSync(mdFile, 'utf8') : '# pgbyok benchmarks\n\n';
+  const section = monitorSection(results.monitor);
+  const marked = /<!-- monitor:start -->[\s\S]*?<!-- monitor:end -->\n/;
+  const anchor = '## Where targets are missed, and why';
+  writeFileSync(mdFile, marked.test(md) ? md.replace(marked, () => section) : md.includes(anchor) ? md.replace(anchor, () => `${section}\n${anchor}`) : `${md}\n${section}`);
+  log('monitor: results.json and BENCHMARKS.md updated');
+}
+
+(only === 'monitor' ? monitorOnly() : main())
   .catch((e) => {
     log(`FAILED: ${(e as Error).stack ?? e}`);
     process.exitCode = 1;
