@@ -26,7 +26,7 @@ export async function converge(k: ServerKit, s: Server): Promise<void> {
       return;
     }
     case 'Inaccessible':
-      await k.instances.refuse(s, k.instances.lockFailure(s.name) ?? 'KeyDisabled');
+      await k.instances.refuse(s, k.instances.lockFailure(s.name));
       await k.instances.shutdown(s, 'immediate');
       return;
     case 'Stopped':

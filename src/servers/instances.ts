@@ -42,8 +42,9 @@ export function createInstances(d: InstancesDeps) {
     serving.add(s.name);
   };
 
-  const refuse = async (s: Server, failure: KeyFailure) => {
-    lockFailures.set(s.name, failure);
+  /** `failure` unknown (after a restart, before the monitor's first look): the refusal says access was lost. */
+  const refuse = async (s: Server, failure: KeyFailure | undefined) => {
+    if (failure) lockFailures.set(s.name, failure);
     serving.delete(s.name);
     await fronts.refuse(s, () => inaccessibleRefusal(s.name, lockFailures.get(s.name)));
   };
