@@ -165,11 +165,13 @@ export const KINDS: Record<string, Kind> = {
       return { target, before: { storeId: storeIdOf(w, target) } };
     },
     async trigger(w, ctx) {
+      const vaults = w.servers.get(ctx.target)!.vaults;
+      // Gone from the moment it is asked for: the checks after the restart look for its leftovers, not for it.
+      forget(w, ctx.target, ctx.before!.storeId as string | undefined, vaults);
       await sendTracked(w, ctx, 'DELETE', `${FS}/${ctx.target}`);
     },
     async verify(w, ctx, op) {
       assert.equal(op.status, 'Succeeded', JSON.stringify(op.error));
-      forget(w, ctx.target, ctx.before!.storeId as string | undefined, w.servers.get(ctx.target)!.vaults);
     },
   },
 

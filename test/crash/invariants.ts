@@ -86,11 +86,11 @@ export async function settle(w: World): Promise<Map<string, any>> {
     assert.equal(s.properties.state, t.expect, `${name} is ${t.expect} (keys were never revoked here): ${JSON.stringify(s.properties)}`);
     // A state read back from the database may precede the restart's work: Ready means psql gets in.
     if (t.expect === 'Ready') {
-      await eventually(() => {
+      const r = await eventually(() => {
         const r = psqlAs(w.p, s.properties.port, t.password, 'SELECT 1');
-        if (/password authentication failed/.test(r.stderr)) assert.fail(`${name} refuses its administrator password: ${r.stderr.trim()}`);
-        return r.status === 0;
+        return (r.status === 0 || /password authentication failed/.test(r.stderr)) && r;
       }, `psql to get into ${name}`, 60_000, 300);
+      assert.equal(r.status, 0, `${name} takes its administrator password: ${r.stderr.trim()}`);
     }
     live.set(name, s);
   }
