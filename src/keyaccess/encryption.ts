@@ -30,15 +30,17 @@ export const principalOf = (enc: DataEncryption): KeyPrincipal =>
 
 /** Finds the key that protects an encryption: the customer's key URI, or the region's service-managed key. */
 export function createKeyLocator(directory: Pick<Directory, 'platformKey'>) {
-  const platformKeys = new Map<string, string>();
+  // One look-up per region at a time: two first creates at once must not both make the platform's vault.
+  const platformKeys = new Map<string, Promise<string>>();
   return {
     principalOf,
-    async keyUriOf(enc: DataEncryption, region: string): Promise<string> {
-      if (enc.type === 'AzureKeyVault') return enc.primaryKeyURI!;
+    keyUriOf(enc: DataEncryption, region: string): Promise<string> {
+      if (enc.type === 'AzureKeyVault') return Promise.resolve(enc.primaryKeyURI!);
       let uri = platformKeys.get(region);
       if (!uri) {
-        uri = await directory.platformKey(region);
+        uri = directory.platformKey(region);
         platformKeys.set(region, uri);
+        uri.catch(() => platformKeys.delete(region));
       }
       return uri;
     },
