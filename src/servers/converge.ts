@@ -50,6 +50,8 @@ export async function converge(k: ServerKit, s: Server): Promise<void> {
 /** After a restart of the platform: every server without an open operation converges; open operations resume. */
 export async function reconcileAll(k: ServerKit & { locks: { run<T>(name: string, fn: () => Promise<T>): Promise<T> } }): Promise<void> {
   const open = new Set(k.runner.openServers());
+  // No Ready server's port is dark while the others come back one by one.
+  for (const s of k.repo.all()) if (s.state === 'Ready' || s.state === 'Updating') await k.instances.holdPort(s);
   for (const s of k.repo.all()) {
     if (open.has(s.name)) continue;
     await k.locks.run(s.name, async () => {

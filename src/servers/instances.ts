@@ -107,6 +107,8 @@ export function createInstances(d: InstancesDeps) {
     unlock,
     startPostgres,
     assignPrivatePort,
+    /** Until the server is brought up after a restart of the platform, its port answers as PostgreSQL does while it starts. */
+    holdPort: (s: Server) => fronts.refuse(s, () => ({ message: 'the database system is starting up' })),
     lockFailure: (name: string) => lockFailures.get(name),
     noteLockFailure: (name: string, failure: KeyFailure) => void lockFailures.set(name, failure),
     /** Unwrap, unlock, start, serve. Throws KeyAccessError when the key refuses. */
