@@ -3,7 +3,7 @@
  * over HTTPS exactly as a user or an SDK would. Everything it starts is stopped by `stop()`, also on failure.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -190,6 +190,9 @@ export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgb
     async stop() {
       await stop();
       cleanupLeftovers(home);
+      // PGBYOK_TEST_KEEP_LOGS=DIR keeps the platform's log of each home there, to read after a failure.
+      const keep = process.env.PGBYOK_TEST_KEEP_LOGS;
+      if (keep && existsSync(join(home, 'logs'))) cpSync(join(home, 'logs'), join(keep, home.split('/').pop()!), { recursive: true });
       rmSync(home, { recursive: true, force: true });
     },
   };

@@ -1,5 +1,5 @@
 import { KeyAccessError } from '../keyaccess/key-access.js';
-import { activity, ACTIVITY_OPERATIONS, applyTransition, describe, type ServerKit } from './kit.js';
+import { activity, ACTIVITY_OPERATIONS, applyTransition, describe, subscribeEvents, type ServerKit } from './kit.js';
 import { lockOut } from './lockout.js';
 import type { Server } from './model/server.js';
 
@@ -53,6 +53,8 @@ export async function reconcileAll(k: ServerKit & { locks: { run<T>(name: string
   // No Ready server's port is dark while the others come back one by one.
   for (const s of k.repo.all()) if (s.state === 'Ready' || s.state === 'Updating') await k.instances.holdPort(s);
   for (const s of k.repo.all()) {
+    // The events endpoint carries this process's hook code: every live server's subscription is renewed.
+    if (s.state !== 'Dropping' && s.state !== 'Provisioning') await subscribeEvents(k, s);
     if (open.has(s.name)) continue;
     await k.locks.run(s.name, async () => {
       const fresh = k.repo.byId(s.id);

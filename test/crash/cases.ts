@@ -190,6 +190,8 @@ export const KINDS: Record<string, Kind> = {
           dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: b.key, primaryUserAssignedIdentityId: w.east.identityId },
         },
       });
+      // An accepted update finishes (verify says so); the server is Ready again only once it has, with this password.
+      w.servers.get('life')!.password = b.password as string;
     },
     async verify(w, ctx, op) {
       const b = ctx.before!;
@@ -197,7 +199,6 @@ export const KINDS: Record<string, Kind> = {
       const s = (await show(w, 'life')).json;
       assert.equal(s.properties.storage.storageSizeGB, b.storage);
       assert.equal(s.properties.dataEncryption.primaryKeyURI, b.key);
-      w.servers.get('life')!.password = b.password as string;
       assertBackupKeysUnder(w, 'life', b.key as string);
     },
   },
@@ -283,11 +284,14 @@ export const KINDS: Record<string, Kind> = {
 
 /** Every check a case ends with, besides the invariants: its operation has ended with the contract's steps. */
 export async function verifyCase(w: World, kind: string, ctx: Ctx, engine = true): Promise<void> {
-  const op = await caseOperation(w, kind, ctx);
-  assert.ok(!OPEN.includes(op.status), `the ${kind} operation has ended (${op.status})`);
+  // A resumed operation takes its time after the restart: it must end, not merely have ended already.
+  const op = await eventually(async () => {
+    const o = await caseOperation(w, kind, ctx);
+    return !OPEN.includes(o.status) && o;
+  }, `the ${kind} operation to end`, 180_000, 300);
   if (engine) {
     assert.deepEqual(op.steps.map((s) => s.name), WORKFLOW_STEPS[kind], `the ${kind} operation runs the contract's steps`);
-    for (const s of op.steps) assert.ok(s.attempts >= (s.status === 'Pending' ? 0 : 1), `step ${s.name} counts its attempts`);
+    for (const s of op.steps) assert.ok(s.attempts >= (s.status === 'Pending' || s.status === 'Skipped' ? 0 : 1), `step ${s.name} counts its attempts`);
   }
   await KINDS[kind].verify(w, ctx, op);
 }

@@ -16,6 +16,7 @@ export const WORKFLOW_STEPS: Record<string, string[]> = {
   Promote: ['promote', 'release-source', 'record-primary', 'first-backup', 'finish'],
   Delete: ['shutdown', 'detach-replicas', 'release-source', 'unsubscribe-events', 'delete-backups', 'destroy-volume', 'remove-server'],
   Backup: ['base-backup'],
+  ParameterUpdate: ['apply'],
 };
 
 export type OperationStatus = 'Queued' | 'InProgress' | 'Succeeded' | 'Failed' | 'Cancelled';
