@@ -177,7 +177,7 @@ export function createProvisioning(k: ServerKit, d: {
       const source = d.requireServer(caller.tenantId, input.source);
       d.allow(source, 'restoreFrom');
       checkNewName(input.name);
-      const restoreTime = requireRestoreTime(input.restoreTime, k.clock.now());
+      let restoreTime = requireRestoreTime(input.restoreTime, k.clock.now());
       if (input.geo && !source.geo) throw errors.badParameter(`${source.name} has no geo-redundant backup.`, 'GeoBackupDisabled');
       // A geo-restore reads the paired region's copies, opened with the geo key, into a server of that region.
       const storeRegion = input.geo ? source.geo!.region : source.location;
@@ -189,11 +189,16 @@ export function createProvisioning(k: ServerKit, d: {
       } else if (input.keyUri || input.identity) {
         encryption = (await d.validateCmk(caller, input.keyUri, input.identity, location)).encryption;
       }
-      // The newest WAL of a running source goes into the store first, so "now" is restorable.
+      // The newest WAL of a running source goes into the store first, so "now" is restorable. "The latest
+      // restorable time" is the moment of the request: a restore resumed later replays to it, not beyond.
       if (source.state === 'Ready') {
         await d.locks.run(source.name, async () => {
           const fresh = k.repo.byName(source.name);
-          if (fresh?.state === 'Ready' && k.pgOf(fresh).isRunning()) await k.backups.flushWal(fresh, k.pgOf(fresh));
+          if (fresh?.state !== 'Ready' || !k.pgOf(fresh).isRunning()) return;
+          const requested = new Date(k.clock.now()).toISOString();
+          // The flush commits after `requested`, so recovery has a record past its target to stop at.
+          await k.backups.flushWal(fresh, k.pgOf(fresh));
+          restoreTime ??= requested;
         }).catch((e) => k.logger.warn({ server: source.name, err: describe(e) }, 'could not flush WAL before a restore'));
       }
       let baseBackup;
