@@ -1,3 +1,4 @@
+import type { PlatformClientDeps } from './key-access.js';
 import { httpCall, keepAliveAgent } from '../lib/http-client.js';
 import { RESOURCES } from '../identity/tokens.js';
 import { errors } from '../lib/errors.js';
@@ -7,15 +8,7 @@ import { errors } from '../lib/errors.js';
  * identities (on behalf of the caller, with the caller's own token), event subscriptions on a customer's
  * vault (as the platform's trusted service), and the platform's own vault for service-managed keys.
  */
-export interface DirectoryDeps {
-  platformOrigin: string;
-  ca: string;
-  trustedCert: string;
-  trustedKey: string;
-  platformCredential: () => { tenantId: string; clientId: string; clientSecret: string };
-  /** Connections kept alive and reused (default), at most this many per origin; `false`: a new TLS connection per call. */
-  keepAlive?: false | { maxSockets?: number };
-}
+export type DirectoryDeps = PlatformClientDeps;
 
 export interface VaultInfo {
   name: string;

@@ -25,15 +25,18 @@ export class KeyAccessError extends Error {
 
 export type KeyPrincipal = { kind: 'identity'; resourceId: string } | { kind: 'platform' };
 
-export interface KeyAccessDeps {
+/** How the control plane's clients reach the platform: its origin, the CA, the trusted-service certificate, its own credential. */
+export interface PlatformClientDeps {
   platformOrigin: string;
   ca: string;
   trustedCert: string;
   trustedKey: string;
   platformCredential: () => { tenantId: string; clientId: string; clientSecret: string };
-  /** Connections kept alive and reused (default), at most this many per vault; `false`: a new TLS connection per call. */
+  /** Connections kept alive and reused (default), at most this many per origin; `false`: a new TLS connection per call. */
   keepAlive?: false | { maxSockets?: number };
 }
+
+export type KeyAccessDeps = PlatformClientDeps;
 
 export interface KeyInfo {
   kid: string;
