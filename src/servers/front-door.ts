@@ -22,17 +22,6 @@ type Mode = { kind: 'pipe'; port: number } | { kind: 'refuse'; refusal: () => Re
 /** While a Ready server's PostgreSQL restarts (a restart, a storage resize), as PostgreSQL itself says it. */
 const NOT_LISTENING: Refusal = { message: 'the database system is starting up' };
 
-/** Copies `from` to `to` with backpressure; lighter than stream.pipe on the hot path of every query. */
-function forward(from: Socket, to: Socket): void {
-  from.on('data', (chunk: Buffer) => {
-    if (!to.write(chunk)) {
-      from.pause();
-      to.once('drain', () => from.resume());
-    }
-  });
-  from.on('end', () => to.end());
-}
-
 /** Listens on the server's public port on each of `hosts` (IPv6 loopback may be absent; IPv4 is required). */
 export async function openFrontDoor(port: number, hosts: string[], tls: ResponderTls | undefined, onError: (e: Error) => void): Promise<FrontDoor> {
   let mode: Mode = { kind: 'refuse', refusal: () => ({ message: 'the server is starting up' }) };
@@ -44,26 +33,55 @@ export async function openFrontDoor(port: number, hosts: string[], tls: Responde
     client.pause();
     client.setNoDelay(true);
     const upstream = connect({ port: target, host: '127.0.0.1', noDelay: true });
-    let connected = false;
+    /** PostgreSQL has sent the client something: from then on a close of either side is passed on. */
+    let answered = false;
+    /** What the client sent before PostgreSQL answered: replayed into the refusal if PostgreSQL goes away first. */
+    const unanswered: Buffer[] = [];
     piped.add(client);
     const cut = () => {
       piped.delete(client);
       client.destroy();
       upstream.destroy();
     };
-    client.on('error', cut).on('close', cut);
-    upstream.on('error', () => {
-      if (connected) return cut();
+    const toUpstream = (chunk: Buffer) => {
+      if (!answered) unanswered.push(chunk);
+      if (!upstream.write(chunk)) {
+        client.pause();
+        upstream.once('drain', () => client.resume());
+      }
+    };
+    const endUpstream = () => upstream.end();
+    /**
+     * PostgreSQL closed (or was never there) before it said a word, as a postmaster does when it stops
+     * between accepting a connection and serving it: the client reads the restart refusal instead.
+     */
+    const refuseInstead = () => {
       piped.delete(client);
       client.removeListener('error', cut).removeListener('close', cut);
+      client.removeListener('data', toUpstream).removeListener('end', endUpstream);
+      upstream.removeAllListeners();
+      upstream.on('error', () => undefined);
+      upstream.destroy();
+      for (const chunk of unanswered.reverse()) client.unshift(chunk);
       refuse(client, () => errorResponse(NOT_LISTENING), tls);
       client.resume();
-    });
+    };
+    client.on('error', cut).on('close', cut);
+    upstream.on('error', () => (answered ? cut() : refuseInstead()));
     upstream.once('connect', () => {
-      connected = true;
-      upstream.on('close', cut);
-      forward(client, upstream);
-      forward(upstream, client);
+      upstream.on('close', () => (answered ? cut() : refuseInstead()));
+      upstream.on('data', (chunk: Buffer) => {
+        answered = true;
+        unanswered.length = 0;
+        if (!client.write(chunk)) {
+          upstream.pause();
+          client.once('drain', () => upstream.resume());
+        }
+      });
+      upstream.on('end', () => {
+        if (answered) client.end();
+      });
+      client.on('data', toUpstream).on('end', endUpstream);
       client.resume();
     });
   };
