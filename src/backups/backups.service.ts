@@ -144,17 +144,19 @@ export function createBackupsService(d: BackupsDeps) {
   };
 
   /** Makes PostgreSQL finish its current WAL segment, waits for it to be staged, and archives it. */
-  const flushWal = async (s: Server, pg: PostgresInstance) => {
+  /** Returns whether the segment holding everything up to now is sealed in the store. */
+  const flushWal = async (s: Server, pg: PostgresInstance): Promise<boolean> => {
     // A commit stamped now: recovery to any time up to now then has a record past its target to stop at.
     await pg.sql('SELECT pg_catalog.txid_current()');
     const segment = await pg.sql('SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal())');
     const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
-      const last = await pg.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
-      if (last >= segment) break;
-      await new Promise((r) => setTimeout(r, 100));
+    let archived = false;
+    while (!archived && Date.now() < deadline) {
+      archived = (await pg.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")) >= segment;
+      if (!archived) await new Promise((r) => setTimeout(r, 100));
     }
     await archive(s, pg);
+    return archived;
   };
 
   return {

@@ -196,9 +196,9 @@ export function createProvisioning(k: ServerKit, d: {
           const fresh = k.repo.byName(source.name);
           if (fresh?.state !== 'Ready' || !k.pgOf(fresh).isRunning()) return;
           const requested = new Date(k.clock.now()).toISOString();
-          // The flush commits after `requested`, so recovery has a record past its target to stop at.
-          await k.backups.flushWal(fresh, k.pgOf(fresh));
-          restoreTime ??= requested;
+          // The flush commits after `requested`, so recovery has a record past its target to stop at; a flush
+          // that did not reach the store leaves the target open (recovery replays what the store has).
+          if (await k.backups.flushWal(fresh, k.pgOf(fresh))) restoreTime ??= requested;
         }).catch((e) => k.logger.warn({ server: source.name, err: describe(e) }, 'could not flush WAL before a restore'));
       }
       let baseBackup;
