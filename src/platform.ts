@@ -212,7 +212,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   const runtime = createServerRuntime({ home: paths });
   const keyAccess = createKeyAccess(trusted);
   const locator = createKeyLocator(directory);
-  const backups = createBackupsService({ home: paths, locator, keys: keyAccess, logger });
+  const backups = createBackupsService({ home: paths, locator, keys: keyAccess, logger, clock });
   const servers = createServersService({
     db, repo: serversRepo, home: paths, logger, monitoring, runtime, backups, locator, clock,
     crashAfterStep: config.PGBYOK_CRASH_AFTER_STEP,

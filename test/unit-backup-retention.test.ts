@@ -8,11 +8,13 @@ import { Readable } from 'node:stream';
 import pino from 'pino';
 import { createBackupsService } from '../src/backups/backups.service.js';
 import { homePaths } from '../src/lib/home.js';
+import { manualClock } from '../src/lib/clock.js';
 
 test('prune keeps backups inside the retention window and the newest one before it, and the WAL they need', async () => {
   const home = mkdtempSync(join(tmpdir(), 'pgbyok-retention-'));
   try {
-    const svc = createBackupsService({ home: homePaths(home), locator: {} as any, keys: {} as any, logger: pino({ level: 'silent' }) });
+    const clock = manualClock(Date.parse('2031-01-01T00:00:00Z'));
+    const svc = createBackupsService({ home: homePaths(home), locator: {} as any, keys: {} as any, logger: pino({ level: 'silent' }), clock });
     const server = { id: 'srv-1', location: 'eastus', name: 's' } as any;
     const store = svc.store('eastus');
     const day = 86400_000;
@@ -23,7 +25,7 @@ test('prune keeps backups inside the retention window and the newest one before 
       { id: 'b4', ageDays: 3, startWal: '00000001000000000000000D' },
     ];
     for (const b of backups) {
-      const end = new Date(Date.now() - b.ageDays * day).toISOString();
+      const end = new Date(clock.now() - b.ageDays * day).toISOString();
       await store.putJson(`srv-1/backups/${b.id}.json`, { id: b.id, serverId: 'srv-1', serverName: 's', epoch: 'e1', startTime: end, endTime: end, startWal: b.startWal, sizeBytes: 1, type: 'Full' });
       await store.put(`srv-1/base/${b.id}.tar.sealed`, Readable.from([Buffer.from('x')]));
     }
@@ -42,6 +44,10 @@ test('prune keeps backups inside the retention window and the newest one before 
     assert.ok(wal.every((w) => w >= '000000010000000000000009' || w.startsWith('00000002')), `WAL before b3 is gone: ${wal.join(',')}`);
     assert.ok(wal.includes('000000010000000000000009') && wal.some((w) => w.startsWith('00000002')), 'what b3 needs, and timeline history, stay');
     assert.equal(svc.prune(server, 7), 0, 'pruning twice changes nothing');
+    // Time moves on (the injected clock, no waiting): b3 then falls out too, once b4 is the newest before the window.
+    clock.advance(5 * day);
+    assert.equal(svc.prune(server, 7), 1, 'b3 goes once b4 has ended before the window');
+    assert.deepEqual(svc.list(server).map((m) => m.id), ['b4']);
   } finally {
     rmSync(home, { recursive: true, force: true });
   }

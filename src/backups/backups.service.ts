@@ -7,6 +7,7 @@ import type { HomePaths } from '../lib/home.js';
 import type { PostgresInstance } from '../postgres/instance.js';
 import type { KeyAccess } from '../keyaccess/key-access.js';
 import type { DataEncryption, GeoBackup, KeyLocator } from '../keyaccess/encryption.js';
+import { systemClock, type Clock } from '../lib/clock.js';
 import { openStream, sealStream } from './sealed-stream.js';
 import { createFileStore, type BackupStore } from './store.js';
 
@@ -52,11 +53,15 @@ const WAL_RE = /^[0-9A-F]{24}$|^[0-9A-F]{8}\.history$/;
 export interface BackupsDeps {
   home: HomePaths;
   locator: KeyLocator;
+  /** The clock of backup times and of the retention window (the system clock unless a test moves it). */
+  clock?: Clock;
   keys: KeyAccess;
   logger: Logger;
 }
 
 export function createBackupsService(d: BackupsDeps) {
+  const clock = d.clock ?? systemClock;
+  const nowIso = () => new Date(clock.now()).toISOString();
   const stores = new Map<string, BackupStore>();
   const keyCache = new Map<string, Buffer>();
 
@@ -77,11 +82,11 @@ export function createBackupsService(d: BackupsDeps) {
 
   /** A fresh backup key, wrapped by the server's key through the vault. */
   const newEpoch = async (s: Server): Promise<string> => {
-    const epoch = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+    const epoch = `${clock.now().toString(36)}-${randomBytes(4).toString('hex')}`;
     const key = randomBytes(32);
     const enc = s.current.encryption;
     const { kid, wrapped } = await d.keys.wrap(await d.locator.keyUriOf(enc, s.location), key, d.locator.principalOf(enc));
-    const record: EpochRecord = { epoch, encryption: enc, wrappedKey: wrapped, wrappedBy: kid, created: new Date().toISOString() };
+    const record: EpochRecord = { epoch, encryption: enc, wrappedKey: wrapped, wrappedBy: kid, created: nowIso() };
     await storeOf(s.location).putJson(epochKeyPath(s.id, epoch), record);
     if (s.geo) {
       // The paired region's copy opens with the geo key only (a different identity, a vault of that region).
@@ -179,9 +184,9 @@ export function createBackupsService(d: BackupsDeps) {
     async baseBackup(s: Server, pg: PostgresInstance): Promise<BackupManifest> {
       const epoch = await newEpoch(s);
       const key = await epochKey(s, epoch);
-      const id = `${new Date().toISOString().replace(/[-:.]/g, '').slice(0, 15)}-${randomUUID().slice(0, 8)}`;
+      const id = `${nowIso().replace(/[-:.]/g, '').slice(0, 15)}-${randomUUID().slice(0, 8)}`;
       const startWal = await pg.sql('SELECT pg_walfile_name(pg_current_wal_lsn())');
-      const startTime = new Date().toISOString();
+      const startTime = nowIso();
       const child = pg.baseBackupTar();
       let stderr = '';
       child.stderr!.on('data', (c) => (stderr += c));
@@ -192,7 +197,7 @@ export function createBackupsService(d: BackupsDeps) {
         storeOf(s.location).delete(objectKey);
         throw new Error(`pg_basebackup failed: ${stderr.trim()}`);
       }
-      const endTime = new Date().toISOString();
+      const endTime = nowIso();
       await flushWal(s, pg);
       const manifest: BackupManifest = { id, serverId: s.id, serverName: s.name, epoch, startTime, endTime, startWal, sizeBytes: size, type: 'Full' };
       // The manifest goes last: a backup exists only once all of it is in the store.
@@ -232,7 +237,7 @@ export function createBackupsService(d: BackupsDeps) {
     prune(s: Server, retentionDays: number) {
       const store = storeOf(s.location);
       const all = manifests(s);
-      const windowStart = new Date(Date.now() - retentionDays * 86400_000).toISOString();
+      const windowStart = new Date(clock.now() - retentionDays * 86400_000).toISOString();
       // The newest backup that ended before the window still serves restores to the window's start.
       const keepFrom = [...all].reverse().find((m) => m.endTime <= windowStart);
       const doomed = all.filter((m) => keepFrom && m.endTime < keepFrom.endTime);
