@@ -1,4 +1,5 @@
-import { existsSync, rmSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { IntegrityError } from '../../../backups/sealed-stream.js';
 import { errors } from '../../../lib/errors.js';
 import { activity, ACTIVITY_OPERATIONS, applyTransition, serverOf, subscribeEvents, type ServerKit } from '../../kit.js';
@@ -12,6 +13,16 @@ import type { StepContext, StepDef, Workflow } from '../runner.js';
  * server that cannot be finished is handed to a Delete operation, which removes every part it has.
  */
 type Ctx = StepContext<Record<string, never>>;
+
+/** The end of PostgreSQL's logs in a data directory (for the platform log only, never for the tenant). */
+function logTail(dataDir: string): string {
+  try {
+    const dir = join(dataDir, 'log');
+    return readdirSync(dir).sort().slice(-2).map((f) => readFileSync(join(dir, f), 'utf8').split('\n').slice(-15).join('\n')).join('\n');
+  } catch {
+    return '';
+  }
+}
 
 export function provisionWorkflow(k: ServerKit, kind: Extract<OperationKind, 'Create' | 'Restore' | 'GeoRestore' | 'CreateReplica'>): Workflow {
   const server = (ctx: Ctx) => serverOf(k, ctx.op.serverId);
@@ -42,8 +53,14 @@ export function provisionWorkflow(k: ServerKit, kind: Extract<OperationKind, 'Cr
         throw e;
       }
       pg.installTls(await k.tlsFor(s.name));
-      await k.instances.startPostgres(s);
-      await pg.waitForPromotion();
+      try {
+        await k.instances.startPostgres(s);
+        await pg.waitForPromotion();
+      } catch (e) {
+        // Why recovery stopped is in PostgreSQL's own log, inside the volume that compensation destroys: it goes to the platform log.
+        k.logger.error({ server: s.name, restoreTime: spec.restoreTime, baseBackup: spec.baseBackupId, postgresLog: logTail(pg.opts.dataDir) }, 'the restore\'s recovery did not finish');
+        throw e;
+      }
       await k.backups.cleanupRestore(pg);
     } else if (replica) {
       await k.replication.cloneFromSource(s);
