@@ -1,6 +1,6 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { createServer as createNetServer } from 'node:net';
+import { freePort } from './lib/ports.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
@@ -34,7 +34,6 @@ import { createServersService } from './servers/servers.service.js';
 import { createServerRuntime } from './servers/runtime.js';
 import { createKeyLocator } from './keyaccess/encryption.js';
 import { createBackupsService } from './backups/backups.service.js';
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
 const HOST = '127.0.0.1';
@@ -68,17 +67,6 @@ export interface AdminCredential {
   clientSecret: string;
   objectId: string;
   authorityHost: string;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer();
-    s.once('error', reject);
-    s.listen(0, HOST, () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /**
@@ -205,7 +193,8 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   const serversRepo = createServersRepo(db, clock);
   const monitoring = createMonitoring({ repo: serversRepo, logger, ca: tls.ca });
   const trusted = { platformOrigin: origin, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };
-  const hookCode = randomBytes(24).toString('base64url');
+  // Stable across restarts (derived from the master key), so the vaults' subscriptions keep working while the platform is down and back.
+  const hookCode = barrier.deriveKey('vault-events-hook-code').subarray(0, 24).toString('base64url');
   // An interval from the environment wins over the platform setting the system administrator keeps.
   const settingMs = (fromEnv: number | undefined, name: Parameters<typeof platformSetting>[1]) => () => fromEnv ?? platformSetting(serversRepo, name) * 1000;
   const directory = createDirectory(trusted);

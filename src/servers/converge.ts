@@ -53,7 +53,7 @@ export async function reconcileAll(k: ServerKit & { locks: { run<T>(name: string
   // No Ready server's port is dark while the others come back one by one.
   for (const s of k.repo.all()) if (s.state === 'Ready' || s.state === 'Updating') await k.instances.holdPort(s);
   for (const s of k.repo.all()) {
-    // The events endpoint carries this process's hook code: every live server's subscription is renewed.
+    // Renewed at every start (idempotent): subscriptions made before the hook code was stable, or lost with a restored vault.
     if (s.state !== 'Dropping' && s.state !== 'Provisioning') await subscribeEvents(k, s);
     if (open.has(s.name)) continue;
     await k.locks.run(s.name, async () => {

@@ -4,7 +4,7 @@ import type { KeyFailure } from '../keyaccess/key-access.js';
 import { createFrontDoors } from './front-door.js';
 import type { Custody } from './custody.js';
 import type { Server } from './model/server.js';
-import { freePort } from './regions.js';
+import { freePort } from '../lib/ports.js';
 import { inaccessibleRefusal, type ResponderTls } from './responder.js';
 import type { ServerRuntime } from './runtime.js';
 import type { ServerPostgres } from './server-postgres.js';

@@ -1,10 +1,9 @@
 import pLimit from 'p-limit';
 import { KeyAccessError, parseKeyUri } from '../keyaccess/key-access.js';
 import { converge } from './converge.js';
-import { activity, ACTIVITY_OPERATIONS, describe, type ServerKit } from './kit.js';
+import { activity, ACTIVITY_OPERATIONS, applyTransition, describe, type ServerKit } from './kit.js';
 import { lockOut } from './lockout.js';
 import type { Server } from './model/server.js';
-import { nextState } from './model/state-machine.js';
 import { OperationConflict } from './operations/operations.repo.js';
 import type { ServerLocks } from './server-locks.js';
 
@@ -44,7 +43,7 @@ export function createKeyMonitor(k: ServerKit, d: MonitorDeps) {
 
   const check = async (s: Server): Promise<void> => {
     if (s.current.encryption.type !== 'AzureKeyVault' || !['Ready', 'Inaccessible', 'Stopped'].includes(s.state)) return;
-    if (k.runner.openServers().includes(s.name)) return;
+    if (k.runner.hasOpen(s.name)) return;
     const enc = s.current.encryption;
     try {
       const latestKid = await k.custody.checkKeyAttributes(enc);
@@ -64,7 +63,7 @@ export function createKeyMonitor(k: ServerKit, d: MonitorDeps) {
           kind: 'Update', tenantId: s.tenantId, serverId: s.id, serverName: s.name, caller: 'pgbyok (key monitor)',
           input: { target: enc, why: 'the key has a new version', resumeState: 'Ready' },
         }, () => {
-          if (!k.repo.transition(s.id, 'Ready', nextState('Ready', 'updateKey')!)) throw new OperationConflict(undefined);
+          if (!applyTransition(k, s, 'updateKey')) throw new OperationConflict(undefined);
         });
         return;
       }

@@ -1,4 +1,3 @@
-import { createServer as createNetServer } from 'node:net';
 import { ApiError } from '../lib/errors.js';
 
 /** Azure's region pairs (the ones pgbyok offers): geo-redundant backups go to the pair. */
@@ -17,19 +16,4 @@ export function requireRegion(location: string | undefined): string {
       `The provided location '${location ?? ''}' is not available for resource type 'Microsoft.DBforPostgreSQL/flexibleServers'. List of available regions for the resource type is '${REGIONS.join(',')}'.`);
   }
   return l;
-}
-
-/** A free loopback port that is not in `used`. */
-export async function freePort(used: Set<number>): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = createNetServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => {
-        const p = (s.address() as { port: number }).port;
-        s.close(() => resolve(p));
-      });
-    });
-    if (!used.has(port)) return port;
-  }
 }

@@ -94,12 +94,6 @@ export function createReplication(d: ReplicationDeps) {
         await pg.sql(`SELECT pg_drop_replication_slot('${slot}')`);
       }
     },
-    /** Whether the replica's slot is still on its source (for probes and tests). */
-    async slotExists(replica: Pick<Server, 'name' | 'sourceServer'>) {
-      const source = replica.sourceServer ? d.repo.byName(replica.sourceServer) : undefined;
-      if (!source || source.state !== 'Ready') return false;
-      return (await d.pgOf(source).sql(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = '${replicationNames(replica.name).slot}'`)) !== '0';
-    },
   };
 }
 

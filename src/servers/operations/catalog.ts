@@ -23,8 +23,3 @@ export const WORKFLOW_STEPS = {
 
 export type OperationKind = keyof typeof WORKFLOW_STEPS;
 export type StepName<K extends OperationKind> = (typeof WORKFLOW_STEPS)[K][number];
-
-export const OPERATION_KINDS = Object.keys(WORKFLOW_STEPS) as OperationKind[];
-
-/** The kinds that build a new server, and remove what they built when they cannot finish. */
-export const PROVISIONING_KINDS: OperationKind[] = ['Create', 'Restore', 'GeoRestore', 'CreateReplica'];

@@ -4,7 +4,6 @@ import { WORKFLOW_STEPS, type OperationKind } from './catalog.js';
 
 export type OperationStatus = 'Queued' | 'InProgress' | 'Succeeded' | 'Failed' | 'Cancelled';
 export type StepStatus = 'Pending' | 'InProgress' | 'Succeeded' | 'Failed' | 'Skipped';
-export const OPEN_STATUSES: OperationStatus[] = ['Queued', 'InProgress'];
 
 export interface Operation {
   id: string;

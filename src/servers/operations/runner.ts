@@ -198,6 +198,8 @@ export function createRunner(d: RunnerDeps) {
     },
     /** The servers that have an open operation. */
     openServers: () => d.repo.open().map((o) => o.serverName),
+    /** Whether one server has an open operation (one indexed look-up, for the monitor's hot path). */
+    hasOpen: (serverName: string) => d.repo.openOf(serverName) !== undefined,
     /** Every operation left open (by a crash or a shutdown) runs again from its first unfinished step. */
     resumeAll() {
       for (const op of d.repo.open()) void kick(op);

@@ -22,7 +22,7 @@ function settling(k: ServerKit, wf: Workflow): Workflow {
       }
       await wf.settled?.(op);
       const s = k.repo.byId(op.serverId);
-      if (!s || (s.state === 'Dropping' && op.kind === 'Delete') || k.runner.openServers().includes(s.name)) return;
+      if (!s || (s.state === 'Dropping' && op.kind === 'Delete') || k.runner.hasOpen(s.name)) return;
       await converge(k, s);
     },
   };
