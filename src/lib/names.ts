@@ -1,0 +1,50 @@
+/**
+ * The DNS names pgbyok's resources answer on, under one configurable domain, as Azure names them under
+ * `vault.azure.net` and `postgres.database.azure.com`. On one machine the domain is `localhost`: every name
+ * under it resolves to loopback (libnss-myhostname; Chromium by itself). A real deployment sets a wildcard
+ * DNS record for `*.vault.<domain>` and `*.postgres.database.<domain>`.
+ */
+export interface Names {
+  domain: string;
+  /** The one HTTPS port every vault is served on (443 leaves it out of URLs). */
+  vaultPort: number;
+  /** `kv1.vault.<domain>` */
+  vaultHost(name: string): string;
+  /** `https://kv1.vault.<domain>[:port]/` (the vault's `vaultUri`) */
+  vaultUri(name: string): string;
+  /** The vault's origin, without the trailing slash. */
+  vaultOrigin(name: string): string;
+  /** `https://vault.<domain>`: the `resource` of the vaults' 401 challenge and the audience of their tokens. */
+  vaultResource: string;
+  /** The vault a Host header (or TLS server name) names, or undefined when it names none. */
+  vaultNameOf(host: string | undefined): string | undefined;
+  /** `pg1.postgres.database.<domain>` */
+  serverFqdn(name: string): string;
+  /** The names the one listener's certificate must cover. */
+  certificateNames(): string[];
+}
+
+export function createNames(domain: string, vaultPort: number): Names {
+  const d = domain.toLowerCase().replace(/\.$/, '');
+  const portPart = vaultPort === 443 ? '' : `:${vaultPort}`;
+  const vaultSuffix = `.vault.${d}`;
+  const vaultHost = (name: string) => `${name.toLowerCase()}${vaultSuffix}`;
+  return {
+    domain: d,
+    vaultPort,
+    vaultHost,
+    vaultOrigin: (name) => `https://${vaultHost(name)}${portPart}`,
+    vaultUri: (name) => `https://${vaultHost(name)}${portPart}/`,
+    vaultResource: `https://vault.${d}`,
+    vaultNameOf(host) {
+      if (!host) return undefined;
+      // Host may carry a port (and an IPv6 literal carries colons, but never names a vault).
+      const h = host.toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
+      if (!h.endsWith(vaultSuffix)) return undefined;
+      const label = h.slice(0, -vaultSuffix.length);
+      return label && !label.includes('.') ? label : undefined;
+    },
+    serverFqdn: (name) => `${name.toLowerCase()}.postgres.database.${d}`,
+    certificateNames: () => [`*.vault.${d}`, `vault.${d}`, `*.managedhsm.${d}`, `managedhsm.${d}`, `*.postgres.database.${d}`],
+  };
+}
