@@ -35,6 +35,8 @@ import { createServerRuntime } from './servers/runtime.js';
 import { createKeyLocator } from './keyaccess/encryption.js';
 import { createBackupsService } from './backups/backups.service.js';
 import { readFileSync } from 'node:fs';
+import { createArmRepo } from './arm/arm.repo.js';
+import { createArmService } from './arm/arm.service.js';
 
 const HOST = '127.0.0.1';
 
@@ -216,8 +218,9 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     responderTls: { key: tls.key, cert: tls.cert },
   });
 
+  const arm = createArmService({ repo: createArmRepo(db), clock });
   const platformApp = buildPlatformApp({
-    logger, tls, audit, identity, tokens, vaults, servers, monitoring, settings: serversRepo, origin, host: HOST,
+    logger, tls, audit, identity, tokens, vaults, servers, monitoring, arm, settings: serversRepo, origin, host: HOST,
     platformTenantId: () => settings!.defaultTenantId, hookCode,
   });
   await platformApp.listen({ port, host: HOST });

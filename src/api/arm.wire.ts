@@ -13,9 +13,9 @@ export function vaultUri(v: Vault, host: string): string {
   return `https://${host}:${v.port}/`;
 }
 
-export function identityWire(p: Principal, clientSecret?: string) {
+export function identityWire(p: Principal, id: string, clientSecret?: string) {
   return {
-    id: identityId(p.tenantId, p.name),
+    id,
     name: p.name,
     type: 'Microsoft.ManagedIdentity/userAssignedIdentities',
     location: p.location,
@@ -36,7 +36,7 @@ export function servicePrincipalWire(p: Principal, password?: string) {
 }
 
 export function tenantWire(t: Tenant) {
-  return { id: `/tenants/${t.id}`, tenantId: t.id, displayName: t.name, createdDateTime: iso(t.created) };
+  return { id: `/tenants/${t.id}`, tenantId: t.id, tenantCategory: 'Home', displayName: t.name, defaultDomain: `${t.name}.pgbyok`, createdDateTime: iso(t.created) };
 }
 
 export function roleAssignmentWire(a: RoleAssignment) {
@@ -48,9 +48,9 @@ export function roleAssignmentWire(a: RoleAssignment) {
   };
 }
 
-export function vaultWire(v: Vault, policies: AccessPolicy[], host: string) {
+export function vaultWire(v: Vault, policies: AccessPolicy[], host: string, id: string) {
   return {
-    id: vaultResourceId(v.tenantId, v.name),
+    id,
     name: v.name,
     type: 'Microsoft.KeyVault/vaults',
     location: v.location,
@@ -78,13 +78,13 @@ export function vaultWire(v: Vault, policies: AccessPolicy[], host: string) {
   };
 }
 
-export function deletedVaultWire(v: Vault) {
+export function deletedVaultWire(v: Vault, subscriptionId: string, vaultId: string) {
   return {
-    id: `/tenants/${v.tenantId}/providers/Microsoft.KeyVault/locations/${v.location}/deletedVaults/${v.name}`,
+    id: `/subscriptions/${subscriptionId}/providers/Microsoft.KeyVault/locations/${v.location}/deletedVaults/${v.name}`,
     name: v.name,
     type: 'Microsoft.KeyVault/deletedVaults',
     properties: {
-      vaultId: vaultResourceId(v.tenantId, v.name),
+      vaultId,
       location: v.location,
       deletionDate: iso(v.deletedAt!),
       scheduledPurgeDate: iso(v.scheduledPurge!),

@@ -3,9 +3,7 @@ import { ApiError, errors } from '../lib/errors.js';
 import type { AuditLog } from '../audit/audit.js';
 import type { IdentityService } from '../identity/identity.service.js';
 import type { VaultService } from '../vault/vaults.service.js';
-import {
-  deletedVaultWire, eventSubscriptionWire, vaultUri, identityWire, roleAssignmentWire, servicePrincipalWire, tenantWire, vaultWire,
-} from './arm.wire.js';
+import { eventSubscriptionWire, vaultUri, roleAssignmentWire, servicePrincipalWire, tenantWire } from './arm.wire.js';
 import { queryOf } from '../http/request.js';
 
 export interface ManagementDeps {
@@ -20,7 +18,6 @@ export interface ManagementDeps {
 
 type TenantParams = { tid: string };
 
-const MI = '/tenants/:tid/providers/Microsoft.ManagedIdentity/userAssignedIdentities';
 const KV = '/tenants/:tid/providers/Microsoft.KeyVault';
 const RA = '/tenants/:tid/providers/Microsoft.Authorization/roleAssignments';
 
@@ -82,12 +79,6 @@ export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDe
  * service call and a wire mapping.
  */
 export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps) {
-  const host = d.host;
-  const vaultOut = (tid: string, name: string) => {
-    const v = d.vaults.get(tid, name);
-    return vaultWire(v, d.vaults.policies(v), host);
-  };
-
   // Tenants and who am I.
   app.get('/tenants/self', { config: { operation: 'WhoAmI', signedIn: true } }, async (req) => {
     const c = req.caller!;
@@ -96,38 +87,18 @@ export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps
       type: c.principal.kind, roles: d.identity.rolesOf(c.principal.tenantId, c.principal.objectId),
     };
   });
-  app.get('/tenants', { config: { operation: 'TenantList', duty: 'manageTenants' } }, async () => ({
-    value: d.identity.tenants().map(tenantWire),
-  }));
+  // ARM's tenant list: the tenants the caller may use. The platform tenant's Owners see every tenant.
+  app.get('/tenants', { config: { operation: 'TenantList', signedIn: true } }, async (req) => {
+    const own = req.caller!.principal.tenantId;
+    const all = own === d.platformTenantId() && d.identity.rolesOf(own, req.caller!.principal.objectId).includes('Owner');
+    return { value: d.identity.tenants().filter((t) => all || t.id === own).map(tenantWire) };
+  });
   app.post<{ Body: { name: string } }>('/tenants', {
     config: { operation: 'TenantCreate', duty: 'manageTenants' },
     schema: { body: { type: 'object', required: ['name'], properties: { name: { type: 'string' } } } },
   }, async (req) => {
     const { tenant, admin } = await d.identity.createTenant(req.body.name);
     return { ...tenantWire(tenant), admin: { ...servicePrincipalWire(admin.principal, admin.clientSecret), tenant: tenant.id } };
-  });
-
-  // User-assigned managed identities.
-  app.put<{ Params: TenantParams & { name: string }; Body: { location?: string } | undefined }>(`${MI}/:name`, {
-    config: { operation: 'IdentityCreate', duty: 'manageIdentities' },
-    schema: { body: { type: ['object', 'null'], properties: { location: { type: 'string' } } } },
-  }, async (req) => {
-    const { principal, clientSecret } = await d.identity.createPrincipal(req.params.tid, 'UserAssignedIdentity', req.params.name, req.body?.location);
-    return identityWire(principal, clientSecret);
-  });
-  app.get<{ Params: TenantParams }>(MI, { config: { operation: 'IdentityList', duty: 'readPlatform' } }, async (req) => ({
-    value: d.identity.principals(req.params.tid).filter((p) => p.kind === 'UserAssignedIdentity').map((p) => identityWire(p)),
-  }));
-  const identityNamed = (tid: string, name: string) => {
-    const p = d.identity.principals(tid).find((x) => x.kind === 'UserAssignedIdentity' && x.name === name);
-    if (!p) throw errors.notFound('ResourceNotFound', `The managed identity '${name}' was not found.`);
-    return p;
-  };
-  app.get<{ Params: TenantParams & { name: string } }>(`${MI}/:name`, { config: { operation: 'IdentityGet', duty: 'readPlatform' } }, async (req) =>
-    identityWire(identityNamed(req.params.tid, req.params.name)));
-  app.delete<{ Params: TenantParams & { name: string } }>(`${MI}/:name`, { config: { operation: 'IdentityDelete', duty: 'manageIdentities' } }, async (req, reply) => {
-    d.identity.deletePrincipal(identityNamed(req.params.tid, req.params.name));
-    return reply.code(200).send({});
   });
 
   // Service principals (Graph-shaped).
@@ -166,97 +137,6 @@ export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps
     d.identity.removeRoleAssignment(req.params.tid, req.params.id);
     return {};
   });
-
-  // Vaults.
-  type VaultBody = {
-    location?: string;
-    properties?: {
-      softDeleteRetentionInDays?: number; enablePurgeProtection?: boolean; publicNetworkAccess?: 'Enabled' | 'Disabled';
-      networkAcls?: { defaultAction?: 'Allow' | 'Deny'; bypass?: 'AzureServices' | 'None'; ipRules?: { value: string }[] };
-    };
-  };
-  const vaultBodySchema = {
-    type: 'object',
-    properties: {
-      location: { type: 'string' },
-      properties: {
-        type: 'object',
-        properties: {
-          softDeleteRetentionInDays: { type: 'integer' },
-          enablePurgeProtection: { type: 'boolean' },
-          enableSoftDelete: { type: 'boolean', const: true },
-          publicNetworkAccess: { type: 'string' },
-          networkAcls: {
-            type: 'object',
-            properties: {
-              defaultAction: { type: 'string' }, bypass: { type: 'string' },
-              ipRules: { type: 'array', maxItems: 1000, items: { type: 'object', required: ['value'], properties: { value: { type: 'string' } } } },
-            },
-          },
-        },
-      },
-    },
-  };
-  const aclsOf = (b: VaultBody) => {
-    const n = b.properties?.networkAcls;
-    if (!n) return undefined;
-    return {
-      ...(n.defaultAction !== undefined ? { defaultAction: n.defaultAction } : {}),
-      ...(n.bypass !== undefined ? { bypass: n.bypass } : {}),
-      ...(n.ipRules !== undefined ? { ipRules: n.ipRules.map((r) => r.value) } : {}),
-    };
-  };
-
-  app.put<{ Params: TenantParams & { name: string }; Body: VaultBody }>(`${KV}/vaults/:name`, {
-    config: { operation: 'VaultCreate', duty: 'manageVaults' }, schema: { body: vaultBodySchema },
-  }, async (req) => {
-    const b = req.body ?? {};
-    const v = await d.vaults.create(req.params.tid, {
-      name: req.params.name, location: b.location ?? '', retentionDays: b.properties?.softDeleteRetentionInDays,
-      purgeProtection: b.properties?.enablePurgeProtection, publicNetworkAccess: b.properties?.publicNetworkAccess, networkAcls: aclsOf(b),
-    }, req.caller!.principal.objectId);
-    return vaultOut(v.tenantId, v.name);
-  });
-  app.patch<{ Params: TenantParams & { name: string }; Body: VaultBody }>(`${KV}/vaults/:name`, {
-    config: { operation: 'VaultUpdate', duty: 'manageVaults' }, schema: { body: vaultBodySchema },
-  }, async (req) => {
-    const b = req.body ?? {};
-    d.vaults.update(req.params.tid, req.params.name, {
-      retentionDays: b.properties?.softDeleteRetentionInDays, purgeProtection: b.properties?.enablePurgeProtection,
-      publicNetworkAccess: b.properties?.publicNetworkAccess, networkAcls: aclsOf(b),
-    });
-    return vaultOut(req.params.tid, req.params.name);
-  });
-  app.get<{ Params: TenantParams }>(`${KV}/vaults`, { config: { operation: 'VaultList', duty: 'readPlatform' } }, async (req) => ({
-    value: d.vaults.list(req.params.tid).map((v) => vaultWire(v, d.vaults.policies(v), host)),
-  }));
-  app.get<{ Params: TenantParams & { name: string } }>(`${KV}/vaults/:name`, { config: { operation: 'VaultGet', duty: 'readPlatform' } }, async (req) =>
-    vaultOut(req.params.tid, req.params.name));
-  app.delete<{ Params: TenantParams & { name: string } }>(`${KV}/vaults/:name`, { config: { operation: 'VaultDelete', duty: 'manageVaults' } }, async (req) =>
-    deletedVaultWire(await d.vaults.delete(req.params.tid, req.params.name)));
-  app.get<{ Params: TenantParams }>(`${KV}/deletedVaults`, { config: { operation: 'DeletedVaultList', duty: 'manageVaults' } }, async (req) => ({
-    value: d.vaults.listDeleted(req.params.tid).map(deletedVaultWire),
-  }));
-  app.post<{ Params: TenantParams & { name: string } }>(`${KV}/deletedVaults/:name/recover`, { config: { operation: 'VaultRecover', duty: 'manageVaults' } }, async (req) => {
-    const v = await d.vaults.recover(req.params.tid, req.params.name);
-    return vaultOut(v.tenantId, v.name);
-  });
-  app.delete<{ Params: TenantParams & { name: string } }>(`${KV}/deletedVaults/:name`, { config: { operation: 'VaultPurge', duty: 'manageVaults' } }, async (req) => {
-    d.vaults.purge(req.params.tid, req.params.name);
-    return {};
-  });
-
-  app.put<{ Params: TenantParams & { name: string; kind: 'add' | 'replace' | 'remove' }; Body: { properties: { accessPolicies: { tenantId?: string; objectId: string; permissions: { keys: string[] } }[] } } }>(
-    `${KV}/vaults/:name/accessPolicies/:kind`, {
-      config: { operation: 'VaultAccessPolicyUpdate', duty: 'manageVaults' },
-      schema: { body: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['accessPolicies'], properties: { accessPolicies: { type: 'array', maxItems: 1024, items: { type: 'object', required: ['objectId', 'permissions'], properties: { tenantId: { type: 'string' }, objectId: { type: 'string' }, permissions: { type: 'object', required: ['keys'], properties: { keys: { type: 'array', items: { type: 'string' } } } } } } } } } } } },
-    }, async (req) => {
-      const policies = req.body.properties.accessPolicies.map((p) => ({
-        objectId: d.identity.findPrincipalIdOr(req.params.tid, p.objectId), tenantId: p.tenantId, keyPermissions: p.permissions.keys,
-      }));
-      d.vaults.updatePolicies(req.params.tid, req.params.name, req.params.kind, policies);
-      return vaultOut(req.params.tid, req.params.name);
-    });
 
   // Event subscriptions (Event Grid shaped).
   app.get<{ Params: TenantParams & { name: string } }>(`${KV}/vaults/:name/eventSubscriptions`, { config: { operation: 'EventSubscriptionList', duty: 'manageVaults' } }, async (req) => ({

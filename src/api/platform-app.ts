@@ -14,6 +14,10 @@ import { auditAttempt, installAuditOutcome } from '../http/audit-hooks.js';
 import { registerManagementRoutes, registerPublicRoutes, registerTrustedRoutes } from './management.routes.js';
 import { registerServerRoutes } from './servers.routes.js';
 import { registerPlatformSettingsRoutes, type SettingsStore } from './platform-settings.routes.js';
+import type { ArmService } from '../arm/arm.service.js';
+import { registerResourceRoutes, type GroupMember } from '../arm/resources.routes.js';
+import { registerIdentityResourceRoutes } from './identities.routes.js';
+import { registerVaultResourceRoutes } from './vault-resources.routes.js';
 
 export interface PlatformAppDeps {
   logger: Logger;
@@ -24,6 +28,7 @@ export interface PlatformAppDeps {
   vaults: VaultService;
   servers: ServersService;
   monitoring: Monitoring;
+  arm: ArmService;
   settings: SettingsStore;
   origin: string;
   host: string;
@@ -44,7 +49,8 @@ declare module 'fastify' {
  * root holds only what every route shares: body parsing, the error envelope and the audit of outcomes.
  */
 export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
-  const app = Fastify({ ...fastifyOptions(d.logger), https: { key: d.tls.key, cert: d.tls.cert, ca: [d.tls.ca], requestCert: true, rejectUnauthorized: false } });
+  // ARM paths are case-insensitive (az sends `resourcegroups`, the SDKs `resourceGroups`).
+  const app = Fastify({ ...fastifyOptions(d.logger), routerOptions: { ...fastifyOptions(d.logger).routerOptions, caseSensitive: false }, https: { key: d.tls.key, cert: d.tls.cert, ca: [d.tls.ca], requestCert: true, rejectUnauthorized: false } });
   installJsonParser(app);
   installErrorHandler(app);
   app.decorateRequest('caller', undefined);
@@ -85,10 +91,16 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
   });
   secureScope(app, {
     name: 'management', enforces: ['duty', 'signedIn'], surface: 'management',
-    hooks: (scope) => installManagementAuth(scope, { identity: d.identity, platformTenantId: d.platformTenantId }),
+    hooks: (scope) => installManagementAuth(scope, { identity: d.identity, arm: d.arm, platformTenantId: d.platformTenantId }),
     beforeHandler: attempt,
   }, (scope) => {
     registerManagementRoutes(scope, { identity: d.identity, vaults: d.vaults, audit: d.audit, host: d.host, platformTenantId: d.platformTenantId });
+    // What a resource-group delete can remove, one entry per resource type.
+    const members: GroupMember[] = [
+      registerIdentityResourceRoutes(scope, { identity: d.identity, arm: d.arm }),
+      registerVaultResourceRoutes(scope, { identity: d.identity, vaults: d.vaults, arm: d.arm, host: d.host }),
+    ];
+    registerResourceRoutes(scope, { arm: d.arm, identity: d.identity, members: () => members });
     registerServerRoutes(scope, d.servers, d.monitoring);
     registerPlatformSettingsRoutes(scope, d.settings);
   });

@@ -16,6 +16,7 @@ export const fastifyOptions = (logger: Logger) => ({
   logController: new LogController({ disableRequestLogging: true }),
   bodyLimit: BODY_LIMIT,
   genReqId: () => randomUUID(),
+  routerOptions: {} as { caseSensitive?: boolean; ignoreDuplicateSlashes?: boolean },
   ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   // A URL the router cannot decode (`%zz`) is a 400 in Azure's envelope, like every other bad input.
   frameworkErrors: (err: Error & { code?: string }, _req: FastifyRequest, reply: FastifyReply) => {

@@ -4,14 +4,19 @@ import { errors } from '../lib/errors.js';
 import type { IdentityService } from '../identity/identity.service.js';
 import { RESOURCES, TokenError } from '../identity/tokens.js';
 import { bearerToken, isTrustedService, queryOf } from './request.js';
+import type { ArmService } from '../arm/arm.service.js';
+import { resolveArmScope } from '../arm/routing.js';
 
 /**
  * The hooks of the security scopes of the platform port. Each is installed inside its own encapsulated
  * scope (see route-auth.ts), so it runs for that scope's routes and no others, whatever the URL looks like.
  */
 
-/** Management token → `req.caller`; then the tenant in the path must be the caller's, and the declared duty held. */
-export function installManagementAuth(scope: FastifyInstance, d: { identity: IdentityService; platformTenantId: () => string }): void {
+/**
+ * Management token → `req.caller`; then the tenant (or subscription) in the path must be the caller's, the
+ * declared duty held, and the addressed group must exist (`req.arm`).
+ */
+export function installManagementAuth(scope: FastifyInstance, d: { identity: IdentityService; arm: ArmService; platformTenantId: () => string }): void {
   scope.addHook('onRequest', async (req) => {
     const token = bearerToken(req);
     if (!token) throw errors.unauthorized('Authentication failed. The Authorization header is missing.');
@@ -25,10 +30,8 @@ export function installManagementAuth(scope: FastifyInstance, d: { identity: Ide
 
   scope.addHook('preHandler', async (req) => {
     const caller = req.caller!;
-    const tid = (req.params as { tid?: string }).tid;
-    if (tid !== undefined && tid !== caller.principal.tenantId) {
-      throw errors.unauthorized(`The access token is from tenant ${caller.principal.tenantId}; this resource belongs to tenant ${tid}.`);
-    }
+    const arm = resolveArmScope(req, d.arm, caller.principal.tenantId);
+    if (arm) req.arm = arm;
     const duty = req.routeOptions.config.duty;
     if (duty === undefined) return; // signedIn: a valid token is all it needs
     if ((duty === 'manageTenants' || duty === 'managePlatformSettings') && caller.principal.tenantId !== d.platformTenantId()) {

@@ -36,6 +36,10 @@ export const DUTIES = {
   readServers: ['Owner', 'DBA', 'System Administrator'],
   manageMonitoring: ['Owner', 'DBA', 'System Administrator'],
   managePlatformSettings: ['Owner', 'System Administrator'],
+  /** Subscriptions of the caller's own tenant (Microsoft.Subscription/aliases). */
+  manageSubscriptions: ['Owner'],
+  /** Resource groups are containers: every role may make one for its own resources; deleting one also needs the duty for each kind it holds. */
+  manageResourceGroups: ['Owner', 'Security Officer', 'DBA', 'System Administrator'],
 } as const satisfies Record<string, readonly Role[]>;
 
 export type Duty = keyof typeof DUTIES;

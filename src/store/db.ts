@@ -220,6 +220,41 @@ const MIGRATIONS: string[] = [
   );
   ALTER TABLE servers ADD COLUMN ready_at INTEGER;
   `,
+  `
+  -- The ARM resource model (issue 11): subscriptions of a tenant, resource groups, and where each resource
+  -- sits (its subscription and group). Placement is kept apart from the domain tables: a vault, an identity
+  -- or a server does not know its resource group; ARM ids are built from this table.
+  CREATE TABLE subscriptions (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    display_name TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'Enabled',
+    is_default INTEGER NOT NULL DEFAULT 0,
+    alias TEXT,
+    created INTEGER NOT NULL
+  );
+  CREATE UNIQUE INDEX one_default_subscription ON subscriptions (tenant_id) WHERE is_default = 1;
+  CREATE UNIQUE INDEX subscription_alias ON subscriptions (tenant_id, alias) WHERE alias IS NOT NULL;
+  CREATE TABLE resource_groups (
+    subscription_id TEXT NOT NULL REFERENCES subscriptions(id),
+    name TEXT NOT NULL COLLATE NOCASE,
+    location TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}',
+    state TEXT NOT NULL DEFAULT 'Succeeded',
+    created INTEGER NOT NULL,
+    PRIMARY KEY (subscription_id, name)
+  );
+  CREATE TABLE resource_placement (
+    tenant_id TEXT NOT NULL,
+    resource_type TEXT NOT NULL COLLATE NOCASE,
+    name TEXT NOT NULL COLLATE NOCASE,
+    subscription_id TEXT NOT NULL,
+    resource_group TEXT NOT NULL COLLATE NOCASE,
+    tags TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (tenant_id, resource_type, name)
+  );
+  CREATE INDEX placement_by_group ON resource_placement (subscription_id, resource_group);
+  `,
 ];
 
 export function openDb(path: string): Db {

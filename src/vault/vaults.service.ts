@@ -98,6 +98,32 @@ export function createVaultService({ repo, listeners, events, principalExists, c
     return v;
   };
 
+  /** Checks an update and applies it to `v` (not saved); true when the network rules change. */
+  const applyUpdate = (v: Vault, input: UpdateVaultInput): boolean => {
+    if (input.retentionDays !== undefined && input.retentionDays !== v.retentionDays) {
+      throw errors.badParameter('softDeleteRetentionInDays cannot be changed after the vault is created; create a new vault.');
+    }
+    if (input.purgeProtection === false && v.purgeProtection) {
+      throw errors.badParameter('The property "enablePurgeProtection" cannot be set to false. Enabling the purge protection for a vault is an irreversible action.', 'PurgeProtectionCannotBeDisabled');
+    }
+    if (input.purgeProtection) v.purgeProtection = true;
+    const pna = checkNetworkAccess(input.publicNetworkAccess);
+    if (pna) v.publicNetworkAccess = pna;
+    if (input.networkAcls) v.networkAcls = checkAcls(input.networkAcls, v.networkAcls);
+    return pna !== undefined || input.networkAcls !== undefined;
+  };
+
+  /** One access-policy entry, checked: the vault's tenant, an existing principal, known permissions. */
+  const checkPolicy = (v: Vault, p: { objectId: string; tenantId?: string; keyPermissions: string[] }, kind: string) => {
+    if ((p.tenantId ?? v.tenantId) !== v.tenantId) {
+      throw errors.badParameter(`Access policies may only name principals of the vault's tenant ${v.tenantId}.`);
+    }
+    if (kind !== 'remove' && !principalExists(v.tenantId, p.objectId)) {
+      throw errors.badParameter(`No principal with object id '${p.objectId}' exists in tenant ${v.tenantId}.`);
+    }
+    return { objectId: p.objectId, keyPermissions: expandPermissions(p.keyPermissions) as KeyPermission[] };
+  };
+
   return {
     get,
     list: (tenantId: string) => repo.vaults(tenantId),
@@ -149,20 +175,37 @@ export function createVaultService({ repo, listeners, events, principalExists, c
 
     update(tenantId: string, name: string, input: UpdateVaultInput): Vault {
       const v = get(tenantId, name);
-      if (input.retentionDays !== undefined && input.retentionDays !== v.retentionDays) {
-        throw errors.badParameter('softDeleteRetentionInDays cannot be changed after the vault is created; create a new vault.');
-      }
-      if (input.purgeProtection === false && v.purgeProtection) {
-        throw errors.badParameter('Purge protection cannot be disabled once it is enabled.', 'PurgeProtectionCannotBeDisabled');
-      }
-      if (input.purgeProtection) v.purgeProtection = true;
-      const pna = checkNetworkAccess(input.publicNetworkAccess);
-      const networkChanged = pna !== undefined || input.networkAcls !== undefined;
-      if (pna) v.publicNetworkAccess = pna;
-      if (input.networkAcls) v.networkAcls = checkAcls(input.networkAcls, v.networkAcls);
+      const networkChanged = applyUpdate(v, input);
       save(v);
       if (networkChanged) events.emit(v, 'Microsoft.KeyVault.VaultNetworkRulesChanged', { objectType: 'Vault', objectName: v.name });
       return v;
+    },
+
+    /**
+     * ARM's PUT on an existing vault (az keyvault set-policy, update, network-rule): its mutable properties
+     * and, when given, the whole access-policy list, exactly as sent. Everything is checked before anything
+     * is written, and written in one transaction.
+     */
+    replace(tenantId: string, name: string, input: UpdateVaultInput, policies?: { objectId: string; tenantId?: string; keyPermissions: string[] }[]): Vault {
+      const v = get(tenantId, name);
+      const next: Vault = { ...v, networkAcls: { ...v.networkAcls, ipRules: [...v.networkAcls.ipRules] } };
+      const networkChanged = applyUpdate(next, input);
+      const wanted = policies?.map((p) => checkPolicy(v, p, 'replace'));
+      const before = JSON.stringify(repo.policies(v.id).map((p) => [p.objectId, [...p.keyPermissions].sort()]).sort());
+      repo.transaction(() => {
+        save(next);
+        if (wanted) {
+          for (const current of repo.policies(v.id)) if (!wanted.some((w) => w.objectId === current.objectId)) repo.deletePolicy(v.id, current.objectId);
+          for (const w of wanted) {
+            if (w.keyPermissions.length === 0) repo.deletePolicy(v.id, w.objectId);
+            else repo.upsertPolicy(v.id, { tenantId: v.tenantId, objectId: w.objectId, keyPermissions: w.keyPermissions });
+          }
+        }
+      });
+      if (networkChanged) events.emit(next, 'Microsoft.KeyVault.VaultNetworkRulesChanged', { objectType: 'Vault', objectName: v.name });
+      const after = JSON.stringify(repo.policies(v.id).map((p) => [p.objectId, [...p.keyPermissions].sort()]).sort());
+      if (before !== after) events.emit(next, 'Microsoft.KeyVault.VaultAccessPolicyChanged', { objectType: 'Vault', objectName: v.name });
+      return next;
     },
 
     /** add: union of permissions; replace: exactly these; remove: take these away (none left removes the entry). */
@@ -171,13 +214,7 @@ export function createVaultService({ repo, listeners, events, principalExists, c
       if (!['add', 'replace', 'remove'].includes(kind)) throw errors.badParameter(`Access policy operation must be add, replace or remove, not '${kind}'.`);
       repo.transaction(() => {
         for (const p of policies) {
-          if ((p.tenantId ?? tenantId) !== v.tenantId) {
-            throw errors.badParameter(`Access policies may only name principals of the vault's tenant ${v.tenantId}.`);
-          }
-          if (kind !== 'remove' && !principalExists(v.tenantId, p.objectId)) {
-            throw errors.badParameter(`No principal with object id '${p.objectId}' exists in tenant ${v.tenantId}.`);
-          }
-          const perms = expandPermissions(p.keyPermissions);
+          const perms = checkPolicy(v, p, kind).keyPermissions;
           const current = repo.permissionsOf(v.id, p.objectId) as KeyPermission[];
           const next = kind === 'replace' ? perms : kind === 'add' ? [...new Set([...current, ...perms])] : current.filter((c) => !perms.includes(c));
           if (next.length === 0) repo.deletePolicy(v.id, p.objectId);
