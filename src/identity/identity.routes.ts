@@ -32,6 +32,8 @@ function decodeBasic(b64: string): [string, string] | undefined {
 const SCOPE_TO_RESOURCE = new Map<string, string>(
   Object.values(RESOURCES).flatMap((r) => [[`${r}/.default`, r], [`${r}//.default`, r]] as [string, string][]),
 );
+/** The scopes as advertised: the `//.default` spellings are accepted, not offered. */
+const ADVERTISED_SCOPES = Object.values(RESOURCES).map((r) => `${r}/.default`);
 
 /** An OpenID Provider configuration (MSAL reads authorization_endpoint and token_endpoint) under `oauth2`. */
 function openIdConfiguration(issuer: string, oauth2: string, jwksUri: string) {
@@ -45,7 +47,7 @@ function openIdConfiguration(issuer: string, oauth2: string, jwksUri: string) {
     id_token_signing_alg_values_supported: ['RS256'],
     token_endpoint_auth_methods_supported: ['client_secret_post', 'client_secret_basic'],
     grant_types_supported: ['client_credentials'],
-    scopes_supported: [...SCOPE_TO_RESOURCE.keys()].filter((s) => !s.includes('//')),
+    scopes_supported: ADVERTISED_SCOPES,
   };
 }
 
@@ -101,7 +103,7 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
     const [clientId, secret] = client;
     const resource = SCOPE_TO_RESOURCE.get(form.scope ?? '');
     if (!resource) {
-      return aadError(reply, 400, 'invalid_scope', 70011, `The provided value for scope '${form.scope ?? ''}' is not valid. Use one of: ${[...SCOPE_TO_RESOURCE.keys()].filter((s) => !s.includes('//')).join(', ')}.`);
+      return aadError(reply, 400, 'invalid_scope', 70011, `The provided value for scope '${form.scope ?? ''}' is not valid. Use one of: ${ADVERTISED_SCOPES.join(', ')}.`);
     }
     const tenantId = tenantFor(clientId);
     const principal = tenantId === undefined ? undefined : await identity.authenticateClient(tenantId, clientId, secret);
