@@ -125,7 +125,9 @@ describe('every route refuses an unauthenticated caller, however the path is spe
     assert.deepEqual(open, [
       'GET /:tenant/discovery/v2.0/keys', 'GET /:tenant/v2.0/.well-known/openid-configuration', 'GET /discovery/vaults/:name', 'GET /health',
       'HEAD /:tenant/discovery/v2.0/keys', 'HEAD /:tenant/v2.0/.well-known/openid-configuration', 'HEAD /discovery/vaults/:name', 'HEAD /health',
-      'POST /:tenant/oauth2/v2.0/token',
+      'GET /adfs/.well-known/openid-configuration', 'GET /adfs/discovery/keys', 'GET /metadata/endpoints',
+      'HEAD /adfs/.well-known/openid-configuration', 'HEAD /adfs/discovery/keys', 'HEAD /metadata/endpoints',
+      'POST /:tenant/oauth2/v2.0/token', 'POST /adfs/oauth2/token',
     ].sort());
   });
 

@@ -13,6 +13,7 @@ import { fastifyOptions, installErrorHandler, installJsonParser } from '../http/
 import { auditAttempt, installAuditOutcome } from '../http/audit-hooks.js';
 import { registerManagementRoutes, registerPublicRoutes, registerTrustedRoutes } from './management.routes.js';
 import { registerServerRoutes } from './servers.routes.js';
+import { registerCloudMetadataRoutes } from './cloud-metadata.routes.js';
 import { registerPlatformSettingsRoutes, type SettingsStore } from './platform-settings.routes.js';
 import type { ArmService } from '../arm/arm.service.js';
 import { registerResourceRoutes, type GroupMember } from '../arm/resources.routes.js';
@@ -32,6 +33,8 @@ export interface PlatformAppDeps {
   settings: SettingsStore;
   origin: string;
   host: string;
+  /** The DNS domain resources are named under (vaults: `*.vault.<domain>`); 'localhost' when not given. */
+  domain?: string;
   platformTenantId: () => string;
   /** The secret code in the vault-event webhook URL the control plane subscribes with. */
   hookCode: string;
@@ -77,6 +80,7 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
   secureScope(app, { name: 'public', enforces: ['public'], surface: 'identity', hooks: () => {}, beforeHandler: attempt }, (scope) => {
     registerPublicRoutes(scope, { vaults: d.vaults, host: d.host });
     registerIdentityRoutes(scope, d.identity, d.tokens, d.origin);
+    registerCloudMetadataRoutes(scope, { canonicalOrigin: d.origin, domain: d.domain });
   });
   secureScope(app, { name: 'trusted', enforces: ['trustedService'], surface: 'identity', hooks: installTrustedServiceAuth, beforeHandler: attempt }, (scope) => {
     registerTrustedRoutes(scope, { vaults: d.vaults });

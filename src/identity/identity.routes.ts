@@ -32,6 +32,24 @@ function decodeBasic(b64: string): [string, string] | undefined {
 const SCOPE_TO_RESOURCE = new Map<string, string>(
   Object.values(RESOURCES).flatMap((r) => [[`${r}/.default`, r], [`${r}//.default`, r]] as [string, string][]),
 );
+/** The scopes as advertised: the `//.default` spellings are accepted, not offered. */
+const ADVERTISED_SCOPES = Object.values(RESOURCES).map((r) => `${r}/.default`);
+
+/** An OpenID Provider configuration (MSAL reads authorization_endpoint and token_endpoint) under `oauth2`. */
+function openIdConfiguration(issuer: string, oauth2: string, jwksUri: string) {
+  return {
+    issuer,
+    authorization_endpoint: `${oauth2}/authorize`,
+    token_endpoint: `${oauth2}/token`,
+    jwks_uri: jwksUri,
+    response_types_supported: ['code', 'id_token', 'token'],
+    subject_types_supported: ['pairwise'],
+    id_token_signing_alg_values_supported: ['RS256'],
+    token_endpoint_auth_methods_supported: ['client_secret_post', 'client_secret_basic'],
+    grant_types_supported: ['client_credentials'],
+    scopes_supported: ADVERTISED_SCOPES,
+  };
+}
 
 /**
  * The Microsoft identity platform v2 endpoints MSAL needs for client credentials: OIDC discovery, JWKS and
@@ -51,17 +69,9 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
     if (!tenant) return aadError(reply, 400, 'invalid_tenant', 90002, `Tenant '${req.params.tenant}' not found.`);
     // The issuer must share scheme, host and port with the authority the client used (MSAL checks it).
     const origin = requestOrigin(req, canonicalOrigin);
+    const authority = `${origin}/${tenant.id}`;
     return {
-      issuer: `${origin}/${tenant.id}/v2.0`,
-      authorization_endpoint: `${origin}/${tenant.id}/oauth2/v2.0/authorize`,
-      token_endpoint: `${origin}/${tenant.id}/oauth2/v2.0/token`,
-      jwks_uri: `${origin}/${tenant.id}/discovery/v2.0/keys`,
-      response_types_supported: ['code', 'id_token', 'token'],
-      subject_types_supported: ['pairwise'],
-      id_token_signing_alg_values_supported: ['RS256'],
-      token_endpoint_auth_methods_supported: ['client_secret_post', 'client_secret_basic'],
-      grant_types_supported: ['client_credentials'],
-      scopes_supported: [...SCOPE_TO_RESOURCE.keys()].filter((s) => !s.includes('//')),
+      ...openIdConfiguration(`${authority}/v2.0`, `${authority}/oauth2/v2.0`, `${authority}/discovery/v2.0/keys`),
       tenant_region_scope: 'NA',
       cloud_instance_name: 'pgbyok.local',
     };
@@ -74,42 +84,89 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
     return tokens.jwks();
   });
 
+  /**
+   * The client-credentials grant, shared by the tenant's token endpoint and the tenant-less ADFS one:
+   * `tenantFor` says which tenant the named client must belong to (undefined: none), and `authority` how the
+   * refusal names where the client was looked for.
+   */
+  const clientCredentialsToken = async (
+    req: FastifyRequest<{ Body: Record<string, string> | undefined }>, reply: FastifyReply,
+    tenantFor: (clientId: string) => string | undefined, authority: (clientId: string) => string,
+  ) => {
+    const form = formOf(req.body);
+    if (form.grant_type !== 'client_credentials') {
+      return aadError(reply, 400, 'unsupported_grant_type', 70003, `The grant type '${form.grant_type ?? ''}' is not supported; use client_credentials.`);
+    }
+    const client = clientOf(req, form);
+    if (client === 'malformed') return aadError(reply, 400, 'invalid_request', 900144, 'The Basic credential is not valid: expected base64 of the form-encoded client_id:client_secret.');
+    if (!client) return aadError(reply, 400, 'invalid_request', 900144, "The request body must contain 'client_id' and 'client_secret'.");
+    const [clientId, secret] = client;
+    const resource = SCOPE_TO_RESOURCE.get(form.scope ?? '');
+    if (!resource) {
+      return aadError(reply, 400, 'invalid_scope', 70011, `The provided value for scope '${form.scope ?? ''}' is not valid. Use one of: ${ADVERTISED_SCOPES.join(', ')}.`);
+    }
+    const tenantId = tenantFor(clientId);
+    const principal = tenantId === undefined ? undefined : await identity.authenticateClient(tenantId, clientId, secret);
+    if (!principal) {
+      return aadError(reply, 401, 'invalid_client', 7000215, `Invalid client secret provided, or application '${clientId}' was not found in ${authority(clientId)}.`);
+    }
+    req.tokenSubject = principal;
+    const { token, expiresIn } = await tokens.issue({ tid: principal.tenantId, oid: principal.objectId, appid: principal.clientId, aud: resource });
+    reply.header('cache-control', 'no-store');
+    return { token_type: 'Bearer', expires_in: expiresIn, ext_expires_in: expiresIn, access_token: token };
+  };
+
   app.post<{ Params: { tenant: string }; Body: Record<string, string> | undefined }>(
     '/:tenant/oauth2/v2.0/token',
     { config: { operation: 'TokenIssue', public: 'sign-in: the client authenticates with its secret', readOnly: true } },
-    async (req: FastifyRequest<{ Params: { tenant: string }; Body: Record<string, string> | undefined }>, reply) => {
+    async (req, reply) => {
       const tenant = tenantOf(req.params.tenant);
       if (!tenant) return aadError(reply, 400, 'invalid_request', 90002, `Tenant '${req.params.tenant}' not found.`);
-      // Only string fields count: a JSON body may carry anything, and the form shape is all strings.
-      const form: Record<string, string> = req.body && typeof req.body === 'object'
-        ? Object.fromEntries(Object.entries(req.body).filter(([, v]) => typeof v === 'string'))
-        : {};
-      if (form.grant_type !== 'client_credentials') {
-        return aadError(reply, 400, 'unsupported_grant_type', 70003, `The grant type '${form.grant_type ?? ''}' is not supported; use client_credentials.`);
-      }
-      let clientId = form.client_id;
-      let secret = form.client_secret;
-      const basic = req.headers.authorization?.match(/^Basic\s+(.+)$/i);
-      if (basic) {
-        const decoded = decodeBasic(basic[1]);
-        if (!decoded) return aadError(reply, 400, 'invalid_request', 900144, 'The Basic credential is not valid: expected base64 of the form-encoded client_id:client_secret.');
-        [clientId, secret] = decoded;
-      }
-      if (!clientId || !secret) return aadError(reply, 400, 'invalid_request', 900144, "The request body must contain 'client_id' and 'client_secret'.");
-      const resource = SCOPE_TO_RESOURCE.get(form.scope ?? '');
-      if (!resource) {
-        return aadError(reply, 400, 'invalid_scope', 70011, `The provided value for scope '${form.scope ?? ''}' is not valid. Use one of: ${[...SCOPE_TO_RESOURCE.keys()].filter((s) => !s.includes('//')).join(', ')}.`);
-      }
-      const principal = await identity.authenticateClient(tenant.id, clientId, secret);
-      if (!principal) {
-        return aadError(reply, 401, 'invalid_client', 7000215, `Invalid client secret provided, or application '${clientId}' was not found in tenant '${tenant.id}'.`);
-      }
-      req.tokenSubject = principal;
-      const { token, expiresIn } = await tokens.issue({ tid: tenant.id, oid: principal.objectId, appid: principal.clientId, aud: resource });
-      reply.header('cache-control', 'no-store');
-      return { token_type: 'Bearer', expires_in: expiresIn, ext_expires_in: expiresIn, access_token: token };
+      return clientCredentialsToken(req, reply, () => tenant.id, () => `tenant '${tenant.id}'`);
     },
   );
+
+  /*
+   * The ADFS shape of the same sign-in, for clients that cannot skip Microsoft's instance discovery (MSAL
+   * Python before 1.23, so az before 2.53): the authority is `{origin}/adfs`, MSAL fetches
+   * `{authority}/.well-known/openid-configuration` (no `/v2.0`) and posts to its token_endpoint with no
+   * tenant in the URL. Client ids are unique across tenants, so the client names its tenant.
+   */
+  app.get('/adfs/.well-known/openid-configuration', {
+    config: { operation: 'OpenIdConfiguration', public: 'sign-in discovery', audit: false },
+  }, async (req) => {
+    const authority = `${requestOrigin(req, canonicalOrigin)}/adfs`;
+    return openIdConfiguration(authority, `${authority}/oauth2`, `${authority}/discovery/keys`);
+  });
+
+  app.get('/adfs/discovery/keys', {
+    config: { operation: 'SigningKeys', public: 'token verification keys', audit: false },
+  }, async () => tokens.jwks());
+
+  // A refusal is recorded in the tenant of the client it named (none for an unknown client).
+  const clientTenant = (clientId: string) => identity.tenantOfClient(clientId);
+  app.post<{ Body: Record<string, string> | undefined }>('/adfs/oauth2/token', {
+    config: {
+      operation: 'TokenIssue', public: 'sign-in: the client authenticates with its secret', readOnly: true,
+      auditTenant: (req) => {
+        const client = clientOf(req, formOf(req.body as Record<string, string> | undefined));
+        return client && client !== 'malformed' ? clientTenant(client[0]) : undefined;
+      },
+    },
+  }, async (req, reply) => clientCredentialsToken(req, reply, clientTenant, () => 'the directory'));
+}
+
+/** Only string fields count: a JSON body may carry anything, and the form shape is all strings. */
+function formOf(body: Record<string, string> | undefined): Record<string, string> {
+  return body && typeof body === 'object' ? Object.fromEntries(Object.entries(body).filter(([, v]) => typeof v === 'string')) : {};
+}
+
+/** [client id, secret] from a Basic header (which wins) or the form; 'malformed' for a bad Basic header. */
+function clientOf(req: FastifyRequest, form: Record<string, string>): [string, string] | 'malformed' | undefined {
+  const basic = req.headers.authorization?.match(/^Basic\s+(.+)$/i);
+  const pair = basic ? decodeBasic(basic[1]) : [form.client_id, form.client_secret];
+  if (!pair) return 'malformed';
+  return pair[0] && pair[1] ? [pair[0], pair[1]] : undefined;
 }
 
 /** The identity a managed-identity token request names by resource id: [tenant id, identity name]. */

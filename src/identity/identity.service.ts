@@ -152,6 +152,9 @@ export function createIdentityService({ repo, tokens, defaultLocation }: Identit
       return secret;
     },
 
+    /** The tenant a client id belongs to (client ids are unique across tenants), or undefined when none has it. */
+    tenantOfClient: (clientId: string): string | undefined => repo.principalWithSecret(clientId)?.principal.tenantId,
+
     /** Client-credentials check for the token endpoint. Returns undefined for any mismatch. */
     async authenticateClient(tenantId: string, clientId: unknown, secret: unknown): Promise<Principal | undefined> {
       // A JSON body can carry any type where a form carries strings: anything but two strings names no client.
