@@ -14,6 +14,7 @@ import { auditAttempt, installAuditOutcome } from '../http/audit-hooks.js';
 import { registerManagementRoutes, registerPublicRoutes, registerTrustedRoutes } from './management.routes.js';
 import { registerServerRoutes } from './servers.routes.js';
 import { registerPlatformSettingsRoutes, type SettingsStore } from './platform-settings.routes.js';
+import type { Names } from '../lib/names.js';
 
 export interface PlatformAppDeps {
   logger: Logger;
@@ -26,7 +27,8 @@ export interface PlatformAppDeps {
   monitoring: Monitoring;
   settings: SettingsStore;
   origin: string;
-  host: string;
+  /** The DNS names of vaults and servers. */
+  names: Names;
   platformTenantId: () => string;
   /** The secret code in the vault-event webhook URL the control plane subscribes with. */
   hookCode: string;
@@ -69,11 +71,11 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
   const attempt = auditAttempt(d.audit, 'management', describe);
 
   secureScope(app, { name: 'public', enforces: ['public'], surface: 'identity', hooks: () => {}, beforeHandler: attempt }, (scope) => {
-    registerPublicRoutes(scope, { vaults: d.vaults, host: d.host });
+    registerPublicRoutes(scope, { vaults: d.vaults, names: d.names });
     registerIdentityRoutes(scope, d.identity, d.tokens, d.origin);
   });
   secureScope(app, { name: 'trusted', enforces: ['trustedService'], surface: 'identity', hooks: installTrustedServiceAuth, beforeHandler: attempt }, (scope) => {
-    registerTrustedRoutes(scope, { vaults: d.vaults });
+    registerTrustedRoutes(scope, { vaults: d.vaults, names: d.names });
     registerManagedIdentityRoutes(scope, d.identity, d.tokens);
   });
   secureScope(app, { name: 'hooks', enforces: ['hookCode'], surface: 'management', hooks: (scope) => installHookCodeAuth(scope, d.hookCode), beforeHandler: attempt }, (scope) => {
@@ -88,8 +90,8 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
     hooks: (scope) => installManagementAuth(scope, { identity: d.identity, platformTenantId: d.platformTenantId }),
     beforeHandler: attempt,
   }, (scope) => {
-    registerManagementRoutes(scope, { identity: d.identity, vaults: d.vaults, audit: d.audit, host: d.host, platformTenantId: d.platformTenantId });
-    registerServerRoutes(scope, d.servers, d.monitoring);
+    registerManagementRoutes(scope, { identity: d.identity, vaults: d.vaults, audit: d.audit, names: d.names, platformTenantId: d.platformTenantId });
+    registerServerRoutes(scope, d.servers, d.monitoring, d.names);
     registerPlatformSettingsRoutes(scope, d.settings);
   });
   return app;

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { queryOf, requestOrigin } from '../http/request.js';
 import { errors } from '../lib/errors.js';
 import type { IdentityService } from './identity.service.js';
-import { RESOURCES, type TokenService } from './tokens.js';
+import type { TokenService } from './tokens.js';
 
 /** An error as the Microsoft identity platform words it (MSAL surfaces `error` and `error_description`). */
 function aadError(reply: FastifyReply, status: number, error: string, code: number, description: string) {
@@ -29,8 +29,9 @@ function decodeBasic(b64: string): [string, string] | undefined {
   }
 }
 
-const SCOPE_TO_RESOURCE = new Map<string, string>(
-  Object.values(RESOURCES).flatMap((r) => [[`${r}/.default`, r], [`${r}//.default`, r]] as [string, string][]),
+/** `{resource}/.default` (and the `//.default` some clients send) → the resource, for each audience issued. */
+const scopeToResource = (audiences: readonly string[]) => new Map<string, string>(
+  audiences.flatMap((r) => [[`${r}/.default`, r], [`${r}//.default`, r]] as [string, string][]),
 );
 
 /**
@@ -39,6 +40,7 @@ const SCOPE_TO_RESOURCE = new Map<string, string>(
  */
 export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityService, tokens: TokenService, canonicalOrigin: string) {
   const tenantOf = (ref: string) => identity.tenants().find((t) => t.id === ref || t.name === ref);
+  const SCOPE_TO_RESOURCE = scopeToResource(tokens.audiences);
 
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, Object.fromEntries(new URLSearchParams(String(body))));
@@ -134,7 +136,7 @@ export function registerManagedIdentityRoutes(app: FastifyInstance, identity: Id
   }, async (req, reply) => {
     const q = queryOf(req);
     const resource = q.get('resource')?.replace(/\/$/, '') ?? '';
-    if (!Object.values(RESOURCES).includes(resource as any)) throw errors.badParameter(`Unknown resource '${resource}'.`);
+    if (!tokens.audiences.includes(resource)) throw errors.badParameter(`Unknown resource '${resource}'.`);
     const resId = q.get('msi_res_id') ?? q.get('mi_res_id');
     const m = identityRef(req);
     const clientId = q.get('client_id');
