@@ -117,7 +117,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     keyRotationSeconds: config.PGBYOK_SIGNING_KEY_ROTATION_SECONDS,
     clockToleranceSeconds: config.PGBYOK_CLOCK_TOLERANCE_SECONDS,
     clock,
-    audiences: [...vaultAudiences(names.vaultResource), RESOURCES.management],
+    audiences: [...vaultAudiences(names), RESOURCES.management],
   });
   await tokens.rotateIfDue();
   const identityRepo = createIdentityRepo(db);

@@ -111,7 +111,7 @@ describe('vault refusals', () => {
   // ---------------------------------------------------------------- authentication (401)
 
   test('no token: 401 with the exact challenge, before the body is read; nothing created', async () => {
-    const challenge = `Bearer authorization="${p.origin}/${tid}", resource="https://vault.localhost"`;
+    const challenge = `Bearer authorization="${p.origin}/${tid}", resource="https://vault.localhost:${new URL(vaultUri).port}"`;
 
     const res = await p.http('POST', u('keys/nt1/create'), { body: CREATE });
     assertError(res, 401, 'Unauthorized', { message: /missing a Bearer/i });
@@ -149,7 +149,7 @@ describe('vault refusals', () => {
     await sleep(4000); // lifetime 2 s + tolerance 1 s, plus rounding
     const res = await q.http('POST', `${qUri}keys/exp1/create?${API}`, { token, body: CREATE });
     assertError(res, 401, 'Unauthorized', { message: /expired/i });
-    assert.equal(res.headers['www-authenticate'], `Bearer authorization="${q.origin}/${q.admin.tenantId}", resource="https://vault.localhost"`);
+    assert.equal(res.headers['www-authenticate'], `Bearer authorization="${q.origin}/${q.admin.tenantId}", resource="https://vault.localhost:${new URL(qUri).port}"`);
 
     const fresh = await q.token(q.admin);
     const check = await q.http('GET', `${qUri}keys/exp1/?${API}`, { token: fresh });
@@ -175,7 +175,7 @@ describe('vault refusals', () => {
 
     const res = await p.http('POST', u('keys/ot1/create'), { token, body: CREATE });
     assertError(res, 401, 'Unauthorized', { message: /issuer|tenant/i });
-    assert.equal(res.headers['www-authenticate'], `Bearer authorization="${p.origin}/${tid}", resource="https://vault.localhost"`);
+    assert.equal(res.headers['www-authenticate'], `Bearer authorization="${p.origin}/${tid}", resource="https://vault.localhost:${new URL(vaultUri).port}"`);
     assert.equal(await keyStatus('ot1'), 404);
 
     const del = await p.http('DELETE', u(`keys/${K1}`), { token });

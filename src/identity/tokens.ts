@@ -4,19 +4,21 @@ import { SignJWT, jwtVerify, exportJWK, decodeProtectedHeader, errors as joseErr
 import type { Db } from '../store/db.js';
 import type { Barrier } from '../barrier/barrier.js';
 import { nowSeconds, systemClock, type Clock } from '../lib/clock.js';
+import type { Names } from '../lib/names.js';
 
 /**
- * Fixed audiences (resources). The vaults' own audience is `names.vaultResource` (`https://vault.<domain>`,
- * the resource of their 401 challenge); vaults also accept Azure's public one, which clients such as az's
- * track-1 key client ask for without looking at the challenge.
+ * Fixed audiences (resources). The vaults' own audience is `names.vaultResource` (`https://vault.<domain>`;
+ * their 401 challenge names `names.vaultChallengeResource`); vaults also accept Azure's public one, which
+ * clients such as az's track-1 key client ask for without looking at the challenge.
  */
 export const RESOURCES = {
   azureVault: 'https://vault.azure.net',
   management: 'https://management.azure.com',
 } as const;
 
-/** The audiences a vault accepts: its own resource first, then Azure's public vault resource. */
-export const vaultAudiences = (vaultResource: string): string[] => [...new Set([vaultResource, RESOURCES.azureVault])];
+/** The audiences a vault accepts: its own resource, its challenge's resource (with the port), then Azure's public one. */
+export const vaultAudiences = (names: Pick<Names, 'vaultResource' | 'vaultChallengeResource'>): string[] =>
+  [...new Set([names.vaultResource, names.vaultChallengeResource, RESOURCES.azureVault])];
 
 export interface AccessClaims {
   tid: string;

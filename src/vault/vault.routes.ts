@@ -41,7 +41,7 @@ export interface VaultAppDeps {
   keys: KeyService;
   audit: AuditLog;
   platformOrigin: string;
-  /** The vaults' DNS names: the Host header names the vault; the challenge names `names.vaultResource`. */
+  /** The vaults' DNS names: the Host header names the vault; the challenge names `names.vaultChallengeResource`. */
   names: Names;
   /** Receives Fastify's request handler; the platform attaches it to the one vault listener. */
   serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) => Server;
@@ -105,8 +105,8 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
   app.decorateRequest('caller', undefined);
   app.decorateRequest('origin', '');
 
-  const challenge = (v: Vault) => `Bearer authorization="${d.platformOrigin}/${v.tenantId}", resource="${d.names.vaultResource}"`;
-  const audiences = vaultAudiences(d.names.vaultResource);
+  const challenge = (v: Vault) => `Bearer authorization="${d.platformOrigin}/${v.tenantId}", resource="${d.names.vaultChallengeResource}"`;
+  const audiences = vaultAudiences(d.names);
 
   const authenticate = async (req: FastifyRequest) => {
     const host = req.headers.host;
