@@ -149,8 +149,10 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     writePlatformCredential(systemTenant.id, sp.clientId, await identity.resetSecret(sp));
   }
   const platformCredential = JSON.parse(readFileSync(platformCredentialPath, 'utf8')) as { tenantId: string; clientId: string; clientSecret: string };
+  const keptVaultPort = settings?.vaultPort;
   settings = { port, host: HOST, vaultPort, domain: names.domain, defaultLocation: opts.location ?? settings?.defaultLocation ?? 'eastus', defaultTenantId: defaultTenant.id };
-  writeSettings(paths, settings);
+  // The vault port is kept once its listener has opened (below): a busy 443 at first start is not remembered.
+  writeSettings(paths, { ...settings, vaultPort: keptVaultPort });
 
   const audit = createAuditLog(db, barrier.deriveKey('audit-hmac'));
   const vaultRepo = createVaultRepo(db);
@@ -177,7 +179,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
           logger.warn({ address, err: (e as Error).message }, 'no IPv6 loopback; vaults are served on 127.0.0.1 only');
           continue;
         }
-        throw new Error(`the vault port ${address} ${vaultPort} cannot be opened (${code ?? (e as Error).message}); set PGBYOK_VAULT_PORT on a new home, or free the port`);
+        throw new Error(`the vault port ${vaultPort} on ${address} cannot be opened (${code ?? (e as Error).message}); free it, or set PGBYOK_VAULT_PORT`);
       }
       vaultServers.push(server);
     }
@@ -249,6 +251,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     db.close();
     throw e;
   }
+  if (keptVaultPort !== vaultPort) writeSettings(paths, settings);
   // The platform reaches its vaults by name like any client: say so when this machine cannot resolve them.
   try {
     await lookup(names.vaultHost('probe'));
