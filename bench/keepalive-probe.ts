@@ -21,6 +21,7 @@ try {
   const p = platform.paths;
   const trusted = {
     platformOrigin: platform.origin,
+    vaultResource: platform.names.vaultResource,
     ca: readFileSync(p.caCert, 'utf8'),
     trustedCert: readFileSync(p.trustedServiceCert, 'utf8'),
     trustedKey: readFileSync(p.trustedServiceKey, 'utf8'),

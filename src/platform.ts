@@ -1,5 +1,6 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { lookup } from 'node:dns/promises';
 import { freePort } from './lib/ports.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,11 +10,12 @@ import { createAuditLog } from './audit/audit.js';
 import { createBarrier, loadOrCreateMasterKey } from './barrier/barrier.js';
 import { createIdentityRepo } from './identity/identity.repo.js';
 import { createIdentityService } from './identity/identity.service.js';
-import { createTokenService } from './identity/tokens.js';
+import { createTokenService, RESOURCES, vaultAudiences } from './identity/tokens.js';
 import {
   ensureHomeDirs, homePaths, originOf, readSettings, writeFileAtomic, writeSettings, type HomePaths, type Settings,
 } from './lib/home.js';
-import { ensureTls, issueServerCertificate } from './pki/ca.js';
+import { ensureTls, ensureVaultCertificate, issueServerCertificate } from './pki/ca.js';
+import { createNames, type Names } from './lib/names.js';
 import { openDb } from './store/db.js';
 import { buildPlatformApp } from './api/platform-app.js';
 import { platformSetting } from './api/platform-settings.routes.js';
@@ -25,7 +27,7 @@ import { createKeyService } from './vault/keys.service.js';
 import { createRsaPool } from './vault/rsa-pool.js';
 import { createVaultRepo } from './vault/vault.repo.js';
 import { buildVaultApp } from './vault/vault.routes.js';
-import { createVaultService, type VaultListeners } from './vault/vaults.service.js';
+import { createVaultService } from './vault/vaults.service.js';
 import { createDirectory } from './keyaccess/directory.js';
 import { createKeyAccess } from './keyaccess/key-access.js';
 import { createMonitoring } from './servers/monitoring.js';
@@ -39,6 +41,8 @@ import { createArmRepo } from './arm/arm.repo.js';
 import { createArmService } from './arm/arm.service.js';
 
 const HOST = '127.0.0.1';
+/** The vault listener answers on both loopback addresses: names under `localhost` resolve to ::1 first. */
+const VAULT_HOSTS = ['127.0.0.1', '::1'];
 
 export interface PlatformOptions {
   home: string;
@@ -55,7 +59,9 @@ export interface Platform {
   paths: HomePaths;
   settings: Settings;
   origin: string;
-  /** Every route of the platform port and of the vault ports, with the scope that secures it. */
+  /** The DNS names of vaults (on the one vault port) and servers. */
+  names: Names;
+  /** Every route of the platform port and of the vault port, with the scope that secures it. */
   routes(): { app: 'platform' | 'vault'; method: string; url: string; securedBy: string; kind: string }[];
   /** One scheduler pass now (signing-key rotation, key auto-rotation, expiry events, purges), as the interval runs it. */
   tick(): Promise<void>;
@@ -72,8 +78,8 @@ export interface AdminCredential {
 }
 
 /**
- * Starts everything in one process: identity + management on the platform port, one HTTPS listener per
- * vault, the scheduler. First start creates `$PGBYOK_HOME`: master key, CA and certificates, the default
+ * Starts everything in one process: identity + management on the platform port, one HTTPS listener for
+ * every vault (routed by host name, `NAME.vault.<domain>`), the scheduler. First start creates `$PGBYOK_HOME`: master key, CA and certificates, the default
  * tenant and its bootstrap administrator credential (0600).
  */
 export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
@@ -97,9 +103,14 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   let settings = readSettings(paths);
   const port = opts.port ?? settings?.port ?? config.PGBYOK_PORT ?? await freePort();
   const origin = originOf(HOST, port);
+  // The one vault port, like the platform port chosen at first start and then kept: 443 as root, else a free port.
+  const vaultPort = settings?.vaultPort ?? config.PGBYOK_VAULT_PORT
+    ?? (process.getuid?.() === 0 ? 443 : await freePort(new Set([port])));
+  const names = createNames(config.PGBYOK_DOMAIN, vaultPort);
 
   const barrier = createBarrier(loadOrCreateMasterKey(paths.masterKey));
   const tls = await ensureTls(paths);
+  const vaultTls = await ensureVaultCertificate(paths, names.certificateNames());
   const db = openDb(paths.db);
 
   const tokens = createTokenService(db, barrier, {
@@ -108,6 +119,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     keyRotationSeconds: config.PGBYOK_SIGNING_KEY_ROTATION_SECONDS,
     clockToleranceSeconds: config.PGBYOK_CLOCK_TOLERANCE_SECONDS,
     clock,
+    audiences: [...vaultAudiences(names), RESOURCES.management],
   });
   await tokens.rotateIfDue();
   const identityRepo = createIdentityRepo(db);
@@ -139,42 +151,48 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     writePlatformCredential(systemTenant.id, sp.clientId, await identity.resetSecret(sp));
   }
   const platformCredential = JSON.parse(readFileSync(platformCredentialPath, 'utf8')) as { tenantId: string; clientId: string; clientSecret: string };
-  settings = { port, host: HOST, defaultLocation: opts.location ?? settings?.defaultLocation ?? 'eastus', defaultTenantId: defaultTenant.id };
-  writeSettings(paths, settings);
+  const keptVaultPort = settings?.vaultPort;
+  settings = { port, host: HOST, vaultPort, domain: names.domain, defaultLocation: opts.location ?? settings?.defaultLocation ?? 'eastus', defaultTenantId: defaultTenant.id };
+  // The vault port is kept once its listener has opened (below): a busy 443 at first start is not remembered.
+  writeSettings(paths, { ...settings, vaultPort: keptVaultPort });
 
   const audit = createAuditLog(db, barrier.deriveKey('audit-hmac'));
   const vaultRepo = createVaultRepo(db);
-  const events = createEventBus({ repo: vaultRepo, logger, ca: tls.ca, vaultOrigin: (v) => originOf(HOST, v.port), clock });
+  const events = createEventBus({ repo: vaultRepo, logger, ca: tls.ca, vaultOrigin: (v) => names.vaultOrigin(v.name), clock });
 
-  // One HTTPS server per vault port, all feeding the same Fastify handler. Client certificates are asked
-  // for (not required) so the platform's trusted services can identify themselves to the firewall.
+  // The vault listener: one HTTPS server per loopback address, both feeding the same Fastify handler, which
+  // finds the vault by the Host header. Client certificates are asked for (not required) so the platform's
+  // trusted services can identify themselves to the firewall.
   let vaultHandler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
-  const vaultServers = new Map<number, HttpsServer>();
-  const listeners: VaultListeners = {
-    async open(requested) {
-      const server = createHttpsServer({ key: tls.key, cert: tls.cert, ca: [tls.ca], requestCert: true, rejectUnauthorized: false }, (req, res) => vaultHandler!(req, res));
+  const vaultServers: HttpsServer[] = [];
+  const listenVaults = async () => {
+    for (const address of VAULT_HOSTS) {
+      const server = createHttpsServer({ key: vaultTls.key, cert: vaultTls.cert, ca: [tls.ca], requestCert: true, rejectUnauthorized: false }, (req, res) => vaultHandler!(req, res));
       server.keepAliveTimeout = 65_000;
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(requested ?? 0, HOST, () => resolve());
-      });
-      const bound = (server.address() as { port: number }).port;
-      vaultServers.set(bound, server);
-      return bound;
-    },
-    async close(p) {
-      const server = vaultServers.get(p);
-      if (!server) return;
-      vaultServers.delete(p);
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-    },
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(vaultPort, address, () => resolve());
+        });
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        // A machine without IPv6 loopback still serves the vaults on 127.0.0.1.
+        if (address === '::1' && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) {
+          logger.warn({ address, err: (e as Error).message }, 'no IPv6 loopback; vaults are served on 127.0.0.1 only');
+          continue;
+        }
+        throw new Error(`the vault port ${vaultPort} on ${address} cannot be opened (${code ?? (e as Error).message}); free it, or set PGBYOK_VAULT_PORT`);
+      }
+      vaultServers.push(server);
+    }
   };
+  const closeVaults = () => Promise.all(vaultServers.splice(0).map((server) => new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  })));
 
   const vaults = createVaultService({
-    repo: vaultRepo, listeners, events,
+    repo: vaultRepo, events,
     principalExists: (tenantId, objectId) => identityRepo.principal(objectId)?.tenantId === tenantId,
     clock,
   });
@@ -184,7 +202,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   const keys = createKeyService({ repo: vaultRepo, barrier, events, rsaPool, clock });
 
   const vaultApp = buildVaultApp({
-    logger, identity, vaults, keys, audit, platformOrigin: origin,
+    logger, identity, vaults, keys, audit, platformOrigin: origin, names,
     serverFactory: (handler) => {
       vaultHandler = handler;
       return createHttpServer();
@@ -194,7 +212,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
 
   const serversRepo = createServersRepo(db, clock);
   const monitoring = createMonitoring({ repo: serversRepo, logger, ca: tls.ca });
-  const trusted = { platformOrigin: origin, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };
+  const trusted = { platformOrigin: origin, vaultResource: names.vaultResource, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };
   // Stable across restarts (derived from the master key), so the vaults' subscriptions keep working while the platform is down and back.
   const hookCode = barrier.deriveKey('vault-events-hook-code').subarray(0, 24).toString('base64url');
   // An interval from the environment wins over the platform setting the system administrator keeps.
@@ -211,7 +229,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     backupIntervalMs: () => config.PGBYOK_BACKUP_INTERVAL_MS,
     keys: keyAccess,
     directory,
-    tlsFor: async (name) => ({ ...(await issueServerCertificate(paths, name, ['localhost'], ['127.0.0.1', '::1'])), ca: tls.ca }),
+    tlsFor: async (name) => ({ ...(await issueServerCertificate(paths, name, ['localhost', names.serverFqdn(name)], ['127.0.0.1', '::1'])), ca: tls.ca }),
     eventsEndpoint: () => `${origin}/hooks/vault-events?code=${hookCode}`,
     monitorIntervalMs: settingMs(config.PGBYOK_KEY_MONITOR_INTERVAL_MS, 'keyMonitorIntervalSeconds'),
     vaultGraceMs: settingMs(config.PGBYOK_VAULT_GRACE_MS, 'vaultUnreachableGraceSeconds'),
@@ -220,18 +238,29 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
 
   const arm = createArmService({ repo: createArmRepo(db), clock });
   const platformApp = buildPlatformApp({
-    logger, tls, audit, identity, tokens, vaults, servers, monitoring, arm, settings: serversRepo, origin, host: HOST,
+    logger, tls, audit, identity, tokens, vaults, servers, monitoring, arm, settings: serversRepo, origin, names,
     platformTenantId: () => settings!.defaultTenantId, hookCode,
   });
   await platformApp.listen({ port, host: HOST });
-
-  for (const v of vaultRepo.allVaults()) {
-    if (v.deletedAt != null) continue;
-    try {
-      await listeners.open(v.port);
-    } catch (e) {
-      logger.error({ vault: v.name, port: v.port, err: (e as Error).message }, 'vault port is taken; this vault is not served');
-    }
+  try {
+    await listenVaults();
+  } catch (e) {
+    await closeVaults();
+    await platformApp.close();
+    keyAccess.close();
+    directory.close();
+    await vaultApp.close();
+    await rsaPool?.close();
+    db.close();
+    throw e;
+  }
+  if (keptVaultPort !== vaultPort) writeSettings(paths, settings);
+  // The platform reaches its vaults by name like any client: say so when this machine cannot resolve them.
+  try {
+    await lookup(names.vaultHost('probe'));
+  } catch (e) {
+    logger.warn({ host: names.vaultHost('probe'), err: (e as Error).message },
+      `vault names do not resolve on this machine: for the domain localhost install libnss-myhostname; otherwise add a DNS record for *.vault.${names.domain}`);
   }
 
   // Servers come back in the background: the platform answers at once, each server shows its own state.
@@ -263,6 +292,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     paths,
     settings,
     origin,
+    names,
     routes: () => [
       ...platformApp.securedRoutes().map((r) => ({ app: 'platform' as const, ...r })),
       ...vaultApp.securedRoutes().map((r) => ({ app: 'vault' as const, ...r })),
@@ -276,7 +306,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
       keyAccess.close();
       directory.close();
       await platformApp.close();
-      for (const p of [...vaultServers.keys()]) await listeners.close(p);
+      await closeVaults();
       await vaultApp.close();
       await rsaPool?.close();
       db.close();

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { decodeJwt } from 'jose';
 import { startPgbyok, type Pgbyok } from './harness.js';
 import { azPython, azSession, findAz, type AzSession } from './az.js';
@@ -53,7 +54,7 @@ describe('az 2.45 signs in to pgbyok unchanged', { skip: az ? false : 'az (azure
       assert.equal(cloud.endpoints.activeDirectory, `${p.origin}/adfs`);
       assert.equal(cloud.endpoints.activeDirectoryResourceId, 'https://management.azure.com/');
       assert.equal(cloud.endpoints.microsoftGraphResourceId, `${p.origin}/graph/`);
-      assert.equal(cloud.suffixes.keyvaultDns, '.vault.localhost');
+      assert.equal(cloud.suffixes.keyvaultDns, `.vault.localhost:${JSON.parse(readFileSync(join(p.home, 'settings.json'), 'utf8')).vaultPort}`);
     } finally {
       fromUrl.close();
     }

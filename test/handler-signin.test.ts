@@ -51,7 +51,7 @@ test('GET /metadata/endpoints (2015-01-01) names the ADFS authority, the ARM aud
   assert.equal(r.body.name, 'pgbyok');
   assert.equal(r.body.resourceManager, `${o}/`);
   assert.equal(r.body.microsoftGraphResourceId, `${o}/graph/`);
-  assert.equal(r.body.suffixes.keyVaultDns, 'vault.localhost');
+  assert.equal(r.body.suffixes.keyVaultDns, `vault.localhost:${p.platform.settings.vaultPort}`, 'a vault port other than 443 goes into the suffix az appends');
 
   // The Host header decides the origin, as for OpenID discovery.
   const port = new URL(o).port;
@@ -88,7 +88,7 @@ test('ADFS discovery: MSAL\'s {authority}/.well-known/openid-configuration names
   assert.equal(r.body.token_endpoint, `${o}/adfs/oauth2/token`);
   assert.equal(r.body.authorization_endpoint, `${o}/adfs/oauth2/authorize`);
   assert.equal(r.body.jwks_uri, `${o}/adfs/discovery/keys`);
-  assert.deepEqual(r.body.scopes_supported, ['https://vault.azure.net/.default', 'https://management.azure.com/.default']);
+  assert.deepEqual(r.body.scopes_supported, ['https://vault.localhost/.default', `https://vault.localhost:${p.platform.settings.vaultPort}/.default`, 'https://vault.azure.net/.default', 'https://management.azure.com/.default']);
   const jwks = await p.call('GET', '/adfs/discovery/keys');
   assert.deepEqual(jwks.body, (await p.call('GET', `/${p.admin.tenantId}/discovery/v2.0/keys`)).body);
 });
@@ -131,7 +131,7 @@ test('the ADFS token endpoint refuses as the tenant endpoint does: unknown clien
   assert.equal(grant.body.error, 'unsupported_grant_type');
   const scope = await postForm('/adfs/oauth2/token', { ...azForm(p.admin.clientId, p.admin.clientSecret), scope: 'https://graph.microsoft.com/.default' });
   assert.equal(scope.body.error, 'invalid_scope');
-  assert.match(scope.body.error_description, /Use one of: https:\/\/vault\.azure\.net\/\.default, https:\/\/management\.azure\.com\/\.default\./);
+  assert.match(scope.body.error_description, /Use one of: https:\/\/vault\.localhost\/\.default, .*https:\/\/management\.azure\.com\/\.default\./);
   const missing = await postForm('/adfs/oauth2/token', { grant_type: 'client_credentials', scope: MANAGEMENT_SCOPE });
   assert.equal(missing.body.error, 'invalid_request');
 });

@@ -45,7 +45,7 @@ test('an access token is accepted until its lifetime and the clock tolerance hav
   assert.equal(refused.status, 401);
   assert.equal(refused.body.error.code, 'Unauthorized');
   assert.match(refused.body.error.message, /^AKV10022: The bearer token is expired\.$/);
-  assert.match(String(refused.headers['www-authenticate']), new RegExp(`^Bearer authorization="${p.platform.origin}/${p.admin.tenantId}", resource="https://vault.azure.net"$`));
+  assert.match(String(refused.headers['www-authenticate']), new RegExp(`^Bearer authorization="${p.platform.origin}/${p.admin.tenantId}", resource="${p.platform.names.vaultChallengeResource}"$`));
 
   // A fresh token, issued at the new "now", works again.
   assert.equal((await getKey(await p.token())).status, 200);

@@ -9,10 +9,12 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ClientSecretCredential } from '@azure/identity';
 import { httpCall, type HttpResponse } from '../src/lib/http-client.js';
+import { freePort } from '../src/lib/ports.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = join(ROOT, 'bin', 'pgbyok');
-export const VAULT_RESOURCE = 'https://vault.azure.net';
+/** The vaults' own audience under the default domain (vaults also accept Azure's `https://vault.azure.net`). */
+export const VAULT_RESOURCE = 'https://vault.localhost';
 export const MGMT_RESOURCE = 'https://management.azure.com';
 
 export interface Cred {
@@ -71,7 +73,8 @@ export async function eventually<T>(fn: () => T | undefined | false | Promise<T 
 
 export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgbyok> {
   const home = mkdtempSync(join(tmpdir(), 'pgbyok-test-'));
-  const childEnv = { ...process.env, PGBYOK_HOME: home, PGBYOK_LOG_LEVEL: 'warn', ...env };
+  // A free vault port of its own (as root the default would be 443, which another platform may hold).
+  const childEnv = { ...process.env, PGBYOK_HOME: home, PGBYOK_LOG_LEVEL: 'warn', PGBYOK_VAULT_PORT: String(await freePort()), ...env };
   let child: ChildProcess;
   let output = '';
 
@@ -236,9 +239,9 @@ function globRunDirs(home: string): string[] {
   });
 }
 
-/** Client options every SDK client needs against a loopback vault. */
+/** Client options every SDK client needs against a vault: only our CA (challenge-resource verification stays on). */
 export function sdkOptions(p: Pgbyok) {
-  return { disableChallengeResourceVerification: true, tlsOptions: { ca: p.ca } };
+  return { tlsOptions: { ca: p.ca } };
 }
 
 /** A fresh vault name (vault names are unique per installation). */

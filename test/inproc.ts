@@ -12,9 +12,10 @@ import { startPlatform, type AdminCredential, type Platform } from '../src/platf
 import { loadConfig } from '../src/lib/config.js';
 import { manualClock } from '../src/lib/clock.js';
 import { httpCall } from '../src/lib/http-client.js';
+import { freePort } from '../src/lib/ports.js';
 import type { EventGridEvent } from '../src/vault/events.js';
 
-export const VAULT_SCOPE = 'https://vault.azure.net/.default';
+export const VAULT_SCOPE = 'https://vault.localhost/.default';
 export const MANAGEMENT_SCOPE = 'https://management.azure.com/.default';
 const MGMT_API = 'api-version=2023-07-01';
 const KV_API = 'api-version=7.6';
@@ -57,7 +58,9 @@ export async function startInProc(overrides: Record<string, string> = {}): Promi
   const clock = manualClock(START);
   let platform: Platform;
   try {
-    platform = await startPlatform({ home, clock, config: handlerConfig(overrides), logger: pino({ level: 'silent' }) });
+    // A free vault port of its own (as root the default would be 443, which another platform may hold).
+    const config = handlerConfig({ PGBYOK_VAULT_PORT: String(await freePort()), ...overrides });
+    platform = await startPlatform({ home, clock, config, logger: pino({ level: 'silent' }) });
   } catch (e) {
     rmSync(home, { recursive: true, force: true });
     throw e;

@@ -138,6 +138,17 @@ describe('configuration fails closed', () => {
     }
   });
 
+  test('a domain that is no DNS name stops `pgbyok up` naming PGBYOK_DOMAIN', () => {
+    const home = mkdtempSync(join(tmpdir(), 'pgbyok-cfg-'));
+    try {
+      const r = spawnSync(process.execPath, [BIN, 'up'], { env: { ...process.env, PGBYOK_HOME: home, PGBYOK_DOMAIN: 'not_a..domain' }, encoding: 'utf8', timeout: 30_000 });
+      assert.equal(r.status, 2, r.stdout + r.stderr);
+      assert.match(r.stderr, /PGBYOK_DOMAIN='not_a\.\.domain' is not valid: it must be a DNS name/);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
   test('a second `pgbyok up` on the same home exits at once and says why', async () => {
     const p = await startPgbyok();
     try {

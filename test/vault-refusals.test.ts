@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { generateRsaKeySync } from '../src/lib/rsa-keygen.js';
 import { readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SignJWT, decodeJwt, decodeProtectedHeader } from 'jose';
@@ -17,6 +18,8 @@ import { createIdentity, MGMT_RESOURCE, startPgbyok, vaultName, VAULT_RESOURCE, 
 type Res = Awaited<ReturnType<Pgbyok['http']>>;
 
 const API = 'api-version=7.5';
+/** Where a client on this machine comes from by default: vault names under localhost resolve to ::1 first. */
+const LOOPBACK = '::1';
 const MGMT_API = 'api-version=2023-07-01';
 const CREATE = { kty: 'RSA', key_size: 2048, attributes: {} };
 const K1 = 'k1';
@@ -108,7 +111,7 @@ describe('vault refusals', () => {
   // ---------------------------------------------------------------- authentication (401)
 
   test('no token: 401 with the exact challenge, before the body is read; nothing created', async () => {
-    const challenge = `Bearer authorization="${p.origin}/${tid}", resource="https://vault.azure.net"`;
+    const challenge = `Bearer authorization="${p.origin}/${tid}", resource="https://vault.localhost:${new URL(vaultUri).port}"`;
 
     const res = await p.http('POST', u('keys/nt1/create'), { body: CREATE });
     assertError(res, 401, 'Unauthorized', { message: /missing a Bearer/i });
@@ -130,7 +133,7 @@ describe('vault refusals', () => {
       const rec = await assertAudited(r, { vault: V }, 'Unauthorized', records);
       assert.equal(rec.operation, 'KeyCreate');
       assert.equal(rec.callerObjectId, undefined);
-      assert.equal(rec.sourceAddress, '127.0.0.1');
+      assert.equal(rec.sourceAddress, LOOPBACK);
     }
     await assertServing();
   });
@@ -146,7 +149,7 @@ describe('vault refusals', () => {
     await sleep(4000); // lifetime 2 s + tolerance 1 s, plus rounding
     const res = await q.http('POST', `${qUri}keys/exp1/create?${API}`, { token, body: CREATE });
     assertError(res, 401, 'Unauthorized', { message: /expired/i });
-    assert.equal(res.headers['www-authenticate'], `Bearer authorization="${q.origin}/${q.admin.tenantId}", resource="https://vault.azure.net"`);
+    assert.equal(res.headers['www-authenticate'], `Bearer authorization="${q.origin}/${q.admin.tenantId}", resource="https://vault.localhost:${new URL(qUri).port}"`);
 
     const fresh = await q.token(q.admin);
     const check = await q.http('GET', `${qUri}keys/exp1/?${API}`, { token: fresh });
@@ -172,7 +175,7 @@ describe('vault refusals', () => {
 
     const res = await p.http('POST', u('keys/ot1/create'), { token, body: CREATE });
     assertError(res, 401, 'Unauthorized', { message: /issuer|tenant/i });
-    assert.equal(res.headers['www-authenticate'], `Bearer authorization="${p.origin}/${tid}", resource="https://vault.azure.net"`);
+    assert.equal(res.headers['www-authenticate'], `Bearer authorization="${p.origin}/${tid}", resource="https://vault.localhost:${new URL(vaultUri).port}"`);
     assert.equal(await keyStatus('ot1'), 404);
 
     const del = await p.http('DELETE', u(`keys/${K1}`), { token });
@@ -408,11 +411,11 @@ describe('vault refusals', () => {
       refusals.push(res);
     };
 
-    // From 127.0.0.1 (not in the rules): refused, and the create is not performed.
+    // From ::1 (not in the rules): refused, and the create is not performed.
     const create = await p.http('POST', url('keys/fw1/create'), { token: adminVault, body: CREATE });
-    await expectFirewall(create, '127.0.0.1');
+    await expectFirewall(create, LOOPBACK);
     const list1 = await p.http('GET', url('keys'), { token: adminVault });
-    await expectFirewall(list1, '127.0.0.1');
+    await expectFirewall(list1, LOOPBACK);
 
     // From 127.0.0.2 (the rule): admitted, and fw1 was never created.
     const list2 = await p.http('GET', url('keys'), { token: adminVault, localAddress: '127.0.0.2' });
@@ -421,18 +424,18 @@ describe('vault refusals', () => {
 
     // Trusted-service certificate with bypass None: still refused.
     const trustedNone = await p.http('GET', url('keys'), { token: adminVault, ...trusted });
-    await expectFirewall(trustedNone, '127.0.0.1');
+    await expectFirewall(trustedNone, LOOPBACK);
 
     p.cli('vault', 'update', '--name', fw, '--bypass', 'AzureServices');
     const trustedOk = await p.http('GET', url('keys'), { token: adminVault, ...trusted });
     assert.equal(trustedOk.status, 200, `trusted service admitted with bypass AzureServices: ${trustedOk.text}`);
     const plainStill = await p.http('GET', url('keys'), { token: adminVault });
-    await expectFirewall(plainStill, '127.0.0.1');
+    await expectFirewall(plainStill, LOOPBACK);
 
     // Back to bypass None: the certificate no longer helps.
     p.cli('vault', 'update', '--name', fw, '--bypass', 'None');
     const trustedAgain = await p.http('GET', url('keys'), { token: adminVault, ...trusted });
-    await expectFirewall(trustedAgain, '127.0.0.1');
+    await expectFirewall(trustedAgain, LOOPBACK);
 
     // Public network access disabled: even the IP rule's address is refused.
     p.cli('vault', 'update', '--name', fw, '--public-network-access', 'Disabled');
@@ -450,7 +453,7 @@ describe('vault refusals', () => {
       const rec = await assertAudited(res, { vault: fw }, 'Forbidden/ForbiddenByFirewall', records);
       assert.equal(rec.callerObjectId, p.admin.objectId);
     }
-    assert.equal(records.get(requestIdOf(create)).sourceAddress, '127.0.0.1');
+    assert.equal(records.get(requestIdOf(create)).sourceAddress, LOOPBACK);
     assert.equal(records.get(requestIdOf(ruleRefused)).sourceAddress, '127.0.0.2');
     await assertServing();
   });
@@ -512,6 +515,47 @@ describe('vault refusals', () => {
     assert.equal(res.json.key.kid.split('/').pop(), k1Version);
     const res2 = await p.http('GET', u(`keys/${K1}/`, 'api%2Dversion=2025-07-01'), { token: adminVault });
     assert.equal(res2.status, 200, res2.text);
+  });
+
+  test('every api-version the SDKs send is accepted (7.0 to 7.6, the previews, 2025-07-01); another is refused naming them', async () => {
+    for (const v of ['7.0', '7.1', '7.2', '7.3', '7.4-preview.1', '7.4', '7.5-preview.1', '7.5', '7.6', '2025-07-01']) {
+      const res = await p.http('GET', u(`keys/${K1}/`, `api-version=${v}`), { token: adminVault });
+      assert.equal(res.status, 200, `${v}: ${res.text}`);
+    }
+    const bad = await p.http('GET', u(`keys/${K1}/`, 'api-version=7.7-preview.1'), { token: adminVault });
+    assertError(bad, 400, 'BadParameter', { message: /The specified version \(7\.7-preview\.1\) is not recognized\. Consider using one of: .*7\.4-preview\.1/ });
+  });
+
+  test('vaults are routed by host name: an unknown name or a bare address is 404 VaultNotFound; a TLS server name for another vault is 421', async () => {
+    const { port } = new URL(vaultUri);
+    assert.equal(new URL(vaultUri).hostname, `${V.toLowerCase()}.vault.localhost`);
+    /** One request with its own TLS server name and Host header, to the vault listener on 127.0.0.1. */
+    const raw = (servername: string | undefined, host: string) => new Promise<{ status: number; json: any }>((resolve, reject) => {
+      const r = httpsRequest({
+        host: '127.0.0.1', port, servername, method: 'GET', path: `/keys/${K1}/?${API}`, ca: p.ca,
+        headers: { host, authorization: `Bearer ${adminVault}` }, agent: false,
+        checkServerIdentity: () => undefined,
+      }, (res) => {
+        let text = '';
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : undefined }));
+      });
+      r.on('error', reject);
+      r.end();
+    });
+    const ok = await raw(`${V.toLowerCase()}.vault.localhost`, `${V.toUpperCase()}.VAULT.LOCALHOST:${port}`);
+    assert.equal(ok.status, 200, 'the Host names the vault in any case');
+    assert.equal(new URL(ok.json.key.kid).origin, new URL(vaultUri).origin, 'the kid names the vault as its vaultUri does');
+    const unknown = await raw('nosuchvault.vault.localhost', `nosuchvault.vault.localhost:${port}`);
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.json.error.code, 'VaultNotFound');
+    const bare = await raw(undefined, `127.0.0.1:${port}`);
+    assert.equal(bare.status, 404);
+    assert.match(bare.json.error.message, /names no vault/);
+    const misdirected = await raw(`nosuchvault.vault.localhost`, `${V}.vault.localhost:${port}`);
+    assert.equal(misdirected.status, 421);
+    assert.equal(misdirected.json.error.code, 'MisdirectedRequest');
+    await assertServing();
   });
 
   test('oversized body (> 256 KiB) → 413 with a JSON error; nothing created; still serving', async () => {

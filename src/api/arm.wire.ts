@@ -1,5 +1,6 @@
 import type { Principal, RoleAssignment, Tenant } from '../identity/identity.repo.js';
 import type { AccessPolicy, EventSubscription, Vault } from '../vault/vault.types.js';
+import type { Names } from '../lib/names.js';
 
 /** Azure Resource Manager shapes of the management API, kept apart from the domain model. */
 
@@ -9,8 +10,9 @@ export const identityId = (tenantId: string, name: string) =>
   `/tenants/${tenantId}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${name}`;
 export const vaultResourceId = (tenantId: string, name: string) => `/tenants/${tenantId}/providers/Microsoft.KeyVault/vaults/${name}`;
 
-export function vaultUri(v: Vault, host: string): string {
-  return `https://${host}:${v.port}/`;
+/** `https://NAME.vault.DOMAIN[:port]/`: every vault on the one vault listener, by its DNS name. */
+export function vaultUri(v: Vault, names: Pick<Names, 'vaultUri'>): string {
+  return names.vaultUri(v.name);
 }
 
 export function identityWire(p: Principal, id: string, clientSecret?: string) {
@@ -48,14 +50,14 @@ export function roleAssignmentWire(a: RoleAssignment) {
   };
 }
 
-export function vaultWire(v: Vault, policies: AccessPolicy[], host: string, id: string) {
+export function vaultWire(v: Vault, policies: AccessPolicy[], names: Pick<Names, 'vaultUri'>, id: string) {
   return {
     id,
     name: v.name,
     type: 'Microsoft.KeyVault/vaults',
     location: v.location,
     properties: {
-      vaultUri: vaultUri(v, host),
+      vaultUri: vaultUri(v, names),
       tenantId: v.tenantId,
       sku: { family: 'A', name: 'standard' },
       enableSoftDelete: true,

@@ -1,3 +1,4 @@
+import type { Names } from '../lib/names.js';
 import type { FastifyInstance } from 'fastify';
 import { queryOf, requestOrigin } from '../http/request.js';
 import { RESOURCES } from '../identity/tokens.js';
@@ -13,8 +14,10 @@ import { RESOURCES } from '../identity/tokens.js';
  * The login endpoint is the ADFS-shaped authority (`{origin}/adfs`): MSAL skips Microsoft's instance
  * discovery for it. Graph is not served; its endpoints point here so a Graph call fails at pgbyok, not abroad.
  */
-export function registerCloudMetadataRoutes(app: FastifyInstance, d: { canonicalOrigin: string; domain?: string }) {
-  const domain = (d.domain ?? 'localhost').toLowerCase().replace(/\.$/, '');
+export function registerCloudMetadataRoutes(app: FastifyInstance, d: { canonicalOrigin: string; names: Pick<Names, 'domain' | 'vaultPort'> }) {
+  const domain = d.names.domain;
+  // az builds `https://<vault><suffix>`: a vault port other than 443 goes into the suffix.
+  const vaultPort = d.names.vaultPort === 443 ? '' : `:${d.names.vaultPort}`;
   app.get('/metadata/endpoints', {
     config: { operation: 'CloudMetadata', public: 'cloud discovery', audit: false },
   }, async (req) => {
@@ -40,7 +43,7 @@ export function registerCloudMetadataRoutes(app: FastifyInstance, d: { canonical
       graphAudience: graph,
       microsoftGraphResourceId: graph,
       suffixes: {
-        keyVaultDns: `vault.${domain}`,
+        keyVaultDns: `vault.${domain}${vaultPort}`,
         mhsmDns: `managedhsm.${domain}`,
         postgresqlServerEndpoint: `postgres.database.${domain}`,
       },

@@ -5,13 +5,14 @@ import type { IdentityService } from '../identity/identity.service.js';
 import type { VaultService } from '../vault/vaults.service.js';
 import { eventSubscriptionWire, vaultUri, roleAssignmentWire, servicePrincipalWire, tenantWire } from './arm.wire.js';
 import { queryOf } from '../http/request.js';
+import type { Names } from '../lib/names.js';
 
 export interface ManagementDeps {
   identity: IdentityService;
   vaults: VaultService;
   audit: AuditLog;
-  /** Host that vault URIs name (loopback by IP). */
-  host: string;
+  /** The DNS names vaults are served under (their vaultUri). */
+  names: Names;
   /** The platform's own tenant: only its Owners manage tenants. */
   platformTenantId: () => string;
 }
@@ -22,13 +23,12 @@ const KV = '/tenants/:tid/providers/Microsoft.KeyVault';
 const RA = '/tenants/:tid/providers/Microsoft.Authorization/roleAssignments';
 
 /** Public reads: the liveness probe and vault name resolution (as Azure's DNS resolves a vault for anyone). */
-export function registerPublicRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults' | 'host'>) {
-  const host = d.host;
+export function registerPublicRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults' | 'names'>) {
   app.get('/health', { config: { operation: 'Health', public: 'liveness probe', audit: false } }, async () => ({ status: 'ok' }));
   app.get<{ Params: { name: string } }>('/discovery/vaults/:name', { config: { operation: 'VaultDiscover', public: 'name resolution, as DNS answers anyone', audit: false } }, async (req) => {
     const v = d.vaults.lookup(req.params.name);
     if (!v) throw errors.notFound('VaultNotFound', `No vault named '${req.params.name}' is being served.`);
-    return { name: v.name, vaultUri: vaultUri(v, host) };
+    return { name: v.name, vaultUri: vaultUri(v, d.names) };
   });
 }
 
@@ -36,16 +36,18 @@ export function registerPublicRoutes(app: FastifyInstance, d: Pick<ManagementDep
  * The platform's own services (trusted-service certificate, no token) subscribe to the vaults their
  * servers use, so that key changes reach them in seconds.
  */
-export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults'>) {
+export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults' | 'names'>) {
+  // The vault an origin names by its host, on the vault listener's port (a soft-deleted one included).
   const vaultAt = (origin: string) => {
-    let port: number;
+    let url: URL;
     try {
-      port = Number(new URL(origin).port);
+      url = new URL(origin);
     } catch {
       throw errors.badParameter('vaultOrigin is not a URL.');
     }
-    const v = d.vaults.byPort(port);
-    if (!v) throw errors.notFound('VaultNotFound', `No vault is served at ${origin}.`);
+    const name = d.names.vaultNameOf(url.hostname);
+    const v = name === undefined ? undefined : d.vaults.byName(name);
+    if (!v || url.origin !== d.names.vaultOrigin(v.name)) throw errors.notFound('VaultNotFound', `No vault is served at ${origin}.`);
     return v;
   };
   app.put<{ Body: { vaultOrigin: string; name: string; endpoint: string } }>('/trusted/eventSubscriptions', {

@@ -19,6 +19,7 @@ import type { ArmService } from '../arm/arm.service.js';
 import { registerResourceRoutes, type GroupMember } from '../arm/resources.routes.js';
 import { registerIdentityResourceRoutes } from './identities.routes.js';
 import { registerVaultResourceRoutes } from './vault-resources.routes.js';
+import type { Names } from '../lib/names.js';
 
 export interface PlatformAppDeps {
   logger: Logger;
@@ -32,9 +33,8 @@ export interface PlatformAppDeps {
   arm: ArmService;
   settings: SettingsStore;
   origin: string;
-  host: string;
-  /** The DNS domain resources are named under (vaults: `*.vault.<domain>`); 'localhost' when not given. */
-  domain?: string;
+  /** The DNS names of vaults and servers. */
+  names: Names;
   platformTenantId: () => string;
   /** The secret code in the vault-event webhook URL the control plane subscribes with. */
   hookCode: string;
@@ -78,12 +78,12 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
   const attempt = auditAttempt(d.audit, 'management', describe);
 
   secureScope(app, { name: 'public', enforces: ['public'], surface: 'identity', hooks: () => {}, beforeHandler: attempt }, (scope) => {
-    registerPublicRoutes(scope, { vaults: d.vaults, host: d.host });
+    registerPublicRoutes(scope, { vaults: d.vaults, names: d.names });
     registerIdentityRoutes(scope, d.identity, d.tokens, d.origin);
-    registerCloudMetadataRoutes(scope, { canonicalOrigin: d.origin, domain: d.domain });
+    registerCloudMetadataRoutes(scope, { canonicalOrigin: d.origin, names: d.names });
   });
   secureScope(app, { name: 'trusted', enforces: ['trustedService'], surface: 'identity', hooks: installTrustedServiceAuth, beforeHandler: attempt }, (scope) => {
-    registerTrustedRoutes(scope, { vaults: d.vaults });
+    registerTrustedRoutes(scope, { vaults: d.vaults, names: d.names });
     registerManagedIdentityRoutes(scope, d.identity, d.tokens);
   });
   secureScope(app, { name: 'hooks', enforces: ['hookCode'], surface: 'management', hooks: (scope) => installHookCodeAuth(scope, d.hookCode), beforeHandler: attempt }, (scope) => {
@@ -98,14 +98,14 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
     hooks: (scope) => installManagementAuth(scope, { identity: d.identity, arm: d.arm, platformTenantId: d.platformTenantId }),
     beforeHandler: attempt,
   }, (scope) => {
-    registerManagementRoutes(scope, { identity: d.identity, vaults: d.vaults, audit: d.audit, host: d.host, platformTenantId: d.platformTenantId });
+    registerManagementRoutes(scope, { identity: d.identity, vaults: d.vaults, audit: d.audit, names: d.names, platformTenantId: d.platformTenantId });
     // What a resource-group delete can remove, one entry per resource type.
     const members: GroupMember[] = [
       registerIdentityResourceRoutes(scope, { identity: d.identity, arm: d.arm }),
-      registerVaultResourceRoutes(scope, { identity: d.identity, vaults: d.vaults, arm: d.arm, host: d.host }),
+      registerVaultResourceRoutes(scope, { identity: d.identity, vaults: d.vaults, arm: d.arm, names: d.names }),
     ];
     registerResourceRoutes(scope, { arm: d.arm, identity: d.identity, members: () => members });
-    registerServerRoutes(scope, d.servers, d.monitoring);
+    registerServerRoutes(scope, d.servers, d.monitoring, d.names);
     registerPlatformSettingsRoutes(scope, d.settings);
   });
   return app;

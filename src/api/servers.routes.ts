@@ -7,13 +7,14 @@ import type { Server } from '../servers/servers.repo.js';
 import type { Operation, OperationStep } from '../servers/operations/operations.repo.js';
 import type { Monitoring } from '../servers/monitoring.js';
 import { registerParameterRoutes } from './parameters.routes.js';
+import type { Names } from '../lib/names.js';
 
 /** Azure Flexible Server shapes of the servers API, kept apart from the domain model. */
 
 const FS = '/tenants/:tid/providers/Microsoft.DBforPostgreSQL/flexibleServers';
 const INSIGHTS = '/tenants/:tid/providers/Microsoft.Insights';
 
-export function serverWire(s: Server, earliestRestoreDate?: string) {
+export function serverWireOf(s: Server, earliestRestoreDate: string | undefined, names: Pick<Names, 'serverFqdn'>) {
   const enc = s.current.encryption;
   const cmk = enc.type === 'AzureKeyVault';
   return {
@@ -25,7 +26,7 @@ export function serverWire(s: Server, earliestRestoreDate?: string) {
     properties: {
       state: s.state,
       version: s.version,
-      fullyQualifiedDomainName: 'localhost',
+      fullyQualifiedDomainName: names.serverFqdn(s.name),
       port: s.port,
       administratorLogin: s.adminLogin,
       storage: { storageSizeGB: s.storageGb },
@@ -78,7 +79,9 @@ export function accepted(reply: FastifyReply, req: FastifyRequest, tenantId: str
 
 type NameParams = { tid: string; name: string };
 
-export function registerServerRoutes(app: FastifyInstance, servers: ServersService, monitoring: Monitoring) {
+export function registerServerRoutes(app: FastifyInstance, servers: ServersService, monitoring: Monitoring, names: Pick<Names, 'serverFqdn'>) {
+  // Every server body below names the server by its DNS name under the domain.
+  const serverWire = (s: Server, earliestRestoreDate?: string) => serverWireOf(s, earliestRestoreDate, names);
   app.put<{ Params: NameParams; Body: any }>(`${FS}/:name`, {
     config: { operation: 'ServerCreate', duty: 'manageServers' },
     schema: {

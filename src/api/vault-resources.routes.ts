@@ -7,6 +7,7 @@ import { armErrors, resourceId, type ArmService } from '../arm/arm.service.js';
 import { armRoute, LIST_LEVELS, RESOURCE_LEVELS } from '../arm/routing.js';
 import type { GroupMember } from '../arm/resources.routes.js';
 import { deletedVaultWire, vaultWire } from './arm.wire.js';
+import type { Names } from '../lib/names.js';
 
 /**
  * Microsoft.KeyVault/vaults in the management plane, as ARM serves it: PUT is create-or-update with the
@@ -65,10 +66,10 @@ const vaultBodySchema = {
   },
 };
 
-export function registerVaultResourceRoutes(app: FastifyInstance, d: { identity: IdentityService; vaults: VaultService; arm: ArmService; host: string }): GroupMember {
+export function registerVaultResourceRoutes(app: FastifyInstance, d: { identity: IdentityService; vaults: VaultService; arm: ArmService; names: Names }): GroupMember {
   const { arm, vaults } = d;
   const placed = (v: Vault) => arm.placementOf(v.tenantId, VAULT_TYPE, v.name, v.location);
-  const out = (v: Vault) => vaultWire(v, vaults.policies(v), d.host, resourceId(placed(v)));
+  const out = (v: Vault) => vaultWire(v, vaults.policies(v), d.names, resourceId(placed(v)));
   const deletedOut = (v: Vault) => { const p = placed(v); return deletedVaultWire(v, p.subscriptionId, resourceId(p)); };
   const find = (req: FastifyRequest, name: string) => {
     const v = vaults.list(req.arm.tenantId).find((x) => x.name.toLowerCase() === name.toLowerCase());

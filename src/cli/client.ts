@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { httpCall } from '../lib/http-client.js';
 import { homePaths, originOf, readSettings, resolveHome, type HomePaths, type Settings } from '../lib/home.js';
 import { RESOURCES } from '../identity/tokens.js';
+import { createNames } from '../lib/names.js';
 
 /** A failure the CLI reports as one line and a non-zero exit. */
 export class CliError extends Error {
@@ -40,6 +41,12 @@ export class CliContext {
 
   get origin(): string {
     return originOf(this.settings.host, this.settings.port);
+  }
+
+  /** The vaults' token audience (`https://vault.<domain>`); a home started before vaults had names: Azure's. */
+  get vaultResource(): string {
+    const s = this.settings;
+    return s.domain && s.vaultPort ? createNames(s.domain, s.vaultPort).vaultResource : RESOURCES.azureVault;
   }
 
   get ca(): string {
@@ -146,7 +153,7 @@ export class CliContext {
   vault(vaultUri: string, method: string, path: string, body?: unknown): Promise<any> {
     const base = vaultUri.replace(/\/$/, '');
     const sep = path.includes('?') ? '&' : '?';
-    return this.call(RESOURCES.vault, method, `${base}${path}${sep}api-version=${API_VERSION}`, body);
+    return this.call(this.vaultResource, method, `${base}${path}${sep}api-version=${API_VERSION}`, body);
   }
 
   /** Resolves a vault name to its URI through the public discovery endpoint (Azure's DNS does this). */
@@ -163,7 +170,7 @@ export class CliContext {
     let page = await this.vault(vaultUri, 'GET', path);
     out.push(...page.value);
     while (page.nextLink) {
-      const token = await this.token(RESOURCES.vault);
+      const token = await this.token(this.vaultResource);
       const res = await this.raw({ method: 'GET', url: page.nextLink, headers: { authorization: `Bearer ${token}` } });
       page = parseJson(res.text);
       if (res.status !== 200) throw new CliError(page?.error?.message ?? `HTTP ${res.status}`);

@@ -2,6 +2,7 @@ import { existsSync, unlinkSync } from 'node:fs';
 import type { Command } from 'commander';
 import { writeFileAtomic } from '../lib/home.js';
 import { RESOURCES } from '../identity/tokens.js';
+import { createNames } from '../lib/names.js';
 import { CliContext, CliError } from './client.js';
 import { action, parseIntArg } from './run.js';
 
@@ -38,6 +39,7 @@ export function registerPlatformCommands(program: Command): void {
           'pgbyok is up.',
           `  authority host:   ${platform.origin}`,
           `  management url:   ${platform.origin}`,
+          `  vaults:           ${platform.names.vaultUri('NAME')} (one port for every vault)`,
           `  tenant:           ${platform.settings.defaultTenantId}`,
           `  CA certificate:   ${platform.paths.caCert}`,
           `                    export NODE_EXTRA_CA_CERTS=${platform.paths.caCert}`,
@@ -70,6 +72,7 @@ export function registerPlatformCommands(program: Command): void {
       if (res.status !== 200) throw new CliError(`pgbyok answered HTTP ${res.status} on /health`, 3);
       return {
         status: 'Running', authorityHost: ctx.origin, managementUrl: ctx.origin, tenantId: s.defaultTenantId,
+        ...(s.domain && s.vaultPort ? { vaultUriPattern: createNames(s.domain, s.vaultPort).vaultUri('NAME') } : {}),
         caCertPath: ctx.paths.caCert, adminCredentialPath: ctx.paths.adminCredential, home: ctx.paths.root,
       };
     }));

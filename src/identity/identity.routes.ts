@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { queryOf, requestOrigin } from '../http/request.js';
 import { errors } from '../lib/errors.js';
 import type { IdentityService } from './identity.service.js';
-import { RESOURCES, type TokenService } from './tokens.js';
+import type { TokenService } from './tokens.js';
 
 /** An error as the Microsoft identity platform words it (MSAL surfaces `error` and `error_description`). */
 function aadError(reply: FastifyReply, status: number, error: string, code: number, description: string) {
@@ -29,14 +29,15 @@ function decodeBasic(b64: string): [string, string] | undefined {
   }
 }
 
-const SCOPE_TO_RESOURCE = new Map<string, string>(
-  Object.values(RESOURCES).flatMap((r) => [[`${r}/.default`, r], [`${r}//.default`, r]] as [string, string][]),
+/** `{resource}/.default` (and the `//.default` some clients send) → the resource, for each audience issued. */
+const scopeToResource = (audiences: readonly string[]) => new Map<string, string>(
+  audiences.flatMap((r) => [[`${r}/.default`, r], [`${r}//.default`, r]] as [string, string][]),
 );
 /** The scopes as advertised: the `//.default` spellings are accepted, not offered. */
-const ADVERTISED_SCOPES = Object.values(RESOURCES).map((r) => `${r}/.default`);
+const advertisedScopes = (audiences: readonly string[]) => audiences.map((r) => `${r}/.default`);
 
 /** An OpenID Provider configuration (MSAL reads authorization_endpoint and token_endpoint) under `oauth2`. */
-function openIdConfiguration(issuer: string, oauth2: string, jwksUri: string) {
+function openIdConfiguration(issuer: string, oauth2: string, jwksUri: string, scopes: string[]) {
   return {
     issuer,
     authorization_endpoint: `${oauth2}/authorize`,
@@ -47,7 +48,7 @@ function openIdConfiguration(issuer: string, oauth2: string, jwksUri: string) {
     id_token_signing_alg_values_supported: ['RS256'],
     token_endpoint_auth_methods_supported: ['client_secret_post', 'client_secret_basic'],
     grant_types_supported: ['client_credentials'],
-    scopes_supported: ADVERTISED_SCOPES,
+    scopes_supported: scopes,
   };
 }
 
@@ -57,6 +58,7 @@ function openIdConfiguration(issuer: string, oauth2: string, jwksUri: string) {
  */
 export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityService, tokens: TokenService, canonicalOrigin: string) {
   const tenantOf = (ref: string) => identity.tenants().find((t) => t.id === ref || t.name === ref);
+  const SCOPE_TO_RESOURCE = scopeToResource(tokens.audiences);
 
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, Object.fromEntries(new URLSearchParams(String(body))));
@@ -71,7 +73,7 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
     const origin = requestOrigin(req, canonicalOrigin);
     const authority = `${origin}/${tenant.id}`;
     return {
-      ...openIdConfiguration(`${authority}/v2.0`, `${authority}/oauth2/v2.0`, `${authority}/discovery/v2.0/keys`),
+      ...openIdConfiguration(`${authority}/v2.0`, `${authority}/oauth2/v2.0`, `${authority}/discovery/v2.0/keys`, advertisedScopes(tokens.audiences)),
       tenant_region_scope: 'NA',
       cloud_instance_name: 'pgbyok.local',
     };
@@ -103,7 +105,7 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
     const [clientId, secret] = client;
     const resource = SCOPE_TO_RESOURCE.get(form.scope ?? '');
     if (!resource) {
-      return aadError(reply, 400, 'invalid_scope', 70011, `The provided value for scope '${form.scope ?? ''}' is not valid. Use one of: ${ADVERTISED_SCOPES.join(', ')}.`);
+      return aadError(reply, 400, 'invalid_scope', 70011, `The provided value for scope '${form.scope ?? ''}' is not valid. Use one of: ${advertisedScopes(tokens.audiences).join(', ')}.`);
     }
     const tenantId = tenantFor(clientId);
     const principal = tenantId === undefined ? undefined : await identity.authenticateClient(tenantId, clientId, secret);
@@ -136,7 +138,7 @@ export function registerIdentityRoutes(app: FastifyInstance, identity: IdentityS
     config: { operation: 'OpenIdConfiguration', public: 'sign-in discovery', audit: false },
   }, async (req) => {
     const authority = `${requestOrigin(req, canonicalOrigin)}/adfs`;
-    return openIdConfiguration(authority, `${authority}/oauth2`, `${authority}/discovery/keys`);
+    return openIdConfiguration(authority, `${authority}/oauth2`, `${authority}/discovery/keys`, advertisedScopes(tokens.audiences));
   });
 
   app.get('/adfs/discovery/keys', {
@@ -191,7 +193,7 @@ export function registerManagedIdentityRoutes(app: FastifyInstance, identity: Id
   }, async (req, reply) => {
     const q = queryOf(req);
     const resource = q.get('resource')?.replace(/\/$/, '') ?? '';
-    if (!Object.values(RESOURCES).includes(resource as any)) throw errors.badParameter(`Unknown resource '${resource}'.`);
+    if (!tokens.audiences.includes(resource)) throw errors.badParameter(`Unknown resource '${resource}'.`);
     const resId = q.get('msi_res_id') ?? q.get('mi_res_id');
     const m = identityRef(req);
     const clientId = q.get('client_id');

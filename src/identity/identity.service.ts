@@ -168,7 +168,7 @@ export function createIdentityService({ repo, tokens, defaultLocation }: Identit
      * Turns a bearer token into a caller. The principal is looked up on every request, so deleting an
      * identity locks its tokens out at once, not when they expire.
      */
-    async authenticate(token: string, audience: string): Promise<Caller> {
+    async authenticate(token: string, audience: string | readonly string[]): Promise<Caller> {
       const claims = await tokens.verify(token, audience);
       if (!repo.tenant(claims.tid)) throw new TokenError('issuer', `The token's tenant ${claims.tid} does not exist.`);
       const principal = repo.principal(claims.oid);

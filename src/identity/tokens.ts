@@ -4,12 +4,21 @@ import { SignJWT, jwtVerify, exportJWK, decodeProtectedHeader, errors as joseErr
 import type { Db } from '../store/db.js';
 import type { Barrier } from '../barrier/barrier.js';
 import { nowSeconds, systemClock, type Clock } from '../lib/clock.js';
+import type { Names } from '../lib/names.js';
 
-/** The audiences (resources) our token endpoint issues tokens for, by the scope a client asks for. */
+/**
+ * Fixed audiences (resources). The vaults' own audience is `names.vaultResource` (`https://vault.<domain>`;
+ * their 401 challenge names `names.vaultChallengeResource`); vaults also accept Azure's public one, which
+ * clients such as az's track-1 key client ask for without looking at the challenge.
+ */
 export const RESOURCES = {
-  vault: 'https://vault.azure.net',
+  azureVault: 'https://vault.azure.net',
   management: 'https://management.azure.com',
 } as const;
+
+/** The audiences a vault accepts: its own resource, its challenge's resource (with the port), then Azure's public one. */
+export const vaultAudiences = (names: Pick<Names, 'vaultResource' | 'vaultChallengeResource'>): string[] =>
+  [...new Set([names.vaultResource, names.vaultChallengeResource, RESOURCES.azureVault])];
 
 export interface AccessClaims {
   tid: string;
@@ -46,6 +55,8 @@ export interface TokenServiceOptions {
   clockToleranceSeconds: number;
   /** The source of "now" for issuing, verifying and rotating (the system clock by default). */
   clock?: Clock;
+  /** The audiences the token endpoints issue tokens for (default: the fixed RESOURCES). */
+  audiences?: readonly string[];
 }
 
 /**
@@ -95,6 +106,8 @@ export function createTokenService(db: Db, barrier: Barrier, opts: TokenServiceO
   return {
     rotateIfDue,
     issuerFor,
+    /** The resources a client may ask a token for (by scope `{resource}/.default`). */
+    audiences: Object.freeze([...new Set(opts.audiences ?? Object.values(RESOURCES))]) as readonly string[],
     jwks: () => ({ keys: keys.map((k) => k.publicJwk) }),
 
     /** A signed token; `expiresOn` is its `exp` (seconds since the epoch, on the service's clock). */
@@ -114,8 +127,9 @@ export function createTokenService(db: Db, barrier: Barrier, opts: TokenServiceO
       return { token, expiresIn: opts.lifetimeSeconds, expiresOn: now + opts.lifetimeSeconds };
     },
 
-    /** Verifies signature, expiry, audience and issuer; the caller still checks tenant and principal. */
-    async verify(token: string, audience: string): Promise<AccessClaims> {
+    /** Verifies signature, expiry, audience (one of `audience`) and issuer; the caller still checks tenant and principal. */
+    async verify(token: string, audience: string | readonly string[]): Promise<AccessClaims> {
+      const accepted: readonly string[] = typeof audience === 'string' ? [audience] : audience;
       let kid: string | undefined;
       try {
         kid = decodeProtectedHeader(token).kid;
@@ -131,8 +145,9 @@ export function createTokenService(db: Db, barrier: Barrier, opts: TokenServiceO
           currentDate: new Date(clock.now()),
           requiredClaims: ['tid', 'oid', 'aud', 'iat', 'exp', 'iss'],
         });
-        if (payload.aud !== audience && !(Array.isArray(payload.aud) && payload.aud.includes(audience))) {
-          throw new TokenError('audience', `Invalid audience. Expected ${audience}, found ${String(payload.aud)}.`);
+        const auds = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
+        if (!auds.some((a) => typeof a === 'string' && accepted.includes(a))) {
+          throw new TokenError('audience', `Invalid audience. Expected ${accepted.join(' or ')}, found ${String(payload.aud)}.`);
         }
         if (typeof payload.tid !== 'string' || typeof payload.oid !== 'string') {
           throw new TokenError('malformed', 'The bearer token names its tenant (tid) or principal (oid) with something other than a string.');

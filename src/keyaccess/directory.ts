@@ -121,7 +121,7 @@ export function createDirectory(d: DirectoryDeps) {
       }
       const vaultUri = (v.body.properties.vaultUri as string).replace(/\/$/, '');
       const keyUri = `${vaultUri}/keys/service-managed-kek`;
-      const vaultToken = await platformToken(RESOURCES.vault);
+      const vaultToken = await platformToken(d.vaultResource);
       const existing = await send('GET', `${keyUri}/?api-version=7.6`, vaultToken);
       if (existing.status === 404) {
         const k = await send('POST', `${keyUri}/create?api-version=7.6`, vaultToken, { kty: 'RSA', key_size: 3072, key_ops: ['wrapKey', 'unwrapKey'], attributes: {} });

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { httpCall, httpCallBytes, keepAliveAgent, secretJsonBody, secretJsonField } from '../lib/http-client.js';
-import { RESOURCES } from '../identity/tokens.js';
 
 /**
  * The control plane's only way to a key: HTTPS to the vault with a bearer token, exactly like any other
@@ -28,6 +27,8 @@ export type KeyPrincipal = { kind: 'identity'; resourceId: string } | { kind: 'p
 /** How the control plane's clients reach the platform: its origin, the CA, the trusted-service certificate, its own credential. */
 export interface PlatformClientDeps {
   platformOrigin: string;
+  /** The audience of vault tokens (`https://vault.<domain>`), as the vaults' challenge names it. */
+  vaultResource: string;
   ca: string;
   trustedCert: string;
   trustedKey: string;
@@ -48,17 +49,17 @@ export interface KeyInfo {
   exp?: number;
 }
 
-/** `https://host:port/keys/name[/version]` → its parts; anything else is refused. */
+/** `https://NAME.vault.DOMAIN[:port]/keys/name[/version]` → its parts; anything else is refused. */
 export function parseKeyUri(uri: string): { origin: string; name: string; version?: string } {
   let u: URL;
   try {
     u = new URL(uri);
   } catch {
-    throw new KeyAccessError('InvalidKey', `'${uri}' is not a key URI such as https://127.0.0.1:PORT/keys/NAME[/VERSION].`);
+    throw new KeyAccessError('InvalidKey', `'${uri}' is not a key URI such as https://VAULT.vault.DOMAIN/keys/NAME[/VERSION].`);
   }
   const m = u.pathname.match(/^\/keys\/([0-9a-zA-Z-]{1,127})(?:\/([0-9a-f]{32}))?\/?$/);
   if (u.protocol !== 'https:' || !m || u.search || u.hash) {
-    throw new KeyAccessError('InvalidKey', `'${uri}' is not a key URI such as https://127.0.0.1:PORT/keys/NAME[/VERSION].`);
+    throw new KeyAccessError('InvalidKey', `'${uri}' is not a key URI such as https://VAULT.vault.DOMAIN/keys/NAME[/VERSION].`);
   }
   return { origin: u.origin, name: m[1], version: m[2] };
 }
@@ -101,7 +102,7 @@ export function createKeyAccess(d: KeyAccessDeps) {
       if (p.kind === 'identity') {
         res = await httpCall({
           method: 'GET',
-          url: `${d.platformOrigin}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${encodeURIComponent(RESOURCES.vault)}&msi_res_id=${encodeURIComponent(p.resourceId)}`,
+          url: `${d.platformOrigin}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${encodeURIComponent(d.vaultResource)}&msi_res_id=${encodeURIComponent(p.resourceId)}`,
           headers: { metadata: 'true' }, ca: d.ca, cert: d.trustedCert, key: d.trustedKey, timeoutMs: 10_000, agent,
         });
       } else {
@@ -109,7 +110,7 @@ export function createKeyAccess(d: KeyAccessDeps) {
         res = await httpCall({
           method: 'POST', url: `${d.platformOrigin}/${c.tenantId}/oauth2/v2.0/token`, ca: d.ca, timeoutMs: 10_000, agent,
           headers: { 'content-type': 'application/x-www-form-urlencoded' },
-          body: new URLSearchParams({ grant_type: 'client_credentials', client_id: c.clientId, client_secret: c.clientSecret, scope: `${RESOURCES.vault}/.default` }).toString(),
+          body: new URLSearchParams({ grant_type: 'client_credentials', client_id: c.clientId, client_secret: c.clientSecret, scope: `${d.vaultResource}/.default` }).toString(),
         });
       }
     } catch (e) {

@@ -6,11 +6,19 @@ import { Value } from '@sinclair/typebox/value';
  * and read only from the object this returns. A bad value stops start-up with a message naming the
  * setting (fail closed), instead of surfacing later as a background task that quietly stopped.
  */
+/** Case-insensitive labels of letters, digits and inner hyphens, dot-separated (no trailing dot). */
+const DNS_NAME = '^(?=.{1,200}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$';
+
 const int = (min: number, max: number, dflt: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: dflt, description });
 
 export const ConfigSchema = Type.Object({
   PGBYOK_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'platform HTTPS port (first start only; then kept in settings.json)' })),
+  PGBYOK_DOMAIN: Type.String({
+    default: 'localhost', maxLength: 200, pattern: DNS_NAME,
+    accepts: 'a DNS name such as localhost or pgbyok.example.com', description: 'the domain every vault (NAME.vault.DOMAIN) and server (NAME.postgres.database.DOMAIN) is named under',
+  }),
+  PGBYOK_VAULT_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: "the one HTTPS port of every vault (first start only; then kept in settings.json; unset: 443 as root, otherwise a free port)" })),
   PGBYOK_LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'log level' }),
   PGBYOK_TOKEN_LIFETIME_SECONDS: int(1, 86_400, 3599, 'lifetime of issued access tokens'),
   PGBYOK_SIGNING_KEY_ROTATION_SECONDS: int(1, 365 * 86_400, 24 * 3600, 'how often the token signing key rotates'),
@@ -32,7 +40,7 @@ export class ConfigError extends Error {}
 function describeProblem(name: string, value: unknown, message: string): string {
   const s = (ConfigSchema.properties as Record<string, TSchema>)[name];
   const inner: TSchema | undefined = s?.anyOf?.find((x: TSchema) => x.minimum !== undefined) ?? s;
-  const accepts = s?.anyOf && s.anyOf.every((x: TSchema) => x.const !== undefined)
+  const accepts = typeof s?.accepts === 'string' ? s.accepts : s?.anyOf && s.anyOf.every((x: TSchema) => x.const !== undefined)
     ? `one of ${(s.anyOf as TSchema[]).map((x) => x.const).join(', ')}`
     : inner?.minimum !== undefined ? `a whole number from ${inner.minimum} to ${inner.maximum}` : message;
   return `${name}='${String(value)}' is not valid: it must be ${accepts} (${s?.description ?? 'setting'}).`;

@@ -35,6 +35,8 @@ export const errors = {
   authorizationFailed: (message: string) => new ApiError(403, 'AuthorizationFailed', message),
   keyNotFound: (message: string) => new ApiError(404, 'KeyNotFound', message),
   notFound: (code: string, message: string) => new ApiError(404, code, message),
+  /** 421: the connection (its TLS server name) was opened for another host than the request names. */
+  misdirected: (message: string) => new ApiError(421, 'MisdirectedRequest', message),
   conflict: (message: string, inner?: string) => new ApiError(409, 'Conflict', message, inner),
   tooLarge: (limit: number) =>
     new ApiError(413, 'BadParameter', `The request body is larger than the ${limit} bytes this service accepts.`, 'RequestTooLarge'),

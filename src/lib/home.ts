@@ -16,6 +16,9 @@ export interface HomePaths {
   caKey: string;
   serverCert: string;
   serverKey: string;
+  /** The vault listener's certificate (every name under `vault.<domain>`). */
+  vaultCert: string;
+  vaultKey: string;
   trustedServiceCert: string;
   trustedServiceKey: string;
   adminCredential: string;
@@ -33,6 +36,8 @@ export function homePaths(root: string): HomePaths {
     caKey: join(root, 'secrets', 'ca.key.pem'),
     serverCert: join(root, 'tls', 'server.pem'),
     serverKey: join(root, 'secrets', 'server.key.pem'),
+    vaultCert: join(root, 'tls', 'vault.pem'),
+    vaultKey: join(root, 'secrets', 'vault.key.pem'),
     trustedServiceCert: join(root, 'tls', 'trusted-service.pem'),
     trustedServiceKey: join(root, 'secrets', 'trusted-service.key.pem'),
     adminCredential: join(root, 'secrets', 'admin.json'),
@@ -59,10 +64,14 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode: numbe
   renameSync(tmp, path);
 }
 
-/** Settings chosen at first start and kept: the platform port and the default region. */
+/** Settings chosen at first start and kept: the platform port, the vaults' port and the default region. */
 export interface Settings {
   port: number;
   host: string;
+  /** The one HTTPS port of every vault (absent in a home made before vaults had names; chosen on its next start). */
+  vaultPort?: number;
+  /** The domain vaults and servers are named under (as last started; `PGBYOK_DOMAIN` decides). */
+  domain?: string;
   defaultLocation: string;
   defaultTenantId: string;
 }

@@ -1,5 +1,6 @@
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { request as httpRequest, type Agent, type ClientRequest } from 'node:http';
+import { isIP } from 'node:net';
 
 export interface HttpRequest {
   method: string;
@@ -66,6 +67,8 @@ export function httpCallBytes(req: HttpRequest, retried = false): Promise<HttpBy
         cert: req.cert,
         key: req.key,
         localAddress: req.localAddress,
+        // A host name that resolves to both families (names under localhost: ::1 first) is reached over the local address's.
+        ...(req.localAddress && isIP(req.localAddress) ? { family: isIP(req.localAddress) } : {}),
         timeout: req.timeoutMs ?? 30_000,
         agent: req.agent,
       },

@@ -14,8 +14,14 @@ export interface Names {
   vaultUri(name: string): string;
   /** The vault's origin, without the trailing slash. */
   vaultOrigin(name: string): string;
-  /** `https://vault.<domain>`: the `resource` of the vaults' 401 challenge and the audience of their tokens. */
+  /** `https://vault.<domain>`: the audience of the vaults' tokens (the one to ask for). */
   vaultResource: string;
+  /**
+   * `https://vault.<domain>[:port]`: the `resource` of the vaults' 401 challenge, with the vault port unless it
+   * is 443. The Python SDK checks that the vault's host:port ends in `.` + the resource's host:port; the JS
+   * SDK compares host names only. Vaults accept tokens for it too.
+   */
+  vaultChallengeResource: string;
   /** The vault a Host header (or TLS server name) names, or undefined when it names none. */
   vaultNameOf(host: string | undefined): string | undefined;
   /** `pg1.postgres.database.<domain>` */
@@ -36,6 +42,7 @@ export function createNames(domain: string, vaultPort: number): Names {
     vaultOrigin: (name) => `https://${vaultHost(name)}${portPart}`,
     vaultUri: (name) => `https://${vaultHost(name)}${portPart}/`,
     vaultResource: `https://vault.${d}`,
+    vaultChallengeResource: `https://vault.${d}${portPart}`,
     vaultNameOf(host) {
       if (!host) return undefined;
       // Host may carry a port (and an IPv6 literal carries colons, but never names a vault).

@@ -127,6 +127,27 @@ export async function issueServerCertificate(p: HomePaths, cn: string, dnsNames:
   return signLeaf(caCert, caKey, { cn, server: true, dnsNames, ips });
 }
 
+/**
+ * The certificate of the one vault listener: every name of `names` (wildcards such as `*.vault.localhost`),
+ * kept under `$PGBYOK_HOME` and issued again when it nears expiry or when the names change (a new domain).
+ */
+export async function ensureVaultCertificate(p: HomePaths, names: string[]): Promise<{ cert: string; key: string }> {
+  if (existsSync(p.vaultCert) && existsSync(p.vaultKey)) {
+    const pem = readFileSync(p.vaultCert, 'utf8');
+    if (!expiresSoon(pem) && sameNames(dnsNamesOf(pem), names)) return { cert: pem, key: readFileSync(p.vaultKey, 'utf8') };
+  }
+  const leaf = await issueServerCertificate(p, names[0] ?? 'vault', names, []);
+  writeFileAtomic(p.vaultKey, leaf.key, 0o600);
+  writeFileAtomic(p.vaultCert, leaf.cert, 0o644);
+  return leaf;
+}
+
+function dnsNamesOf(pem: string): string[] {
+  return (new X509Certificate(pem).subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4));
+}
+
+const sameNames = (a: string[], b: string[]) => a.length === b.length && [...a].sort().join() === [...b].sort().join();
+
 function expiresSoon(pem: string): boolean {
   return new Date(new X509Certificate(pem).validTo).getTime() - Date.now() < 30 * 24 * 3600 * 1000;
 }

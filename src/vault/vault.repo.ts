@@ -11,7 +11,6 @@ const toVault = (r: any): Vault => ({
   tenantId: r.tenant_id,
   name: r.name,
   location: r.location,
-  port: r.port,
   retentionDays: r.retention_days,
   purgeProtection: !!r.purge_protection,
   publicNetworkAccess: r.public_network_access,
@@ -55,13 +54,16 @@ const VERSION_COLUMNS = 'vault_id, name, version, seq, kty, key_size, key_ops, e
 export function createVaultRepo(db: Db) {
   const s = {
     vaultById: db.prepare('SELECT * FROM vaults WHERE id = ?'),
-    vaultByName: db.prepare('SELECT * FROM vaults WHERE name = ?'),
-    vaultByPort: db.prepare('SELECT * FROM vaults WHERE port = ?'),
+    // Vault names are DNS labels: case-insensitive (a vault is found by the Host header naming it).
+    vaultByName: db.prepare('SELECT * FROM vaults WHERE name = ? COLLATE NOCASE'),
     vaults: db.prepare('SELECT * FROM vaults WHERE tenant_id = ? AND deleted_at IS NULL ORDER BY name'),
     deletedVaults: db.prepare('SELECT * FROM vaults WHERE tenant_id = ? AND deleted_at IS NOT NULL ORDER BY name'),
     allVaults: db.prepare('SELECT * FROM vaults'),
+    // The port column is from when each vault had its own listener (UNIQUE NOT NULL, and migrations are
+    // append-only): a new vault stores a unique negative placeholder, never read.
     insertVault: db.prepare(`INSERT INTO vaults (id, tenant_id, name, location, port, retention_days, purge_protection,
-      public_network_access, default_action, bypass, ip_rules, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`),
+      public_network_access, default_action, bypass, ip_rules, created, updated)
+      VALUES (?,?,?,?,(SELECT MIN(0, COALESCE(MIN(port), 0)) - 1 FROM vaults),?,?,?,?,?,?,?,?)`),
     updateVault: db.prepare(`UPDATE vaults SET purge_protection = ?, public_network_access = ?, default_action = ?, bypass = ?,
       ip_rules = ?, updated = ?, deleted_at = ?, scheduled_purge = ? WHERE id = ?`),
     deleteVault: db.prepare('DELETE FROM vaults WHERE id = ?'),
@@ -113,12 +115,11 @@ export function createVaultRepo(db: Db) {
 
     vault: (id: string) => { const r = s.vaultById.get(id); return r ? toVault(r) : undefined; },
     vaultByName: (name: string) => { const r = s.vaultByName.get(name); return r ? toVault(r) : undefined; },
-    vaultByPort: (port: number) => { const r = s.vaultByPort.get(port); return r ? toVault(r) : undefined; },
     vaults: (tenantId: string) => s.vaults.all(tenantId).map(toVault),
     deletedVaults: (tenantId: string) => s.deletedVaults.all(tenantId).map(toVault),
     allVaults: () => s.allVaults.all().map(toVault),
     insertVault: (v: Vault) => void s.insertVault.run(
-      v.id, v.tenantId, v.name, v.location, v.port, v.retentionDays, v.purgeProtection ? 1 : 0, v.publicNetworkAccess,
+      v.id, v.tenantId, v.name, v.location, v.retentionDays, v.purgeProtection ? 1 : 0, v.publicNetworkAccess,
       v.networkAcls.defaultAction, v.networkAcls.bypass, JSON.stringify(v.networkAcls.ipRules), v.created, v.updated,
     ),
     saveVault: (v: Vault) => void s.updateVault.run(

@@ -5,11 +5,13 @@ import { errors } from '../lib/errors.js';
 import { secretJsonBody } from '../lib/http-client.js';
 import { fastifyOptions, installErrorHandler, installJsonParser } from '../http/app-setup.js';
 import { auditAttempt, installAuditOutcome } from '../http/audit-hooks.js';
-import { bearerToken, isTrustedService, queryOf, requestOrigin, sourceAddress } from '../http/request.js';
+import type { TLSSocket } from 'node:tls';
+import { bearerToken, isTrustedService, queryOf, sourceAddress } from '../http/request.js';
 import { requireSecuredRoutes, secureScope } from '../http/route-auth.js';
 import type { AuditLog } from '../audit/audit.js';
 import type { Caller, IdentityService } from '../identity/identity.service.js';
-import { RESOURCES, TokenError } from '../identity/tokens.js';
+import { TokenError, vaultAudiences } from '../identity/tokens.js';
+import type { Names } from '../lib/names.js';
 import type { CryptoOp, KeyService } from './keys.service.js';
 import {
   deletedKeyBundle, deletedKeyItem, keyBundle, keyId, keyItem, page, rotationPolicyWire,
@@ -19,7 +21,8 @@ import type { KeyPermission, Vault } from './vault.types.js';
 import { installSecretJsonParser } from './secret-body.js';
 import type { FastifyInstance as Scope } from 'fastify';
 
-const API_VERSIONS = new Set(['7.0', '7.1', '7.2', '7.3', '7.4', '7.5', '7.6', '2025-07-01']);
+/** Every api-version the official SDKs send (Python 4.8.0b3 and az 2.45 default to 7.4-preview.1). */
+const API_VERSIONS = new Set(['7.0', '7.1', '7.2', '7.3', '7.4-preview.1', '7.4', '7.5-preview.1', '7.5', '7.6', '2025-07-01']);
 /** Marks the "latest version" in a rewritten URL: `/keys/k/` and `/keys/k//wrapkey` carry an empty version. */
 const LATEST = '~latest';
 
@@ -38,7 +41,9 @@ export interface VaultAppDeps {
   keys: KeyService;
   audit: AuditLog;
   platformOrigin: string;
-  /** Receives Fastify's request handler; the platform attaches it to one HTTPS listener per vault. */
+  /** The vaults' DNS names: the Host header names the vault; the challenge names `names.vaultChallengeResource`. */
+  names: Names;
+  /** Receives Fastify's request handler; the platform attaches it to the one vault listener. */
   serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) => Server;
 }
 
@@ -77,8 +82,8 @@ function nextLink(req: FastifyRequest, path: string, items: unknown[], p: { limi
 }
 
 /**
- * The Key Vault data plane. One Fastify app serves every vault; each vault listens on its own port and
- * a request finds its vault by the local port it arrived on. Order per request: vault → bearer token
+ * The Key Vault data plane. One Fastify app on one HTTPS listener serves every vault; a request finds its
+ * vault by the host name it names (`kv1.vault.<domain>`), as Azure's front ends do. Order per request: vault → bearer token
  * (401 challenge before the body is read) → firewall → api-version → access policy → handler → audit.
  */
 export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
@@ -100,17 +105,31 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
   app.decorateRequest('caller', undefined);
   app.decorateRequest('origin', '');
 
-  const challenge = (v: Vault) => `Bearer authorization="${d.platformOrigin}/${v.tenantId}", resource="${RESOURCES.vault}"`;
+  const challenge = (v: Vault) => `Bearer authorization="${d.platformOrigin}/${v.tenantId}", resource="${d.names.vaultChallengeResource}"`;
+  const audiences = vaultAudiences(d.names);
 
   const authenticate = async (req: FastifyRequest) => {
-    const vault = d.vaults.byPort(req.socket.localPort ?? 0);
-    if (!vault || vault.deletedAt != null) throw errors.notFound('VaultNotFound', 'No vault is served at this address.');
+    const host = req.headers.host;
+    const name = d.names.vaultNameOf(host);
+    // TLS server name and Host must name the same vault (a connection is not reused across vaults).
+    const sni = (req.raw.socket as TLSSocket).servername;
+    const sniName = typeof sni === 'string' ? d.names.vaultNameOf(sni) : undefined;
+    if (sniName !== undefined && sniName !== name) {
+      throw errors.misdirected(`This connection was opened for vault '${sniName}' (TLS server name ${sni}); the request names ${host ? `'${host}'` : 'no host'}. Open a connection to the vault's own host name.`);
+    }
+    const vault = name === undefined ? undefined : d.vaults.byName(name);
+    if (!vault || vault.deletedAt != null) {
+      throw errors.notFound('VaultNotFound', name === undefined
+        ? `The host '${host ?? ''}' names no vault: vaults are served as https://NAME.vault.${d.names.domain}${d.names.vaultPort === 443 ? '' : `:${d.names.vaultPort}`}/.`
+        : `No vault named '${name}' is served here.`);
+    }
     req.vault = vault;
-    req.origin = requestOrigin(req, `https://127.0.0.1:${vault.port}`);
+    // Ids (kid, nextLink) name the vault as its vaultUri does, whatever case or form the Host header used.
+    req.origin = d.names.vaultOrigin(vault.name);
     const token = bearerToken(req);
     if (!token) throw errors.unauthorized('AKV10000: Request is missing a Bearer or PoP token.', challenge(vault));
     try {
-      req.caller = await d.identity.authenticate(token, RESOURCES.vault);
+      req.caller = await d.identity.authenticate(token, audiences);
     } catch (e) {
       if (e instanceof TokenError) throw errors.unauthorized(`AKV10022: ${e.message}`, challenge(vault));
       throw e;

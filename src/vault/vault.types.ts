@@ -17,7 +17,6 @@ export interface Vault {
   tenantId: string;
   name: string;
   location: string;
-  port: number;
   retentionDays: number;
   purgeProtection: boolean;
   publicNetworkAccess: 'Enabled' | 'Disabled';

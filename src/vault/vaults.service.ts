@@ -12,12 +12,6 @@ const VAULT_NAME_RE = /^[a-zA-Z][a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$/;
 const SUB_NAME_RE = /^[A-Za-z0-9-]{3,64}$/;
 const DAY = 86400;
 
-/** Opens and closes the HTTPS listener of a vault; a vault is served at the root of its own port. */
-export interface VaultListeners {
-  open(port?: number): Promise<number>;
-  close(port: number): Promise<void>;
-}
-
 export interface CreateVaultInput {
   name: string;
   location: string;
@@ -72,15 +66,17 @@ export function expandPermissions(perms: string[]): KeyPermission[] {
 
 export interface VaultServiceDeps {
   repo: VaultRepo;
-  listeners: VaultListeners;
   events: EventBus;
   principalExists: (tenantId: string, objectId: string) => boolean;
   /** The source of "now" for soft-delete and purge dates (the system clock by default). */
   clock?: Clock;
 }
 
-/** Vault resources: creation with its own listener, network rules, access policies, soft-delete, events. */
-export function createVaultService({ repo, listeners, events, principalExists, clock = systemClock }: VaultServiceDeps) {
+/**
+ * Vault resources: creation, network rules, access policies, soft-delete, events. Every live vault is served
+ * by the one vault listener under its DNS name; nothing here opens or closes a port.
+ */
+export function createVaultService({ repo, events, principalExists, clock = systemClock }: VaultServiceDeps) {
   const now = () => nowSeconds(clock);
   const firewallCache = new Map<string, { rules: string; list: BlockList }>();
 
@@ -128,7 +124,8 @@ export function createVaultService({ repo, listeners, events, principalExists, c
     get,
     list: (tenantId: string) => repo.vaults(tenantId),
     listDeleted: (tenantId: string) => repo.deletedVaults(tenantId),
-    byPort: (port: number) => repo.vaultByPort(port),
+    /** A vault by name (case-insensitive), live or soft-deleted, in any tenant (the vault listener and trusted routes). */
+    byName: (name: string) => repo.vaultByName(name),
     /** A live vault by name, in any tenant (for public name resolution only). */
     lookup: (name: string) => {
       const v = repo.vaultByName(name);
@@ -154,22 +151,16 @@ export function createVaultService({ repo, listeners, events, principalExists, c
       }
       const networkAcls = checkAcls(input.networkAcls, { defaultAction: 'Allow', bypass: 'AzureServices', ipRules: [] });
       const publicNetworkAccess = checkNetworkAccess(input.publicNetworkAccess) ?? 'Enabled';
-      const port = await listeners.open();
       const t = now();
       const vault: Vault = {
-        id: randomUUID(), tenantId, name: input.name, location: input.location, port, retentionDays,
+        id: randomUUID(), tenantId, name: input.name, location: input.location, retentionDays,
         purgeProtection: !!input.purgeProtection, publicNetworkAccess, networkAcls, created: t, updated: t,
       };
-      try {
-        repo.transaction(() => {
-          repo.insertVault(vault);
-          // As `az keyvault create` does: the creator gets an access policy with every key permission.
-          if (creatorObjectId) repo.upsertPolicy(vault.id, { tenantId, objectId: creatorObjectId, keyPermissions: [...KEY_PERMISSIONS] });
-        });
-      } catch (e) {
-        await listeners.close(port);
-        throw e;
-      }
+      repo.transaction(() => {
+        repo.insertVault(vault);
+        // As `az keyvault create` does: the creator gets an access policy with every key permission.
+        if (creatorObjectId) repo.upsertPolicy(vault.id, { tenantId, objectId: creatorObjectId, keyPermissions: [...KEY_PERMISSIONS] });
+      });
       return vault;
     },
 
@@ -232,7 +223,6 @@ export function createVaultService({ repo, listeners, events, principalExists, c
       v.deletedAt = t;
       v.scheduledPurge = t + v.retentionDays * DAY;
       save(v);
-      await listeners.close(v.port);
       events.emit(v, 'Microsoft.KeyVault.VaultDeleted', { objectType: 'Vault', objectName: v.name });
       return v;
     },
@@ -242,7 +232,6 @@ export function createVaultService({ repo, listeners, events, principalExists, c
       if (!v || v.tenantId !== tenantId || v.deletedAt == null) {
         throw errors.notFound('ResourceNotFound', `No deleted vault '${name}' exists in this tenant.`);
       }
-      await listeners.open(v.port);
       v.deletedAt = undefined;
       v.scheduledPurge = undefined;
       save(v);

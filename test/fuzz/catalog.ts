@@ -15,6 +15,8 @@ export interface Targets {
   /** The main vault (and its key `k1`, a soft-deleted key `dk1`, a backup of `k1`). */
   vault: string;
   vaultPort: number;
+  /** The main vault's host and port (`NAME.vault.localhost:PORT`): the vault listener routes by it. */
+  vaultHost: string;
   keyVersion: string;
   backup: string;
   /** Fixtures that mutating routes address, so that a request that wrongly succeeds is seen, not fatal. */
@@ -119,7 +121,7 @@ const serverBody = (t: Targets, r: Rng) => ({
     administratorLogin: 'dbadmin',
     administratorLoginPassword: 'Passw0rd!x',
     storage: { storageSizeGB: 32 },
-    ...(r.chance(0.5) ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: `https://127.0.0.1:${t.vaultPort}/keys/k1`, primaryUserAssignedIdentityId: t.identity } } : {}),
+    ...(r.chance(0.5) ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: `https://${t.vaultHost}/keys/k1`, primaryUserAssignedIdentityId: t.identity } } : {}),
   },
 });
 
@@ -191,7 +193,7 @@ export const MGMT_ROUTES: RouteSpec[] = [
 export const PUBLIC_ROUTES: RouteSpec[] = [
   {
     id: 'public.trustedSubscription', surface: 'public', method: 'PUT', path: ['trusted', 'eventSubscriptions'],
-    body: (t, r) => ({ vaultOrigin: `https://127.0.0.1:${t.vaultPort}`, name: `fz-${r.name(6)}`, endpoint: loopbackHook(r) }),
+    body: (t, r) => ({ vaultOrigin: `https://${t.vaultHost}`, name: `fz-${r.name(6)}`, endpoint: loopbackHook(r) }),
     refusesAll: { status: 403, code: 'Forbidden', inner: 'NotTrustedService' },
   },
   {

@@ -74,7 +74,7 @@ export async function setupFixtures(p: Pgbyok, rng: Rng): Promise<Fixtures> {
 
   const jwk = (bits: number) => generateRsaKeySync(bits).export({ format: 'jwk' }) as Record<string, string>;
   const targets: Targets = {
-    tid, otherTid: other.tenantId, vault, vaultPort: Number(new URL(vaultUri).port), keyVersion: k1.key.kid.split('/').pop(), backup,
+    tid, otherTid: other.tenantId, vault, vaultPort: Number(new URL(vaultUri).port), vaultHost: new URL(vaultUri).host, keyVersion: k1.key.kid.split('/').pop(), backup,
     victimVault, deletedVault, identity: 'fz-identity', victimIdentity: 'fz-victim-identity', victimSp: victimSp.objectId,
     victimRoleAssignment: victimRa.name, subscription: 'fz-sub1', actionGroup: 'fz-ag1',
     alertRule: 'fz-ar1', jwks: [jwk(2048), jwk(2048)], smallJwk: jwk(1024),

@@ -296,6 +296,8 @@ export function buildRequest(n: number, route: RouteSpec, caller: Caller, t: Tar
   const headers: Record<string, string> = {};
   const auth = route.surface === 'public' ? caller.mgmt : tokenOf(caller, route.surface);
   if (auth !== undefined) headers.authorization = auth;
+  // Every vault is on one port; the Host header names the vault (the sender connects by address).
+  if (route.surface === 'vault') headers.host = t.vaultHost;
   if (body.contentType !== undefined && body.text !== undefined) headers['content-type'] = body.contentType;
   const m: Mutations = { path: foreign ? `foreignTenant+${pm.name}` : pm.name, body: body.name, query: query.name };
 

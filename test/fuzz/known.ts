@@ -21,7 +21,7 @@ export function knownBadInputs(f: Fixtures, rng: Rng, next: () => number): FuzzR
   const vault = (method: string, path: string, body: unknown, message: RegExp, query = '') =>
     request(`${method} ${path}${query} ${message}`, {
       method, port: ports.vault, path: `${path}?api-version=7.5${query}`,
-      headers: { authorization: right.vault!, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: { host: t.vaultHost, authorization: right.vault!, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
     }, badParameter('kv', message));
   const importing = (key: Record<string, unknown>, message: RegExp) => vault('PUT', `/keys/fz-known-${rng.name(6)}`, { key }, message);
