@@ -19,6 +19,8 @@ import type { ArmService } from '../arm/arm.service.js';
 import { registerResourceRoutes, type GroupMember } from '../arm/resources.routes.js';
 import { registerIdentityResourceRoutes } from './identities.routes.js';
 import { registerVaultResourceRoutes } from './vault-resources.routes.js';
+import { registerAuthorizationRoutes } from './authorization.routes.js';
+import type { RoleAssignmentService } from '../arm/role-assignments.service.js';
 
 export interface PlatformAppDeps {
   logger: Logger;
@@ -30,6 +32,7 @@ export interface PlatformAppDeps {
   servers: ServersService;
   monitoring: Monitoring;
   arm: ArmService;
+  roleAssignments: RoleAssignmentService;
   settings: SettingsStore;
   origin: string;
   host: string;
@@ -105,6 +108,7 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
       registerVaultResourceRoutes(scope, { identity: d.identity, vaults: d.vaults, arm: d.arm, host: d.host }),
     ];
     registerResourceRoutes(scope, { arm: d.arm, identity: d.identity, members: () => members });
+    registerAuthorizationRoutes(scope, { assignments: d.roleAssignments });
     registerServerRoutes(scope, d.servers, d.monitoring);
     registerPlatformSettingsRoutes(scope, d.settings);
   });

@@ -17,6 +17,7 @@ import {
 import type { VaultService } from './vaults.service.js';
 import type { KeyPermission, Vault } from './vault.types.js';
 import { installSecretJsonParser } from './secret-body.js';
+import type { DataPlaneAuthz } from './data-plane-authz.js';
 import type { FastifyInstance as Scope } from 'fastify';
 
 const API_VERSIONS = new Set(['7.0', '7.1', '7.2', '7.3', '7.4', '7.5', '7.6', '2025-07-01']);
@@ -37,6 +38,8 @@ export interface VaultAppDeps {
   vaults: VaultService;
   keys: KeyService;
   audit: AuditLog;
+  /** Access policies, or role assignments on a vault with enableRbacAuthorization. */
+  dataPlane: DataPlaneAuthz;
   platformOrigin: string;
   /** Receives Fastify's request handler; the platform attaches it to one HTTPS listener per vault. */
   serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) => Server;
@@ -137,12 +140,7 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
   const authorize = async (req: FastifyRequest) => {
     const perm = req.routeOptions.config.permission!;
     const { vault, caller } = req as Required<Pick<FastifyRequest, 'vault' | 'caller'>> & FastifyRequest;
-    if (!d.vaults.permissionsOf(vault, caller.principal.objectId).includes(perm)) {
-      throw errors.forbidden(
-        `The user, group or application 'appid=${caller.principal.clientId};oid=${caller.principal.objectId};iss=${caller.claims.iss}' does not have keys ${perm} permission on key vault '${vault.name};location=${vault.location}'.`,
-        'AccessDenied',
-      );
-    }
+    d.dataPlane.authorize(vault, caller, { permission: perm, operation: req.routeOptions.config.operation, keyName: (req.params as Partial<Params>)?.name });
   };
 
   const describe = (req: FastifyRequest) => {

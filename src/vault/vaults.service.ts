@@ -25,10 +25,13 @@ export interface CreateVaultInput {
   purgeProtection?: boolean;
   publicNetworkAccess?: 'Enabled' | 'Disabled';
   networkAcls?: Partial<NetworkAcls>;
+  enableRbacAuthorization?: boolean;
 }
 
 export interface UpdateVaultInput {
   purgeProtection?: boolean;
+  /** Switches the data plane between access policies (false) and role assignments (true); either way is an access change. */
+  enableRbacAuthorization?: boolean;
   publicNetworkAccess?: 'Enabled' | 'Disabled';
   networkAcls?: Partial<NetworkAcls>;
   retentionDays?: number;
@@ -100,6 +103,7 @@ export function createVaultService({ repo, listeners, events, principalExists, c
 
   /** Checks an update and applies it to `v` (not saved); true when the network rules change. */
   const applyUpdate = (v: Vault, input: UpdateVaultInput): boolean => {
+    if (input.enableRbacAuthorization !== undefined) v.enableRbacAuthorization = input.enableRbacAuthorization;
     if (input.retentionDays !== undefined && input.retentionDays !== v.retentionDays) {
       throw errors.badParameter('softDeleteRetentionInDays cannot be changed after the vault is created; create a new vault.');
     }
@@ -158,13 +162,13 @@ export function createVaultService({ repo, listeners, events, principalExists, c
       const t = now();
       const vault: Vault = {
         id: randomUUID(), tenantId, name: input.name, location: input.location, port, retentionDays,
-        purgeProtection: !!input.purgeProtection, publicNetworkAccess, networkAcls, created: t, updated: t,
+        purgeProtection: !!input.purgeProtection, publicNetworkAccess, networkAcls, enableRbacAuthorization: !!input.enableRbacAuthorization, created: t, updated: t,
       };
       try {
         repo.transaction(() => {
           repo.insertVault(vault);
-          // As `az keyvault create` does: the creator gets an access policy with every key permission.
-          if (creatorObjectId) repo.upsertPolicy(vault.id, { tenantId, objectId: creatorObjectId, keyPermissions: [...KEY_PERMISSIONS] });
+          // As `az keyvault create` does: the creator gets an access policy with every key permission (an RBAC vault has no use for one).
+          if (creatorObjectId && !vault.enableRbacAuthorization) repo.upsertPolicy(vault.id, { tenantId, objectId: creatorObjectId, keyPermissions: [...KEY_PERMISSIONS] });
         });
       } catch (e) {
         await listeners.close(port);
@@ -175,8 +179,10 @@ export function createVaultService({ repo, listeners, events, principalExists, c
 
     update(tenantId: string, name: string, input: UpdateVaultInput): Vault {
       const v = get(tenantId, name);
+      const rbacBefore = v.enableRbacAuthorization;
       const networkChanged = applyUpdate(v, input);
       save(v);
+      if (rbacBefore !== v.enableRbacAuthorization) events.emit(v, 'Microsoft.KeyVault.VaultAccessPolicyChanged', { objectType: 'Vault', objectName: v.name });
       if (networkChanged) events.emit(v, 'Microsoft.KeyVault.VaultNetworkRulesChanged', { objectType: 'Vault', objectName: v.name });
       return v;
     },
@@ -204,7 +210,7 @@ export function createVaultService({ repo, listeners, events, principalExists, c
       });
       if (networkChanged) events.emit(next, 'Microsoft.KeyVault.VaultNetworkRulesChanged', { objectType: 'Vault', objectName: v.name });
       const after = JSON.stringify(repo.policies(v.id).map((p) => [p.objectId, [...p.keyPermissions].sort()]).sort());
-      if (before !== after) events.emit(next, 'Microsoft.KeyVault.VaultAccessPolicyChanged', { objectType: 'Vault', objectName: v.name });
+      if (before !== after || v.enableRbacAuthorization !== next.enableRbacAuthorization) events.emit(next, 'Microsoft.KeyVault.VaultAccessPolicyChanged', { objectType: 'Vault', objectName: v.name });
       return next;
     },
 
@@ -289,6 +295,14 @@ export function createVaultService({ repo, listeners, events, principalExists, c
       }
       const addr = sourceAddress.startsWith('::ffff:') ? sourceAddress.slice(7) : sourceAddress;
       return entry.list.check(addr, isIP(addr) === 6 ? 'ipv6' : 'ipv4');
+    },
+
+    /**
+     * Tells the vault's subscribers that who may use it changed without its access policies changing (a role
+     * assignment at its scope or above): the same event, so the key monitor re-checks at once.
+     */
+    announceAccessChange(v: Vault): void {
+      events.emit(v, 'Microsoft.KeyVault.VaultAccessPolicyChanged', { objectType: 'Vault', objectName: v.name });
     },
 
     subscriptions: (tenantId: string, name: string) => repo.subscriptions(get(tenantId, name).id),
