@@ -38,7 +38,11 @@ import { createKeyLocator } from './keyaccess/encryption.js';
 import { createBackupsService } from './backups/backups.service.js';
 import { readFileSync } from 'node:fs';
 import { createArmRepo } from './arm/arm.repo.js';
-import { createArmService } from './arm/arm.service.js';
+import { createArmService, resourceId } from './arm/arm.service.js';
+import { createRoleAssignmentService } from './arm/role-assignments.service.js';
+import { createDataPlaneAuthz } from './vault/data-plane-authz.js';
+import { VAULT_TYPE } from './api/vault-resources.routes.js';
+import type { Vault } from './vault/vault.types.js';
 
 const HOST = '127.0.0.1';
 /** The vault listener answers on both loopback addresses: names under `localhost` resolve to ::1 first. */
@@ -201,8 +205,12 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   const rsaPool = rsaWorkers > 0 ? createRsaPool(rsaWorkers, (problem) => logger.error(problem)) : undefined;
   const keys = createKeyService({ repo: vaultRepo, barrier, events, rsaPool, clock });
 
+  const arm = createArmService({ repo: createArmRepo(db), clock });
+  // The vault data plane's authorization: access policies, or role assignments at the vault's scope and above.
+  const vaultScope = (v: Vault) => resourceId(arm.placementOf(v.tenantId, VAULT_TYPE, v.name, v.location));
+  const dataPlane = createDataPlaneAuthz({ vaults, assignmentsOf: identity.assignmentsOf, vaultScope });
   const vaultApp = buildVaultApp({
-    logger, identity, vaults, keys, audit, platformOrigin: origin, names,
+    logger, identity, vaults, keys, audit, dataPlane, platformOrigin: origin, names,
     serverFactory: (handler) => {
       vaultHandler = handler;
       return createHttpServer();
@@ -236,9 +244,12 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     responderTls: { key: tls.key, cert: tls.cert },
   });
 
-  const arm = createArmService({ repo: createArmRepo(db), clock });
+  const roleAssignments = createRoleAssignmentService({
+    identity, arm, onDataRoleChanged: dataPlane.onAssignmentChanged,
+    extraTypes: () => [{ type: 'Microsoft.DBforPostgreSQL/flexibleServers', list: (tid) => servers.list(tid).map((s) => ({ name: s.name, location: s.location })) }],
+  });
   const platformApp = buildPlatformApp({
-    logger, tls, audit, identity, tokens, vaults, servers, monitoring, arm, settings: serversRepo, origin, names,
+    logger, tls, audit, identity, tokens, vaults, servers, monitoring, arm, roleAssignments, settings: serversRepo, origin, names,
     platformTenantId: () => settings!.defaultTenantId, hookCode,
   });
   await platformApp.listen({ port, host: HOST });

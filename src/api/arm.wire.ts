@@ -1,4 +1,6 @@
 import type { Principal, RoleAssignment, Tenant } from '../identity/identity.repo.js';
+import { roleDefinitionByName, type RoleDefinition } from '../identity/role-definitions.js';
+import { ROOT_SCOPE, subscriptionOfScope } from '../arm/scopes.js';
 import type { AccessPolicy, EventSubscription, Vault } from '../vault/vault.types.js';
 import type { Names } from '../lib/names.js';
 
@@ -41,12 +43,59 @@ export function tenantWire(t: Tenant) {
   return { id: `/tenants/${t.id}`, tenantId: t.id, tenantCategory: 'Home', displayName: t.name, defaultDomain: `${t.name}.pgbyok`, createdDateTime: iso(t.created) };
 }
 
+const RA_TYPE = 'Microsoft.Authorization/roleAssignments';
+const atScope = (scope: string, rest: string) => `${scope === ROOT_SCOPE ? '' : scope}/providers/Microsoft.Authorization/${rest}`;
+
+/** A built-in role definition's id as Azure gives it: under the subscription of the scope asked at, else at the root. */
+export const roleDefinitionId = (scope: string, guid: string) => {
+  const sub = subscriptionOfScope(scope);
+  return `${sub ? `/subscriptions/${sub}` : ''}/providers/Microsoft.Authorization/roleDefinitions/${guid}`;
+};
+
+/** pgbyok's older shape (the tenant path and the CLI): the role by name, ARM's fields beside it. */
 export function roleAssignmentWire(a: RoleAssignment) {
   return {
-    id: `/tenants/${a.tenantId}/providers/Microsoft.Authorization/roleAssignments/${a.id}`,
+    id: a.scope === ROOT_SCOPE ? `/tenants/${a.tenantId}/providers/${RA_TYPE}/${a.id}` : atScope(a.scope, `roleAssignments/${a.id}`),
     name: a.id,
-    type: 'Microsoft.Authorization/roleAssignments',
-    properties: { principalId: a.principalId, roleDefinitionName: a.role, scope: `/tenants/${a.tenantId}`, createdOn: iso(a.created) },
+    type: RA_TYPE,
+    properties: {
+      principalId: a.principalId, roleDefinitionName: a.role, roleDefinitionId: roleDefinitionId(a.scope, roleDefinitionByName(a.role)?.id ?? ''),
+      scope: a.scope === ROOT_SCOPE ? `/tenants/${a.tenantId}` : a.scope, createdOn: iso(a.created),
+    },
+  };
+}
+
+/** Microsoft.Authorization/roleAssignments as ARM answers it (2022-04-01). */
+export function armRoleAssignmentWire(a: RoleAssignment) {
+  const created = iso(a.created);
+  return {
+    properties: {
+      roleDefinitionId: roleDefinitionId(a.scope, roleDefinitionByName(a.role)?.id ?? ''),
+      principalId: a.principalId,
+      principalType: a.principalType ?? 'ServicePrincipal',
+      scope: a.scope,
+      condition: null, conditionVersion: null, description: null, delegatedManagedIdentityResourceId: null,
+      createdOn: created, updatedOn: created, createdBy: null, updatedBy: null,
+    },
+    id: atScope(a.scope, `roleAssignments/${a.id}`),
+    type: RA_TYPE,
+    name: a.id,
+  };
+}
+
+export function roleDefinitionWire(d: RoleDefinition, scope: string) {
+  return {
+    id: roleDefinitionId(scope, d.id),
+    name: d.id,
+    type: 'Microsoft.Authorization/roleDefinitions',
+    properties: {
+      roleName: d.roleName,
+      type: 'BuiltInRole',
+      description: d.description,
+      assignableScopes: ['/'],
+      permissions: [{ actions: d.actions, notActions: d.notActions, dataActions: d.dataActions, notDataActions: d.notDataActions }],
+      createdOn: null, updatedOn: null, createdBy: null, updatedBy: null,
+    },
   };
 }
 
@@ -63,7 +112,7 @@ export function vaultWire(v: Vault, policies: AccessPolicy[], names: Pick<Names,
       enableSoftDelete: true,
       softDeleteRetentionInDays: v.retentionDays,
       enablePurgeProtection: v.purgeProtection,
-      enableRbacAuthorization: false,
+      enableRbacAuthorization: v.enableRbacAuthorization,
       publicNetworkAccess: v.publicNetworkAccess,
       networkAcls: {
         defaultAction: v.networkAcls.defaultAction,

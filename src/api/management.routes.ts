@@ -3,7 +3,7 @@ import { ApiError, errors } from '../lib/errors.js';
 import type { AuditLog } from '../audit/audit.js';
 import type { IdentityService } from '../identity/identity.service.js';
 import type { VaultService } from '../vault/vaults.service.js';
-import { eventSubscriptionWire, vaultUri, roleAssignmentWire, servicePrincipalWire, tenantWire } from './arm.wire.js';
+import { eventSubscriptionWire, vaultUri, servicePrincipalWire, tenantWire } from './arm.wire.js';
 import { queryOf } from '../http/request.js';
 import type { Names } from '../lib/names.js';
 
@@ -20,7 +20,6 @@ export interface ManagementDeps {
 type TenantParams = { tid: string };
 
 const KV = '/tenants/:tid/providers/Microsoft.KeyVault';
-const RA = '/tenants/:tid/providers/Microsoft.Authorization/roleAssignments';
 
 /** Public reads: the liveness probe and vault name resolution (as Azure's DNS resolves a vault for anyone). */
 export function registerPublicRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults' | 'names'>) {
@@ -75,7 +74,7 @@ export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDe
 }
 
 /**
- * The management plane (ARM-shaped): tenants, identities, role assignments, vaults, access policies,
+ * The management plane (ARM-shaped): tenants, identities, vaults, access policies,
  * event subscriptions and the audit log. Registered inside the management scope, whose hooks check the
  * management token of the tenant in the path and the role duty each route declares; handlers are one
  * service call and a wire mapping.
@@ -121,22 +120,6 @@ export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps
     if (p.kind !== 'ServicePrincipal') throw errors.badParameter(`'${req.params.ref}' is a managed identity; delete it with the identity commands.`);
     if (p.objectId === req.caller!.principal.objectId) throw errors.badParameter('A principal cannot delete itself.');
     d.identity.deletePrincipal(p);
-    return {};
-  });
-
-  // Role assignments.
-  app.get<{ Params: TenantParams }>(RA, { config: { operation: 'RoleAssignmentList', duty: 'readPlatform' } }, async (req) => ({
-    value: d.identity.roleAssignments(req.params.tid).map(roleAssignmentWire),
-  }));
-  app.post<{ Params: TenantParams; Body: { properties: { principalId: string; roleDefinitionName: string } } }>(RA, {
-    config: { operation: 'RoleAssignmentCreate', duty: 'manageRoles' },
-    schema: { body: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['principalId', 'roleDefinitionName'], properties: { principalId: { type: 'string' }, roleDefinitionName: { type: 'string' } } } } } },
-  }, async (req) => {
-    const p = d.identity.findPrincipal(req.params.tid, req.body.properties.principalId);
-    return roleAssignmentWire(d.identity.assignRole(req.params.tid, p.objectId, req.body.properties.roleDefinitionName));
-  });
-  app.delete<{ Params: TenantParams & { id: string } }>(`${RA}/:id`, { config: { operation: 'RoleAssignmentDelete', duty: 'manageRoles' } }, async (req) => {
-    d.identity.removeRoleAssignment(req.params.tid, req.params.id);
     return {};
   });
 

@@ -20,6 +20,8 @@ import { registerResourceRoutes, type GroupMember } from '../arm/resources.route
 import { registerIdentityResourceRoutes } from './identities.routes.js';
 import { registerVaultResourceRoutes } from './vault-resources.routes.js';
 import type { Names } from '../lib/names.js';
+import { registerAuthorizationRoutes } from './authorization.routes.js';
+import type { RoleAssignmentService } from '../arm/role-assignments.service.js';
 
 export interface PlatformAppDeps {
   logger: Logger;
@@ -31,6 +33,7 @@ export interface PlatformAppDeps {
   servers: ServersService;
   monitoring: Monitoring;
   arm: ArmService;
+  roleAssignments: RoleAssignmentService;
   settings: SettingsStore;
   origin: string;
   /** The DNS names of vaults and servers. */
@@ -105,6 +108,7 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
       registerVaultResourceRoutes(scope, { identity: d.identity, vaults: d.vaults, arm: d.arm, names: d.names }),
     ];
     registerResourceRoutes(scope, { arm: d.arm, identity: d.identity, members: () => members });
+    registerAuthorizationRoutes(scope, { assignments: d.roleAssignments });
     registerServerRoutes(scope, d.servers, d.monitoring, d.names);
     registerPlatformSettingsRoutes(scope, d.settings);
   });

@@ -27,6 +27,7 @@ interface VaultBody {
     tenantId?: string;
     createMode?: 'default' | 'recover';
     softDeleteRetentionInDays?: number; enablePurgeProtection?: boolean | null; publicNetworkAccess?: 'Enabled' | 'Disabled';
+    enableRbacAuthorization?: boolean | null;
     networkAcls?: { defaultAction?: 'Allow' | 'Deny'; bypass?: 'AzureServices' | 'None'; ipRules?: { value: string }[] };
     accessPolicies?: PolicyBody[];
   };
@@ -52,6 +53,7 @@ const vaultBodySchema = {
         softDeleteRetentionInDays: { type: 'integer' },
         enablePurgeProtection: { type: ['boolean', 'null'] },
         enableSoftDelete: { type: ['boolean', 'null'], enum: [true, null] },
+        enableRbacAuthorization: { type: ['boolean', 'null'] },
         publicNetworkAccess: { type: 'string' },
         networkAcls: {
           type: ['object', 'null'],
@@ -102,7 +104,7 @@ export function registerVaultResourceRoutes(app: FastifyInstance, d: { identity:
     const policies = p.accessPolicies ? policiesOf(req, p.accessPolicies) : undefined;
     const input = {
       retentionDays: p.softDeleteRetentionInDays, purgeProtection: p.enablePurgeProtection ?? undefined,
-      publicNetworkAccess: p.publicNetworkAccess, networkAcls: aclsOf(b),
+      publicNetworkAccess: p.publicNetworkAccess, networkAcls: aclsOf(b), enableRbacAuthorization: p.enableRbacAuthorization ?? undefined,
     };
     const existing = vaults.list(req.arm.tenantId).find((x) => x.name === req.params.name);
     if (existing) {
@@ -121,7 +123,8 @@ export function registerVaultResourceRoutes(app: FastifyInstance, d: { identity:
     const location = b.location ?? '';
     const plan = arm.plan(req.arm, VAULT_TYPE, req.params.name, location, b.tags);
     // Without an accessPolicies list (pgbyok's own CLI) the creator gets every key permission, as az does;
-    // with one (ARM clients, az) the vault holds exactly what was sent.
+    // with one (ARM clients, az) the vault holds exactly what was sent. An RBAC vault's creator gets nothing:
+    // its data plane answers to role assignments only.
     const v = await vaults.create(req.arm.tenantId, { name: req.params.name, location, ...input }, policies ? undefined : req.caller!.principal.objectId);
     if (policies?.length) vaults.replace(v.tenantId, v.name, {}, policies);
     arm.commit(plan, v.location);
@@ -134,7 +137,7 @@ export function registerVaultResourceRoutes(app: FastifyInstance, d: { identity:
     const p = req.body?.properties ?? {};
     return out(vaults.replace(v.tenantId, v.name, {
       retentionDays: p.softDeleteRetentionInDays, purgeProtection: p.enablePurgeProtection ?? undefined,
-      publicNetworkAccess: p.publicNetworkAccess, networkAcls: aclsOf(req.body ?? {}),
+      publicNetworkAccess: p.publicNetworkAccess, networkAcls: aclsOf(req.body ?? {}), enableRbacAuthorization: p.enableRbacAuthorization ?? undefined,
     }, p.accessPolicies ? policiesOf(req, p.accessPolicies) : undefined));
   });
   armRoute(app, 'GET', `${KV}/vaults`, LIST_LEVELS, { config: { operation: 'VaultList', duty: 'readPlatform' } }, async (req) => ({

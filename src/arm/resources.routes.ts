@@ -105,7 +105,7 @@ export function registerResourceRoutes(app: FastifyInstance, d: { arm: ArmServic
     for (const type of new Set(held.map((r) => r.placement.type.toLowerCase()))) {
       const m = members.get(type);
       if (!m) throw errors.conflict(`The resource group '${g.name}' holds resources of type ${type}, which a group delete cannot remove; delete them first.`);
-      d.identity.requireDuty(req.caller!, m.duty);
+      d.identity.requireDuty(req.caller!, m.duty, { scope: `/subscriptions/${g.subscriptionId}/resourceGroups/${g.name}`, action: `${m.type}/delete` });
     }
     arm.setGroupState(g, 'Deleting');
     for (const r of held) await members.get(r.placement.type.toLowerCase())!.remove(req, r.placement.name);

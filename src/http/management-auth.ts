@@ -4,8 +4,9 @@ import { errors } from '../lib/errors.js';
 import type { IdentityService } from '../identity/identity.service.js';
 import { RESOURCES, TokenError } from '../identity/tokens.js';
 import { bearerToken, isTrustedService, queryOf } from './request.js';
-import type { ArmService } from '../arm/arm.service.js';
+import { resourceId, type ArmService } from '../arm/arm.service.js';
 import { resolveArmScope } from '../arm/routing.js';
+import { actionOf, addressedScope } from '../arm/scopes.js';
 
 /**
  * The hooks of the security scopes of the platform port. Each is installed inside its own encapsulated
@@ -37,7 +38,14 @@ export function installManagementAuth(scope: FastifyInstance, d: { identity: Ide
     if ((duty === 'manageTenants' || duty === 'managePlatformSettings') && caller.principal.tenantId !== d.platformTenantId()) {
       throw errors.authorizationFailed('Tenants and platform settings are managed from the platform tenant only.');
     }
-    d.identity.requireDuty(caller, duty);
+    // The scope the path addresses; a resource on the older tenant path is at its placement (or tenant-wide when it has none yet).
+    const at = addressedScope(req.url);
+    let scope = at.scope;
+    if (at.tenantResource) {
+      const p = d.arm.findPlacement(caller.principal.tenantId, at.tenantResource.type, at.tenantResource.name);
+      if (p) scope = resourceId(p);
+    }
+    d.identity.requireDuty(caller, duty, { scope, action: actionOf(req.method, req.url) });
   });
 }
 

@@ -23,6 +23,9 @@ export interface RoleAssignment {
   tenantId: string;
   principalId: string;
   role: string;
+  /** The ARM scope it was made at: `/` (tenant-wide), `/subscriptions/{s}`, `.../resourceGroups/{g}`, or a resource id. */
+  scope: string;
+  principalType?: string;
   created: number;
 }
 
@@ -63,15 +66,15 @@ export function createIdentityRepo(db: Db) {
     ),
     updateSecret: db.prepare('UPDATE principals SET secret_hash = ? WHERE object_id = ?'),
     deletePrincipal: db.prepare('DELETE FROM principals WHERE object_id = ?'),
-    roles: db.prepare('SELECT * FROM role_assignments WHERE tenant_id = ? ORDER BY created'),
-    rolesOf: db.prepare('SELECT role FROM role_assignments WHERE tenant_id = ? AND principal_id = ?'),
-    insertRole: db.prepare('INSERT OR IGNORE INTO role_assignments (id, tenant_id, principal_id, role, created) VALUES (?, ?, ?, ?, ?)'),
+    roles: db.prepare('SELECT * FROM role_assignments WHERE tenant_id = ? ORDER BY created, id'),
+    rolesOfPrincipal: db.prepare('SELECT * FROM role_assignments WHERE tenant_id = ? AND principal_id = ? ORDER BY created, id'),
+    insertRole: db.prepare('INSERT OR IGNORE INTO role_assignments (id, tenant_id, principal_id, role, scope, principal_type, created) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     roleById: db.prepare('SELECT * FROM role_assignments WHERE id = ?'),
-    roleByPair: db.prepare('SELECT * FROM role_assignments WHERE tenant_id = ? AND principal_id = ? AND role = ?'),
+    roleByPair: db.prepare('SELECT * FROM role_assignments WHERE tenant_id = ? AND principal_id = ? AND role = ? AND scope = ?'),
     deleteRole: db.prepare('DELETE FROM role_assignments WHERE id = ?'),
   };
   const roleRow = (r: any): RoleAssignment | undefined =>
-    r && { id: r.id, tenantId: r.tenant_id, principalId: r.principal_id, role: r.role, created: r.created };
+    r && { id: r.id, tenantId: r.tenant_id, principalId: r.principal_id, role: r.role, scope: r.scope, ...(r.principal_type ? { principalType: r.principal_type } : {}), created: r.created };
 
   return {
     transaction: <T>(fn: () => T): T => db.transaction(fn)(),
@@ -97,10 +100,11 @@ export function createIdentityRepo(db: Db) {
     updateSecret: (objectId: string, secretHash: string) => void stmts.updateSecret.run(secretHash, objectId),
     deletePrincipal: (objectId: string) => stmts.deletePrincipal.run(objectId).changes > 0,
     roleAssignments: (tenantId: string) => (stmts.roles.all(tenantId) as any[]).map((r) => roleRow(r)!),
-    rolesOf: (tenantId: string, principalId: string) => (stmts.rolesOf.all(tenantId, principalId) as { role: string }[]).map((r) => r.role),
-    insertRole: (a: RoleAssignment) => void stmts.insertRole.run(a.id, a.tenantId, a.principalId, a.role, a.created),
+    /** Every assignment of a principal, at any scope (read on every request: no cache, so a removal counts at once). */
+    assignmentsOf: (tenantId: string, principalId: string) => (stmts.rolesOfPrincipal.all(tenantId, principalId) as any[]).map((r) => roleRow(r)!),
+    insertRole: (a: RoleAssignment) => void stmts.insertRole.run(a.id, a.tenantId, a.principalId, a.role, a.scope, a.principalType ?? null, a.created),
     roleAssignment: (id: string) => roleRow(stmts.roleById.get(id)),
-    roleAssignmentFor: (tenantId: string, principalId: string, role: string) => roleRow(stmts.roleByPair.get(tenantId, principalId, role)),
+    roleAssignmentFor: (tenantId: string, principalId: string, role: string, scope: string) => roleRow(stmts.roleByPair.get(tenantId, principalId, role, scope)),
     deleteRole: (id: string) => stmts.deleteRole.run(id).changes > 0,
   };
 }

@@ -1,8 +1,9 @@
 import { randomBytes, randomUUID, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import { errors } from '../lib/errors.js';
-import type { IdentityRepo, Principal, PrincipalKind, Tenant } from './identity.repo.js';
+import type { IdentityRepo, Principal, PrincipalKind, RoleAssignment, Tenant } from './identity.repo.js';
 import { DUTIES, type Duty, type Role, parseRole } from './roles.js';
+import { ROOT_SCOPE, scopeContains } from '../arm/scopes.js';
 import { TokenError, type AccessClaims, type TokenService } from './tokens.js';
 
 const scrypt = promisify(scryptCb) as (pw: string, salt: Buffer, len: number, opts: object) => Promise<Buffer>;
@@ -81,16 +82,21 @@ export function createIdentityService({ repo, tokens, defaultLocation }: Identit
     return { principal, clientSecret };
   };
 
-  const assignRole = (tenantId: string, principalId: string, roleName: string) => {
+  /** Makes (or, when the same role is already held at the same scope, answers) an assignment. */
+  const assignRole = (tenantId: string, principalId: string, roleName: string, scope = ROOT_SCOPE, opts: { id?: string; principalType?: string } = {}): RoleAssignment => {
     const role = parseRole(roleName);
     const p = repo.principal(principalId);
     if (!p || p.tenantId !== tenantId) throw errors.notFound('PrincipalNotFound', `No principal ${principalId} in this tenant.`);
-    const existing = repo.roleAssignmentFor(tenantId, principalId, role);
+    const existing = repo.roleAssignmentFor(tenantId, principalId, role, scope);
     if (existing) return existing;
-    const a = { id: randomUUID(), tenantId, principalId, role, created: Math.floor(Date.now() / 1000) };
+    const a: RoleAssignment = { id: opts.id ?? randomUUID(), tenantId, principalId, role, scope, ...(opts.principalType ? { principalType: opts.principalType } : {}), created: Math.floor(Date.now() / 1000) };
     repo.insertRole(a);
     return a;
   };
+
+  /** The roles a principal holds at a scope: its assignments at that scope or above it. */
+  const rolesAt = (tenantId: string, objectId: string, scope: string): Role[] =>
+    [...new Set(repo.assignmentsOf(tenantId, objectId).filter((a) => scopeContains(a.scope, scope)).map((a) => a.role as Role))];
 
   return {
     requireTenant,
@@ -178,25 +184,39 @@ export function createIdentityService({ repo, tokens, defaultLocation }: Identit
       return { principal, claims };
     },
 
-    rolesOf: (tenantId: string, objectId: string) => repo.rolesOf(tenantId, objectId) as Role[],
+    /** The roles held tenant-wide (who am I, and the platform Owner's view of every tenant). */
+    rolesOf: (tenantId: string, objectId: string) => rolesAt(tenantId, objectId, ROOT_SCOPE),
+    rolesAt,
+    /** Every assignment of a principal, at any scope: read from the store on each call, never cached. */
+    assignmentsOf: (tenantId: string, objectId: string) => repo.assignmentsOf(tenantId, objectId),
 
-    /** Refuses unless the caller holds a role that carries the duty. */
-    requireDuty(caller: Caller, duty: Duty): void {
-      const held = repo.rolesOf(caller.principal.tenantId, caller.principal.objectId);
+    /**
+     * Refuses unless the caller holds, at the addressed scope or above it, a role that carries the duty. The
+     * refusal is ARM's AuthorizationFailed, naming the action and the scope, and the roles that would do.
+     */
+    requireDuty(caller: Caller, duty: Duty, at: { scope: string; action: string } = { scope: ROOT_SCOPE, action: `pgbyok/${duty}` }): void {
+      const held = rolesAt(caller.principal.tenantId, caller.principal.objectId, at.scope);
       const allowed: readonly string[] = DUTIES[duty];
       if (!held.some((r) => allowed.includes(r))) {
+        const scope = at.scope === ROOT_SCOPE ? `/tenants/${caller.principal.tenantId}` : at.scope;
         throw errors.authorizationFailed(
-          `The client '${caller.principal.name}' with object id '${caller.principal.objectId}' does not have authorization to ${duty.replace(/[A-Z]/g, (c) => ' ' + c.toLowerCase())}; one of these roles is needed: ${allowed.join(', ')}.`,
+          `The client '${caller.principal.name}' with object id '${caller.principal.objectId}' does not have authorization to perform action '${at.action}' over scope '${scope}' or the scope is invalid. If access was recently granted, please refresh your credentials. ` +
+          `(To ${duty.replace(/[A-Z]/g, (c) => ' ' + c.toLowerCase())}, one of these roles is needed at this scope or above it: ${allowed.join(', ')}.)`,
         );
       }
     },
 
     assignRole,
     roleAssignments: (tenantId: string) => repo.roleAssignments(tenantId),
-    removeRoleAssignment(tenantId: string, id: string) {
-      const a = repo.roleAssignment(id);
+    roleAssignment(tenantId: string, id: string): RoleAssignment | undefined {
+      const a = repo.roleAssignment(id.toLowerCase()) ?? repo.roleAssignment(id);
+      return a && a.tenantId === tenantId ? a : undefined;
+    },
+    removeRoleAssignment(tenantId: string, id: string): RoleAssignment {
+      const a = repo.roleAssignment(id.toLowerCase()) ?? repo.roleAssignment(id);
       if (!a || a.tenantId !== tenantId) throw errors.notFound('RoleAssignmentNotFound', `No role assignment ${id} in this tenant.`);
-      repo.deleteRole(id);
+      repo.deleteRole(a.id);
+      return a;
     },
   };
 }

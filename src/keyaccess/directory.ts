@@ -18,6 +18,8 @@ export interface VaultInfo {
   softDeleteRetentionInDays: number;
   enableSoftDelete: boolean;
   enablePurgeProtection: boolean;
+  /** The vault's data plane answers to role assignments (Key Vault data roles), not to access policies. */
+  enableRbacAuthorization: boolean;
 }
 
 export interface IdentityInfo {
@@ -72,7 +74,7 @@ export function createDirectory(d: DirectoryDeps) {
       return v && {
         name: v.name, location: v.location, tenantId: v.properties.tenantId, vaultUri: v.properties.vaultUri,
         softDeleteRetentionInDays: v.properties.softDeleteRetentionInDays, enableSoftDelete: v.properties.enableSoftDelete,
-        enablePurgeProtection: v.properties.enablePurgeProtection,
+        enablePurgeProtection: v.properties.enablePurgeProtection, enableRbacAuthorization: v.properties.enableRbacAuthorization === true,
       };
     },
 

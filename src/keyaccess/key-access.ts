@@ -78,6 +78,7 @@ function mapVaultError(status: number, body: any, op: string): KeyAccessError {
     if (inner === 'KeyNotYetValid') return new KeyAccessError('KeyNotYetValid', 'the key is not active yet');
     if (inner === 'ForbiddenByFirewall') return new KeyAccessError('ForbiddenByFirewall', "the vault's firewall refuses the server");
     if (inner === 'AccessDenied') return new KeyAccessError('PermissionDenied', `the identity lacks the ${op} permission on the vault (${message})`);
+    if (inner === 'ForbiddenByRbac') return new KeyAccessError('PermissionDenied', `no role assignment lets the identity ${op} on the vault (${message.split('\n').find((l) => l.startsWith('Action:')) ?? message})`);
     return new KeyAccessError('PermissionDenied', message);
   }
   if (status === 404) {

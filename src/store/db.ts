@@ -255,6 +255,28 @@ const MIGRATIONS: string[] = [
   );
   CREATE INDEX placement_by_group ON resource_placement (subscription_id, resource_group);
   `,
+  `
+  -- Role assignments at ARM scopes (Microsoft.Authorization/roleAssignments): each keeps the scope it was
+  -- made at ('/' is tenant-wide, what every assignment before this was), and one role may be held by one
+  -- principal once per scope. Vaults may authorize their data plane with role assignments instead of
+  -- access policies (enableRbacAuthorization).
+  CREATE TABLE role_assignments_scoped (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    principal_id TEXT NOT NULL REFERENCES principals(object_id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    scope TEXT NOT NULL DEFAULT '/' COLLATE NOCASE,
+    principal_type TEXT,
+    created INTEGER NOT NULL,
+    UNIQUE (tenant_id, principal_id, role, scope)
+  );
+  INSERT INTO role_assignments_scoped (id, tenant_id, principal_id, role, scope, created)
+    SELECT id, tenant_id, principal_id, role, '/', created FROM role_assignments;
+  DROP TABLE role_assignments;
+  ALTER TABLE role_assignments_scoped RENAME TO role_assignments;
+  CREATE INDEX role_assignments_by_principal ON role_assignments (tenant_id, principal_id);
+  ALTER TABLE vaults ADD COLUMN enable_rbac_authorization INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export function openDb(path: string): Db {

@@ -15,6 +15,7 @@ const toVault = (r: any): Vault => ({
   purgeProtection: !!r.purge_protection,
   publicNetworkAccess: r.public_network_access,
   networkAcls: { defaultAction: r.default_action, bypass: r.bypass, ipRules: JSON.parse(r.ip_rules) },
+  enableRbacAuthorization: !!r.enable_rbac_authorization,
   created: r.created,
   updated: r.updated,
   deletedAt: opt(r.deleted_at),
@@ -62,10 +63,10 @@ export function createVaultRepo(db: Db) {
     // The port column is from when each vault had its own listener (UNIQUE NOT NULL, and migrations are
     // append-only): a new vault stores a unique negative placeholder, never read.
     insertVault: db.prepare(`INSERT INTO vaults (id, tenant_id, name, location, port, retention_days, purge_protection,
-      public_network_access, default_action, bypass, ip_rules, created, updated)
-      VALUES (?,?,?,?,(SELECT MIN(0, COALESCE(MIN(port), 0)) - 1 FROM vaults),?,?,?,?,?,?,?,?)`),
+      public_network_access, default_action, bypass, ip_rules, enable_rbac_authorization, created, updated)
+      VALUES (?,?,?,?,(SELECT MIN(0, COALESCE(MIN(port), 0)) - 1 FROM vaults),?,?,?,?,?,?,?,?,?)`),
     updateVault: db.prepare(`UPDATE vaults SET purge_protection = ?, public_network_access = ?, default_action = ?, bypass = ?,
-      ip_rules = ?, updated = ?, deleted_at = ?, scheduled_purge = ? WHERE id = ?`),
+      ip_rules = ?, enable_rbac_authorization = ?, updated = ?, deleted_at = ?, scheduled_purge = ? WHERE id = ?`),
     deleteVault: db.prepare('DELETE FROM vaults WHERE id = ?'),
     policies: db.prepare('SELECT * FROM access_policies WHERE vault_id = ? ORDER BY object_id'),
     policy: db.prepare('SELECT key_permissions FROM access_policies WHERE vault_id = ? AND object_id = ?'),
@@ -120,11 +121,11 @@ export function createVaultRepo(db: Db) {
     allVaults: () => s.allVaults.all().map(toVault),
     insertVault: (v: Vault) => void s.insertVault.run(
       v.id, v.tenantId, v.name, v.location, v.retentionDays, v.purgeProtection ? 1 : 0, v.publicNetworkAccess,
-      v.networkAcls.defaultAction, v.networkAcls.bypass, JSON.stringify(v.networkAcls.ipRules), v.created, v.updated,
+      v.networkAcls.defaultAction, v.networkAcls.bypass, JSON.stringify(v.networkAcls.ipRules), v.enableRbacAuthorization ? 1 : 0, v.created, v.updated,
     ),
     saveVault: (v: Vault) => void s.updateVault.run(
       v.purgeProtection ? 1 : 0, v.publicNetworkAccess, v.networkAcls.defaultAction, v.networkAcls.bypass,
-      JSON.stringify(v.networkAcls.ipRules), v.updated, v.deletedAt ?? null, v.scheduledPurge ?? null, v.id,
+      JSON.stringify(v.networkAcls.ipRules), v.enableRbacAuthorization ? 1 : 0, v.updated, v.deletedAt ?? null, v.scheduledPurge ?? null, v.id,
     ),
     deleteVault: (id: string) => void s.deleteVault.run(id),
 

@@ -19,6 +19,7 @@ import {
 import type { VaultService } from './vaults.service.js';
 import type { KeyPermission, Vault } from './vault.types.js';
 import { installSecretJsonParser } from './secret-body.js';
+import type { DataPlaneAuthz } from './data-plane-authz.js';
 import type { FastifyInstance as Scope } from 'fastify';
 
 /** Every api-version the official SDKs send (Python 4.8.0b3 and az 2.45 default to 7.4-preview.1). */
@@ -40,6 +41,8 @@ export interface VaultAppDeps {
   vaults: VaultService;
   keys: KeyService;
   audit: AuditLog;
+  /** Access policies, or role assignments on a vault with enableRbacAuthorization. */
+  dataPlane: DataPlaneAuthz;
   platformOrigin: string;
   /** The vaults' DNS names: the Host header names the vault; the challenge names `names.vaultChallengeResource`. */
   names: Names;
@@ -156,12 +159,7 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
   const authorize = async (req: FastifyRequest) => {
     const perm = req.routeOptions.config.permission!;
     const { vault, caller } = req as Required<Pick<FastifyRequest, 'vault' | 'caller'>> & FastifyRequest;
-    if (!d.vaults.permissionsOf(vault, caller.principal.objectId).includes(perm)) {
-      throw errors.forbidden(
-        `The user, group or application 'appid=${caller.principal.clientId};oid=${caller.principal.objectId};iss=${caller.claims.iss}' does not have keys ${perm} permission on key vault '${vault.name};location=${vault.location}'.`,
-        'AccessDenied',
-      );
-    }
+    d.dataPlane.authorize(vault, caller, { permission: perm, operation: req.routeOptions.config.operation, keyName: (req.params as Partial<Params>)?.name });
   };
 
   const describe = (req: FastifyRequest) => {

@@ -21,6 +21,8 @@ export interface Vault {
   purgeProtection: boolean;
   publicNetworkAccess: 'Enabled' | 'Disabled';
   networkAcls: NetworkAcls;
+  /** The data plane is authorized by role assignments (the Key Vault data roles), not by access policies. */
+  enableRbacAuthorization: boolean;
   created: number;
   updated: number;
   deletedAt?: number;

@@ -19,10 +19,13 @@ export interface CreateVaultInput {
   purgeProtection?: boolean;
   publicNetworkAccess?: 'Enabled' | 'Disabled';
   networkAcls?: Partial<NetworkAcls>;
+  enableRbacAuthorization?: boolean;
 }
 
 export interface UpdateVaultInput {
   purgeProtection?: boolean;
+  /** Switches the data plane between access policies (false) and role assignments (true); either way is an access change. */
+  enableRbacAuthorization?: boolean;
   publicNetworkAccess?: 'Enabled' | 'Disabled';
   networkAcls?: Partial<NetworkAcls>;
   retentionDays?: number;
@@ -96,6 +99,7 @@ export function createVaultService({ repo, events, principalExists, clock = syst
 
   /** Checks an update and applies it to `v` (not saved); true when the network rules change. */
   const applyUpdate = (v: Vault, input: UpdateVaultInput): boolean => {
+    if (input.enableRbacAuthorization !== undefined) v.enableRbacAuthorization = input.enableRbacAuthorization;
     if (input.retentionDays !== undefined && input.retentionDays !== v.retentionDays) {
       throw errors.badParameter('softDeleteRetentionInDays cannot be changed after the vault is created; create a new vault.');
     }
@@ -154,20 +158,22 @@ export function createVaultService({ repo, events, principalExists, clock = syst
       const t = now();
       const vault: Vault = {
         id: randomUUID(), tenantId, name: input.name, location: input.location, retentionDays,
-        purgeProtection: !!input.purgeProtection, publicNetworkAccess, networkAcls, created: t, updated: t,
+        purgeProtection: !!input.purgeProtection, publicNetworkAccess, networkAcls, enableRbacAuthorization: !!input.enableRbacAuthorization, created: t, updated: t,
       };
       repo.transaction(() => {
         repo.insertVault(vault);
-        // As `az keyvault create` does: the creator gets an access policy with every key permission.
-        if (creatorObjectId) repo.upsertPolicy(vault.id, { tenantId, objectId: creatorObjectId, keyPermissions: [...KEY_PERMISSIONS] });
+        // As `az keyvault create` does: the creator gets an access policy with every key permission (an RBAC vault has no use for one).
+        if (creatorObjectId && !vault.enableRbacAuthorization) repo.upsertPolicy(vault.id, { tenantId, objectId: creatorObjectId, keyPermissions: [...KEY_PERMISSIONS] });
       });
       return vault;
     },
 
     update(tenantId: string, name: string, input: UpdateVaultInput): Vault {
       const v = get(tenantId, name);
+      const rbacBefore = v.enableRbacAuthorization;
       const networkChanged = applyUpdate(v, input);
       save(v);
+      if (rbacBefore !== v.enableRbacAuthorization) events.emit(v, 'Microsoft.KeyVault.VaultAccessPolicyChanged', { objectType: 'Vault', objectName: v.name });
       if (networkChanged) events.emit(v, 'Microsoft.KeyVault.VaultNetworkRulesChanged', { objectType: 'Vault', objectName: v.name });
       return v;
     },
@@ -195,7 +201,7 @@ export function createVaultService({ repo, events, principalExists, clock = syst
       });
       if (networkChanged) events.emit(next, 'Microsoft.KeyVault.VaultNetworkRulesChanged', { objectType: 'Vault', objectName: v.name });
       const after = JSON.stringify(repo.policies(v.id).map((p) => [p.objectId, [...p.keyPermissions].sort()]).sort());
-      if (before !== after) events.emit(next, 'Microsoft.KeyVault.VaultAccessPolicyChanged', { objectType: 'Vault', objectName: v.name });
+      if (before !== after || v.enableRbacAuthorization !== next.enableRbacAuthorization) events.emit(next, 'Microsoft.KeyVault.VaultAccessPolicyChanged', { objectType: 'Vault', objectName: v.name });
       return next;
     },
 
@@ -278,6 +284,14 @@ export function createVaultService({ repo, events, principalExists, clock = syst
       }
       const addr = sourceAddress.startsWith('::ffff:') ? sourceAddress.slice(7) : sourceAddress;
       return entry.list.check(addr, isIP(addr) === 6 ? 'ipv6' : 'ipv4');
+    },
+
+    /**
+     * Tells the vault's subscribers that who may use it changed without its access policies changing (a role
+     * assignment at its scope or above): the same event, so the key monitor re-checks at once.
+     */
+    announceAccessChange(v: Vault): void {
+      events.emit(v, 'Microsoft.KeyVault.VaultAccessPolicyChanged', { objectType: 'Vault', objectName: v.name });
     },
 
     subscriptions: (tenantId: string, name: string) => repo.subscriptions(get(tenantId, name).id),

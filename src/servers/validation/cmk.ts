@@ -14,6 +14,8 @@ export interface Caller {
 }
 
 const RSA_SIZES = [2048, 3072, 4096];
+/** Key Vault Crypto Service Encryption User: get, wrapKey and unwrapKey, what a server's identity needs on an RBAC vault. */
+const CSEU_ROLE = 'e147488a-f6f5-4113-8e2d-b22465e65bf6';
 
 /**
  * A customer key validated as Azure validates it before anything is created: the identity exists, the
@@ -59,6 +61,9 @@ export function createCmkValidation(d: { directory: Directory; keys: KeyAccess; 
         return await fn();
       } catch (e) {
         if (e instanceof KeyAccessError) {
+          if (e.reason === 'PermissionDenied' && vault.enableRbacAuthorization) {
+            throw errors.badParameter(`The identity '${identity.name}' is not authorized to ${permission} with the key: vault '${vault.name}' uses role-based access control, and no role assignment gives the identity the key's data actions. Assign it the 'Key Vault Crypto Service Encryption User' role (${CSEU_ROLE}) at the vault, its resource group or its subscription (PUT {vault id}/providers/Microsoft.Authorization/roleAssignments/{guid} with roleDefinitionId .../roleDefinitions/${CSEU_ROLE} and principalId ${identity.principalId}).`, 'IdentityMissingKeyPermissions');
+          }
           if (e.reason === 'PermissionDenied') {
             throw errors.badParameter(`The identity '${identity.name}' lacks the '${permission}' key permission on vault '${vault.name}'; it needs get, list, wrapKey and unwrapKey (pgbyok vault set-policy --name ${vault.name} --object-id ${identity.principalId} --key-permissions get list wrapKey unwrapKey).`, 'IdentityMissingKeyPermissions');
           }
