@@ -274,7 +274,7 @@ test('a deleted vault stops answering, is recovered with its keys, and purge obe
   assert.equal(gone.json.error.code, 'VaultNotFound');
   assert.ok(p.cli('vault', 'list-deleted').some((d: any) => d.name === name));
   assert.notEqual(p.cliRaw(['vault', 'show', '--name', name]).status, 0);
-  assert.match(p.cliRaw(['vault', 'create', '--name', name, '--location', 'eastus']).stderr, /already in use/);
+  assert.match(p.cliRaw(['vault', 'create', '--name', name, '--location', 'eastus']).stderr, /soft-deleted vault named '[^']+' exists/);
   const purge = p.cliRaw(['vault', 'purge', '--name', name]);
   assert.notEqual(purge.status, 0);
   assert.match(purge.stderr, /purge protection/);
@@ -288,7 +288,7 @@ test('a deleted vault stops answering, is recovered with its keys, and purge obe
     token: mgmt, body: { properties: { enablePurgeProtection: false } },
   });
   assert.equal(off.status, 400);
-  assert.match(off.json.error.message, /cannot be disabled/);
+  assert.match(off.json.error.message, /cannot be set to false/);
   const retention = await p.http('PATCH', `${p.origin}/tenants/${p.admin.tenantId}/providers/Microsoft.KeyVault/vaults/${name}?api-version=2023-07-01`, {
     token: mgmt, body: { properties: { softDeleteRetentionInDays: 30 } },
   });

@@ -102,6 +102,13 @@ export class CliContext {
   }
 
   private async callFull(resource: string, method: string, url: string, body?: unknown): Promise<{ body: any; headers: Record<string, string | string[] | undefined> }> {
+    const res = await this.request(resource, method, url, body);
+    if (res.status >= 400) throw errorOf(res);
+    return res;
+  }
+
+  /** One signed call that does not throw on an error status (HEAD, 404 lookups, long-operation polls). */
+  async request(resource: string, method: string, url: string, body?: unknown): Promise<{ status: number; body: any; headers: Record<string, string | string[] | undefined>; text: string }> {
     const token = await this.token(resource);
     const res = await this.raw({
       method,
@@ -109,12 +116,7 @@ export class CliContext {
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
-    const parsed = res.text ? parseJson(res.text) : undefined;
-    if (res.status >= 400) {
-      const e = parsed?.error;
-      throw new CliError(e ? `(${e.innererror?.code ?? e.code}) ${e.message}` : `HTTP ${res.status}: ${res.text}`);
-    }
-    return { body: parsed, headers: res.headers };
+    return { status: res.status, body: res.text ? parseJson(res.text) : undefined, headers: res.headers, text: res.text };
   }
 
   /** A management call that also returns the response headers (for long operations). */
@@ -178,6 +180,12 @@ export class CliContext {
     }
     return out;
   }
+}
+
+/** An ARM error answer as one line: `(Code) message`. */
+export function errorOf(res: { status: number; body: any; text: string }): CliError {
+  const e = res.body?.error;
+  return new CliError(e ? `(${e.innererror?.code ?? e.code}) ${e.message}` : `HTTP ${res.status}: ${res.text}`);
 }
 
 function parseJson(text: string): any {

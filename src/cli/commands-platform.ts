@@ -5,11 +5,12 @@ import { RESOURCES } from '../identity/tokens.js';
 import { createNames } from '../lib/names.js';
 import { CliContext, CliError } from './client.js';
 import { action, parseIntArg } from './run.js';
+import { API_VERSIONS, Arm, armOf, parseArmId, TYPES, withGroup, type ScopeOptions } from './arm.js';
 
 /** Flattens a managed identity the way `az identity create` prints it. */
 function flatIdentity(r: any) {
   return {
-    id: r.id, name: r.name, location: r.location, type: r.type,
+    id: r.id, name: r.name, resourceGroup: parseArmId(r.id)?.resourceGroup, location: r.location, type: r.type,
     clientId: r.properties.clientId, principalId: r.properties.principalId, tenantId: r.properties.tenantId,
     ...(r.clientSecret ? { clientSecret: r.clientSecret } : {}),
   };
@@ -98,9 +99,6 @@ export function registerPlatformCommands(program: Command): void {
       return undefined;
     }));
 
-  const account = program.command('account').description('the signed-in principal');
-  account.command('show').description('who the CLI acts as, and its roles').action(action(async (ctx) => ctx.mgmt('GET', '/tenants/self')));
-
   const tenant = program.command('tenant').description('tenants (directories)');
   tenant.command('create').description('create a tenant with its own Owner service principal (secret shown once)')
     .requiredOption('--name <name>')
@@ -108,19 +106,30 @@ export function registerPlatformCommands(program: Command): void {
   tenant.command('list').action(action(async (ctx) => (await ctx.mgmt('GET', '/tenants')).value));
 
   const identity = program.command('identity').description('user-assigned managed identities');
-  identity.command('create').description('create an identity; its client secret is printed once')
+  const ID = TYPES.identity;
+  const idApi = API_VERSIONS.managedIdentity;
+  withGroup(identity.command('create').description('create an identity; its client secret is printed once'))
     .requiredOption('--name <name>')
-    .option('--location <region>')
-    .action(action<{ name: string; location?: string }>(async (ctx, o) =>
-      flatIdentity(await ctx.mgmt('PUT', `providers/Microsoft.ManagedIdentity/userAssignedIdentities/${encodeURIComponent(o.name)}`, o.location ? { location: o.location } : {}))));
-  identity.command('list').action(action(async (ctx) =>
-    (await ctx.mgmt('GET', 'providers/Microsoft.ManagedIdentity/userAssignedIdentities')).value.map(flatIdentity), ['name', 'location', 'clientId', 'principalId']));
-  identity.command('show').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) =>
-    flatIdentity(await ctx.mgmt('GET', `providers/Microsoft.ManagedIdentity/userAssignedIdentities/${encodeURIComponent(o.name)}`))));
-  identity.command('delete').description('delete an identity; its tokens stop working at once')
+    .option('-l, --location <region>')
+    .action(action<ScopeOptions & { name: string; location?: string }>(async (ctx, o) => {
+      const arm = armOf(ctx, o);
+      const location = await arm.location(o.location);
+      const group = await arm.groupForCreate(location);
+      return flatIdentity(await arm.call('PUT', Arm.path(group, ID, o.name), idApi, { location }));
+    }));
+  withGroup(identity.command('list')).action(action<ScopeOptions>(async (ctx, o) => {
+    const arm = armOf(ctx, o);
+    return (await arm.call('GET', arm.listPath(ID), idApi)).value.map(flatIdentity);
+  }, ['name', 'resourceGroup', 'location', 'clientId', 'principalId']));
+  withGroup(identity.command('show')).requiredOption('--name <name>').action(action<ScopeOptions & { name: string }>(async (ctx, o) => {
+    const arm = armOf(ctx, o);
+    return flatIdentity(await arm.call('GET', await arm.pathOf(ID, o.name), idApi));
+  }));
+  withGroup(identity.command('delete').description('delete an identity; its tokens stop working at once'))
     .requiredOption('--name <name>')
-    .action(action<{ name: string }>(async (ctx, o) => {
-      await ctx.mgmt('DELETE', `providers/Microsoft.ManagedIdentity/userAssignedIdentities/${encodeURIComponent(o.name)}`);
+    .action(action<ScopeOptions & { name: string }>(async (ctx, o) => {
+      const arm = armOf(ctx, o);
+      await arm.call('DELETE', await arm.pathOf(ID, o.name), idApi);
       return undefined;
     }));
 

@@ -3,6 +3,8 @@ import type { Command } from 'commander';
 import { CliContext, CliError } from './client.js';
 import { registerParameterCommands } from './commands-parameters.js';
 import { action, parseIntArg } from './run.js';
+import { armOf, withGroup, withResourceGroup, type ScopeOptions } from './arm.js';
+import { serverAddress } from './servers-address.js';
 
 const FS = 'providers/Microsoft.DBforPostgreSQL/flexibleServers';
 const INSIGHTS = 'providers/Microsoft.Insights';
@@ -16,19 +18,19 @@ function generatePassword(): string {
 }
 
 /** Runs a long operation: waits for it (with progress) unless --no-wait, then shows the server. */
-async function longOperation(ctx: CliContext, res: { body: any; headers: Record<string, any> }, name: string, label: string, wait: boolean, show = true) {
+async function longOperation(ctx: CliContext, res: { body: any; headers: Record<string, any> }, name: string, label: string, wait: boolean, show: string | false) {
   const url = res.headers['azure-asyncoperation'] as string;
-  if (!wait) return res.body && Object.keys(res.body).length ? res.body : { operation: url };
+  if (!wait) return res.body && Object.keys(res.body).length ? withResourceGroup(res.body) : { operation: url };
   const op = await ctx.waitForOperation(url, label);
   if (op.status !== 'Succeeded') throw new CliError(`${label} of ${name} failed: ${op.error?.message ?? op.status}`);
-  return show ? ctx.mgmt('GET', `${FS}/${enc(name)}`) : undefined;
+  return show ? withResourceGroup(await ctx.mgmt('GET', show)) : undefined;
 }
 
 export function registerServerCommands(program: Command): void {
   const server = program.command('server').description('PostgreSQL servers, encrypted at rest (DBA)');
 
-  server.command('create')
-    .requiredOption('--name <name>').requiredOption('--location <region>')
+  withGroup(server.command('create'))
+    .requiredOption('--name <name>').option('-l, --location <region>', "region (default: 'configure --defaults location=', else the platform's)")
     .option('--admin-user <login>', 'administrator login', 'pgadmin')
     .option('--admin-password <password>', 'administrator password (generated and printed once if omitted)')
     .option('--storage-size <GiB>', 'storage size in GiB', '32')
@@ -40,12 +42,16 @@ export function registerServerCommands(program: Command): void {
     .option('--geo-backup-key <keyUri>', 'key in a vault of the paired region, for the geo copies')
     .option('--geo-backup-identity <identity>', 'identity of the paired region (not the primary identity) that reaches the geo key')
     .option('--no-wait', 'return at once instead of waiting for Ready')
-    .action(action<{ name: string; location: string; adminUser: string; adminPassword?: string; storageSize: string; version: string; key?: string; identity?: string; backupRetention: string; geoRedundantBackup: string; geoBackupKey?: string; geoBackupIdentity?: string; wait: boolean }>(async (ctx, o) => {
+    .action(action<ScopeOptions & { name: string; location?: string; adminUser: string; adminPassword?: string; storageSize: string; version: string; key?: string; identity?: string; backupRetention: string; geoRedundantBackup: string; geoBackupKey?: string; geoBackupIdentity?: string; wait: boolean }>(async (ctx, o) => {
       if (!['Enabled', 'Disabled'].includes(o.geoRedundantBackup)) throw new CliError('--geo-redundant-backup is Enabled or Disabled.');
       const password = o.adminPassword ?? generatePassword();
-      const res = await ctx.mgmtFull('PUT', `${FS}/${enc(o.name)}`, {
-        location: o.location,
-        ...(o.identity ? { identity: { type: 'UserAssigned', userAssignedIdentities: { [o.identity]: {} } } } : {}),
+      const srv = serverAddress(ctx, o);
+      const location = await armOf(ctx, o).location(o.location);
+      const [identity, geoIdentity] = [await srv.identity(o.identity), await srv.identity(o.geoBackupIdentity)];
+      const path = await srv.createPath(o.name, location);
+      const res = await ctx.mgmtFull('PUT', path, {
+        location,
+        ...(identity ? { identity: { type: 'UserAssigned', userAssignedIdentities: { [identity]: {} } } } : {}),
         properties: {
           version: o.version,
           administratorLogin: o.adminUser,
@@ -53,15 +59,15 @@ export function registerServerCommands(program: Command): void {
           storage: { storageSizeGB: parseIntArg(o.storageSize, '--storage-size') },
           backup: { backupRetentionDays: parseIntArg(o.backupRetention, '--backup-retention'), geoRedundantBackup: o.geoRedundantBackup },
           dataEncryption: {
-            ...(o.key || o.identity ? { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } : { type: 'SystemManaged' }),
+            ...(o.key || identity ? { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: identity } : { type: 'SystemManaged' }),
             ...(o.geoBackupKey ? { geoBackupKeyURI: o.geoBackupKey } : {}),
-            ...(o.geoBackupIdentity ? { geoBackupUserAssignedIdentityId: o.geoBackupIdentity } : {}),
+            ...(geoIdentity ? { geoBackupUserAssignedIdentityId: geoIdentity } : {}),
           },
         },
       });
       // A generated password is shown whatever the output format (a table has no column for it); nothing else keeps it.
       if (!o.adminPassword) process.stderr.write(`Generated administrator password for ${o.adminUser} (shown once; reset it with pgbyok server update --admin-password): ${password}\n`);
-      const result = await longOperation(ctx, res, o.name, 'Provisioning', o.wait);
+      const result = await longOperation(ctx, res, o.name, 'Provisioning', o.wait, path);
       return o.adminPassword ? result : { ...result, administratorLoginPassword: password };
     }));
 
@@ -72,37 +78,45 @@ export function registerServerCommands(program: Command): void {
   ops.command('show').requiredOption('--id <id>').action(action<{ id: string }>(async (ctx, o) =>
     ctx.mgmt('GET', `providers/Microsoft.DBforPostgreSQL/operations/${enc(o.id)}`)));
 
-  server.command('show').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => ctx.mgmt('GET', `${FS}/${enc(o.name)}`)));
-  server.command('list').action(action(async (ctx) => (await ctx.mgmt('GET', FS)).value,
+  withGroup(server.command('show')).requiredOption('--name <name>').action(action<ScopeOptions & { name: string }>(async (ctx, o) =>
+    withResourceGroup(await ctx.mgmt('GET', await serverAddress(ctx, o).path(o.name)))));
+  withGroup(server.command('list')).action(action<ScopeOptions>(async (ctx, o) => (await ctx.mgmt('GET', await serverAddress(ctx, o).listPath())).value.map(withResourceGroup),
     ['name', 'location', 'properties.state', 'properties.port', 'properties.dataEncryption.type', 'properties.dataEncryption.primaryEncryptionKeyStatus']));
 
-  server.command('update').requiredOption('--name <name>')
+  withGroup(server.command('update')).requiredOption('--name <name>')
     .option('--key <keyUri>', 'change (or add) the customer-managed key; the DEK is re-wrapped, no data is rewritten')
     .option('--identity <identity>', 'change the identity that reaches the key')
     .option('--storage-size <GiB>', 'grow the storage')
     .option('--remove-key', 'ask to remove the customer key (refused: restore to a server without one instead)')
     .option('--admin-password <password>', 'reset the administrator password')
     .option('--no-wait')
-    .action(action<{ name: string; key?: string; identity?: string; storageSize?: string; removeKey?: boolean; adminPassword?: string; wait: boolean }>(async (ctx, o) => {
-      const res = await ctx.mgmtFull('PATCH', `${FS}/${enc(o.name)}`, {
+    .action(action<ScopeOptions & { name: string; key?: string; identity?: string; storageSize?: string; removeKey?: boolean; adminPassword?: string; wait: boolean }>(async (ctx, o) => {
+      const srv = serverAddress(ctx, o);
+      const path = await srv.path(o.name);
+      const identity = await srv.identity(o.identity);
+      const res = await ctx.mgmtFull('PATCH', path, {
         properties: {
           ...(o.adminPassword !== undefined ? { administratorLoginPassword: o.adminPassword } : {}),
           ...(o.storageSize ? { storage: { storageSizeGB: parseIntArg(o.storageSize, '--storage-size') } } : {}),
           ...(o.removeKey ? { dataEncryption: { type: 'SystemManaged' } } : {}),
-          ...(o.key || o.identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } } : {}),
+          ...(o.key || identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: identity } } : {}),
         },
       });
-      return longOperation(ctx, res, o.name, 'Updating', o.wait);
+      return longOperation(ctx, res, o.name, 'Updating', o.wait, path);
     }));
 
   for (const [verb, label] of [['stop', 'Stopping'], ['start', 'Starting'], ['restart', 'Restarting'], ['revalidate', 'Revalidating']] as const) {
-    server.command(verb).requiredOption('--name <name>').option('--no-wait')
-      .action(action<{ name: string; wait: boolean }>(async (ctx, o) => longOperation(ctx, await ctx.mgmtFull('POST', `${FS}/${enc(o.name)}/${verb}`), o.name, label, o.wait)));
+    withGroup(server.command(verb)).requiredOption('--name <name>').option('--no-wait')
+      .action(action<ScopeOptions & { name: string; wait: boolean }>(async (ctx, o) => {
+        const path = await serverAddress(ctx, o).path(o.name);
+        return longOperation(ctx, await ctx.mgmtFull('POST', `${path}/${verb}`), o.name, label, o.wait, path);
+      }));
   }
 
-  server.command('delete').description('delete a server: its volume is destroyed and its wrapped DEK erased (crypto-shredding)')
+  withGroup(server.command('delete').description('delete a server: its volume is destroyed and its wrapped DEK erased (crypto-shredding)'))
     .requiredOption('--name <name>').option('--yes', 'do not ask for confirmation').option('--no-wait')
-    .action(action<{ name: string; yes?: boolean; wait: boolean }>(async (ctx, o) => {
+    .action(action<ScopeOptions & { name: string; yes?: boolean; wait: boolean }>(async (ctx, o) => {
+      const path = await serverAddress(ctx, o).path(o.name);
       if (!o.yes) {
         if (!process.stdin.isTTY) throw new CliError('Deleting a server destroys its data for good; confirm with --yes.');
         process.stderr.write(`Delete server ${o.name} and destroy its data for good? [y/N] `);
@@ -110,12 +124,12 @@ export function registerServerCommands(program: Command): void {
         process.stdin.pause();
         if (!/^y(es)?$/i.test(answer)) throw new CliError('Not deleted.');
       }
-      return longOperation(ctx, await ctx.mgmtFull('DELETE', `${FS}/${enc(o.name)}`), o.name, 'Deleting', o.wait, false);
+      return longOperation(ctx, await ctx.mgmtFull('DELETE', path), o.name, 'Deleting', o.wait, false);
     }));
 
-  server.command('show-connection-string').requiredOption('--name <name>')
-    .action(action<{ name: string }>(async (ctx, o) => {
-      const s = await ctx.mgmt('GET', `${FS}/${enc(o.name)}`);
+  withGroup(server.command('show-connection-string')).requiredOption('--name <name>')
+    .action(action<ScopeOptions & { name: string }>(async (ctx, o) => {
+      const s = await ctx.mgmt('GET', await serverAddress(ctx, o).path(o.name));
       const host = s.properties.fullyQualifiedDomainName;
       const port = s.properties.port;
       const user = s.properties.administratorLogin;
@@ -131,80 +145,93 @@ export function registerServerCommands(program: Command): void {
       };
     }));
 
-  server.command('restore').description('point-in-time restore into a new server (encrypted too: under the source key, or --key/--identity)')
+  withGroup(server.command('restore').description('point-in-time restore into a new server (encrypted too: under the source key, or --key/--identity)'))
     .requiredOption('--source <server>', 'the server whose backups to restore').requiredOption('--name <name>', 'the new server')
     .option('--restore-time <iso>', 'restore to this time (default: the latest restorable time)')
     .option('--location <region>', 'region of the new server (default: the source\'s)')
     .option('--key <keyUri>').option('--identity <identity>')
     .option('--system-managed-key', 'encrypt the new server with a service-managed key (how a customer key is removed)')
     .option('--no-wait')
-    .action(action<{ source: string; name: string; restoreTime?: string; location?: string; key?: string; identity?: string; systemManagedKey?: boolean; wait: boolean }>(async (ctx, o) => {
-      const tid = ctx.tenantId;
-      const res = await ctx.mgmtFull('PUT', `${FS}/${enc(o.name)}`, {
-        location: o.location ?? (await ctx.mgmt('GET', `${FS}/${enc(o.source)}`)).location,
+    .action(action<ScopeOptions & { source: string; name: string; restoreTime?: string; location?: string; key?: string; identity?: string; systemManagedKey?: boolean; wait: boolean }>(async (ctx, o) => {
+      const srv = serverAddress(ctx, o);
+      const location = o.location ?? (await ctx.mgmt('GET', await srv.sourcePath(o.source))).location;
+      const [path, identity] = [await srv.createPath(o.name, location), await srv.identity(o.identity)];
+      const res = await ctx.mgmtFull('PUT', path, {
+        location,
         properties: {
           createMode: 'PointInTimeRestore',
-          sourceServerResourceId: `/tenants/${tid}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${o.source}`,
+          sourceServerResourceId: await srv.sourceId(o.source),
           ...(o.restoreTime ? { pointInTimeUTC: o.restoreTime } : {}),
           ...(o.systemManagedKey ? { dataEncryption: { type: 'SystemManaged' } } : {}),
-          ...(o.key || o.identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } } : {}),
+          ...(o.key || identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: identity } } : {}),
         },
       });
-      return longOperation(ctx, res, o.name, 'Restoring', o.wait);
+      return longOperation(ctx, res, o.name, 'Restoring', o.wait, path);
     }));
 
-  server.command('geo-restore').description('restore from the geo-redundant copies, into a new server in the paired region')
+  withGroup(server.command('geo-restore').description('restore from the geo-redundant copies, into a new server in the paired region'))
     .requiredOption('--source <server>').requiredOption('--name <name>')
     .option('--location <region>', 'region of the new server (default: the paired region)')
     .option('--key <keyUri>').option('--identity <identity>')
     .option('--no-wait')
-    .action(action<{ source: string; name: string; location?: string; key?: string; identity?: string; wait: boolean }>(async (ctx, o) => {
-      const src = await ctx.mgmt('GET', `${FS}/${enc(o.source)}`);
-      const res = await ctx.mgmtFull('PUT', `${FS}/${enc(o.name)}`, {
-        location: o.location ?? src.properties.backup.geoBackupRegion ?? src.location,
+    .action(action<ScopeOptions & { source: string; name: string; location?: string; key?: string; identity?: string; wait: boolean }>(async (ctx, o) => {
+      const srv = serverAddress(ctx, o);
+      const src = await ctx.mgmt('GET', await srv.sourcePath(o.source));
+      const location = o.location ?? src.properties.backup.geoBackupRegion ?? src.location;
+      const [path, identity] = [await srv.createPath(o.name, location), await srv.identity(o.identity)];
+      const res = await ctx.mgmtFull('PUT', path, {
+        location,
         properties: {
           createMode: 'GeoRestore',
           sourceServerResourceId: src.id,
-          ...(o.key || o.identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } } : {}),
+          ...(o.key || identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: identity } } : {}),
         },
       });
-      return longOperation(ctx, res, o.name, 'Geo-restoring', o.wait);
+      return longOperation(ctx, res, o.name, 'Geo-restoring', o.wait, path);
     }));
 
   const replica = server.command('replica').description('read replicas: streaming copies with their own volume, DEK and key');
-  replica.command('create').requiredOption('--source <server>').requiredOption('--name <name>')
+  withGroup(replica.command('create')).requiredOption('--source <server>').requiredOption('--name <name>')
     .option('--location <region>', 'region of the replica (default: the source\'s)')
     .option('--key <keyUri>', 'the replica\'s key (required in another region: a vault of that region)')
     .option('--identity <identity>', 'the replica\'s identity (required in another region: an identity of that region)')
     .option('--no-wait')
-    .action(action<{ source: string; name: string; location?: string; key?: string; identity?: string; wait: boolean }>(async (ctx, o) => {
-      const res = await ctx.mgmtFull('PUT', `${FS}/${enc(o.name)}`, {
-        location: o.location ?? (await ctx.mgmt('GET', `${FS}/${enc(o.source)}`)).location,
+    .action(action<ScopeOptions & { source: string; name: string; location?: string; key?: string; identity?: string; wait: boolean }>(async (ctx, o) => {
+      const srv = serverAddress(ctx, o);
+      const location = o.location ?? (await ctx.mgmt('GET', await srv.sourcePath(o.source))).location;
+      const [path, identity] = [await srv.createPath(o.name, location), await srv.identity(o.identity)];
+      const res = await ctx.mgmtFull('PUT', path, {
+        location,
         properties: {
           createMode: 'Replica',
-          sourceServerResourceId: `/tenants/${ctx.tenantId}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${o.source}`,
-          ...(o.key || o.identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: o.identity } } : {}),
+          sourceServerResourceId: await srv.sourceId(o.source),
+          ...(o.key || identity ? { dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: o.key, primaryUserAssignedIdentityId: identity } } : {}),
         },
       });
-      return longOperation(ctx, res, o.name, 'Creating replica', o.wait);
+      return longOperation(ctx, res, o.name, 'Creating replica', o.wait, path);
     }));
-  replica.command('list').requiredOption('--name <server>', 'the primary').action(action<{ name: string }>(async (ctx, o) =>
-    (await ctx.mgmt('GET', `${FS}/${enc(o.name)}/replicas`)).value, ['name', 'location', 'properties.state', 'properties.port', 'properties.replicationRole']));
-  replica.command('promote').requiredOption('--name <replica>').option('--no-wait')
-    .action(action<{ name: string; wait: boolean }>(async (ctx, o) => longOperation(ctx, await ctx.mgmtFull('POST', `${FS}/${enc(o.name)}/promote`), o.name, 'Promoting', o.wait)));
+  withGroup(replica.command('list')).requiredOption('--name <server>', 'the primary').action(action<ScopeOptions & { name: string }>(async (ctx, o) =>
+    (await ctx.mgmt('GET', `${await serverAddress(ctx, o).path(o.name)}/replicas`)).value.map(withResourceGroup), ['name', 'location', 'properties.state', 'properties.port', 'properties.replicationRole']));
+  withGroup(replica.command('promote')).requiredOption('--name <replica>').option('--no-wait')
+    .action(action<ScopeOptions & { name: string; wait: boolean }>(async (ctx, o) => {
+      const path = await serverAddress(ctx, o).path(o.name);
+      return longOperation(ctx, await ctx.mgmtFull('POST', `${path}/promote`), o.name, 'Promoting', o.wait, path);
+    }));
 
   const backup = server.command('backup').description('encrypted full backups (WAL is archived continuously)');
-  backup.command('list').requiredOption('--name <server>').action(action<{ name: string }>(async (ctx, o) =>
-    (await ctx.mgmt('GET', `${FS}/${enc(o.name)}/backups`)).value, ['name', 'properties.completedTime', 'properties.sizeBytes', 'properties.encryptionKeyVersion']));
-  backup.command('create').requiredOption('--name <server>').option('--no-wait')
-    .action(action<{ name: string; wait: boolean }>(async (ctx, o) => {
-      await longOperation(ctx, await ctx.mgmtFull('POST', `${FS}/${enc(o.name)}/backups`), o.name, 'Backing up', o.wait, false);
-      return (await ctx.mgmt('GET', `${FS}/${enc(o.name)}/backups`)).value.at(-1);
+  withGroup(backup.command('list')).requiredOption('--name <server>').action(action<ScopeOptions & { name: string }>(async (ctx, o) =>
+    (await ctx.mgmt('GET', `${await serverAddress(ctx, o).path(o.name)}/backups`)).value, ['name', 'properties.completedTime', 'properties.sizeBytes', 'properties.encryptionKeyVersion']));
+  withGroup(backup.command('create')).requiredOption('--name <server>').option('--no-wait')
+    .action(action<ScopeOptions & { name: string; wait: boolean }>(async (ctx, o) => {
+      const path = await serverAddress(ctx, o).path(o.name);
+      await longOperation(ctx, await ctx.mgmtFull('POST', `${path}/backups`), o.name, 'Backing up', o.wait, false);
+      return (await ctx.mgmt('GET', `${path}/backups`)).value.at(-1);
     }));
 
   registerParameterCommands(server);
 
-  server.command('health').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => ctx.mgmt('GET', `${FS}/${enc(o.name)}/health`)));
+  withGroup(server.command('health')).requiredOption('--name <name>').action(action<ScopeOptions & { name: string }>(async (ctx, o) =>
+    ctx.mgmt('GET', `${await serverAddress(ctx, o).path(o.name)}/health`)));
 
   const activity = program.command('activity-log').description('who did what to which resource, and every key-access failure');
   activity.command('list').option('--resource <server>', 'a server name or resource id').option('--top <n>', 'most recent N', '50')

@@ -4,8 +4,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CliContext, CliError } from './client.js';
 import { action, parseBool, parseIntArg, parseTags, parseTime } from './run.js';
+import { API_VERSIONS, Arm, armOf, defaultGroupName, parseArmId, TYPES, withGroup, withResourceGroup, type ScopeOptions } from './arm.js';
 
 const VAULTS = 'providers/Microsoft.KeyVault/vaults';
+const VAULT = TYPES.vault;
+const KV_API = API_VERSIONS.keyVault;
 const enc = encodeURIComponent;
 
 async function resolveVault(ctx: CliContext, o: { vaultName?: string; vaultUri?: string }): Promise<string> {
@@ -51,85 +54,120 @@ function privateJwkFromFile(o: { pemFile?: string; pemPassword?: string; pfxFile
 
 export function registerVaultCommands(program: Command): void {
   const vault = program.command('vault').description('key vaults (security officer)');
-  vault.command('create')
-    .requiredOption('--name <name>').requiredOption('--location <region>')
+  withGroup(vault.command('create'))
+    .requiredOption('--name <name>').option('-l, --location <region>', "region (default: 'configure --defaults location=', else the group's, else the platform's)")
     .option('--retention-days <days>', 'soft-delete retention, 7-90', '90')
     .option('--enable-purge-protection', 'forbid purging deleted keys before their date (cannot be undone)')
     .option('--public-network-access <Enabled|Disabled>')
     .option('--default-action <Allow|Deny>', 'firewall default action')
     .option('--bypass <AzureServices|None>', "let the platform's trusted services through the firewall")
     .option('--ip-rules <cidr...>', 'addresses or CIDR ranges admitted when the default action is Deny')
-    .action(action<{ name: string; location: string; retentionDays: string; enablePurgeProtection?: boolean; publicNetworkAccess?: string; defaultAction?: string; bypass?: string; ipRules?: string[] }>(
+    .action(action<ScopeOptions & { name: string; location?: string; retentionDays: string; enablePurgeProtection?: boolean; publicNetworkAccess?: string; defaultAction?: string; bypass?: string; ipRules?: string[] }>(
       async (ctx, o) => {
         const acls = o.defaultAction || o.bypass || o.ipRules
           ? { ...(o.defaultAction ? { defaultAction: o.defaultAction } : {}), ...(o.bypass ? { bypass: o.bypass } : {}), ...(o.ipRules ? { ipRules: o.ipRules.map((value) => ({ value })) } : {}) }
           : undefined;
-        return ctx.mgmt('PUT', `${VAULTS}/${enc(o.name)}`, {
-          location: o.location,
+        const arm = armOf(ctx, o);
+        const location = await arm.location(o.location);
+        const group = await arm.groupForCreate(location);
+        // No accessPolicies: the creator gets every key permission, as az keyvault create gives it.
+        return withResourceGroup(await arm.call('PUT', Arm.path(group, VAULT, o.name), KV_API, {
+          location,
           properties: {
             softDeleteRetentionInDays: parseIntArg(o.retentionDays, '--retention-days'),
             enablePurgeProtection: !!o.enablePurgeProtection,
             ...(o.publicNetworkAccess ? { publicNetworkAccess: o.publicNetworkAccess } : {}),
             ...(acls ? { networkAcls: acls } : {}),
           },
-        });
+        }));
       }));
-  vault.command('update').requiredOption('--name <name>')
+  withGroup(vault.command('update')).requiredOption('--name <name>')
     .option('--enable-purge-protection')
     .option('--public-network-access <Enabled|Disabled>')
     .option('--default-action <Allow|Deny>')
     .option('--bypass <AzureServices|None>')
-    .action(action<{ name: string; enablePurgeProtection?: boolean; publicNetworkAccess?: string; defaultAction?: string; bypass?: string }>(async (ctx, o) =>
-      ctx.mgmt('PATCH', `${VAULTS}/${enc(o.name)}`, {
+    .action(action<ScopeOptions & { name: string; enablePurgeProtection?: boolean; publicNetworkAccess?: string; defaultAction?: string; bypass?: string }>(async (ctx, o) => {
+      const arm = armOf(ctx, o);
+      return withResourceGroup(await arm.call('PATCH', await arm.pathOf(VAULT, o.name), KV_API, {
         properties: {
           ...(o.enablePurgeProtection ? { enablePurgeProtection: true } : {}),
           ...(o.publicNetworkAccess ? { publicNetworkAccess: o.publicNetworkAccess } : {}),
           ...(o.defaultAction || o.bypass ? { networkAcls: { ...(o.defaultAction ? { defaultAction: o.defaultAction } : {}), ...(o.bypass ? { bypass: o.bypass } : {}) } } : {}),
         },
-      })));
-  vault.command('show').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => ctx.mgmt('GET', `${VAULTS}/${enc(o.name)}`)));
-  vault.command('list').action(action(async (ctx) => (await ctx.mgmt('GET', VAULTS)).value, ['name', 'location', 'properties.vaultUri']));
-  vault.command('delete').description('soft-delete a vault (recoverable until its purge date)').requiredOption('--name <name>')
-    .action(action<{ name: string }>(async (ctx, o) => ctx.mgmt('DELETE', `${VAULTS}/${enc(o.name)}`)));
-  vault.command('list-deleted').action(action(async (ctx) => (await ctx.mgmt('GET', 'providers/Microsoft.KeyVault/deletedVaults')).value));
-  vault.command('recover').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) =>
-    ctx.mgmt('POST', `providers/Microsoft.KeyVault/deletedVaults/${enc(o.name)}/recover`)));
-  vault.command('purge').requiredOption('--name <name>').action(action<{ name: string }>(async (ctx, o) => {
-    await ctx.mgmt('DELETE', `providers/Microsoft.KeyVault/deletedVaults/${enc(o.name)}`);
-    return undefined;
+      }));
+    }));
+  withGroup(vault.command('show')).requiredOption('--name <name>').action(action<ScopeOptions & { name: string }>(async (ctx, o) => {
+    const arm = armOf(ctx, o);
+    return withResourceGroup(await arm.call('GET', await arm.pathOf(VAULT, o.name), KV_API));
   }));
+  withGroup(vault.command('list')).action(action<ScopeOptions>(async (ctx, o) => {
+    const arm = armOf(ctx, o);
+    return (await arm.call('GET', arm.listPath(VAULT), KV_API)).value.map(withResourceGroup);
+  }, ['name', 'location', 'resourceGroup', 'properties.vaultUri']));
+  withGroup(vault.command('delete').description('soft-delete a vault (recoverable until its purge date)')).requiredOption('--name <name>')
+    .action(action<ScopeOptions & { name: string }>(async (ctx, o) => {
+      const arm = armOf(ctx, o);
+      return arm.call('DELETE', await arm.pathOf(VAULT, o.name), KV_API);
+    }));
+  vault.command('list-deleted').action(action<ScopeOptions>(async (ctx, o) => (await armOf(ctx, o).call('GET', '/providers/Microsoft.KeyVault/deletedVaults', KV_API)).value));
+  /** A soft-deleted vault of the subscription, by name (its location and former group are in it). */
+  const deleted = async (arm: Arm, name: string) => {
+    const all = (await arm.call('GET', '/providers/Microsoft.KeyVault/deletedVaults', KV_API)).value as any[];
+    const v = all.find((x) => x.name.toLowerCase() === name.toLowerCase());
+    if (!v) throw new CliError(`(ResourceNotFound) No soft-deleted vault '${name}' exists in subscription ${await arm.subscriptionId()}.`, 3);
+    return v;
+  };
+  withGroup(vault.command('recover').description('recover a soft-deleted vault into its group (az keyvault recover: PUT with createMode recover)'))
+    .requiredOption('--name <name>').action(action<ScopeOptions & { name: string }>(async (ctx, o) => {
+      const arm = armOf(ctx, o);
+      const gone = await deleted(arm, o.name);
+      const location = gone.properties.location;
+      let group = o.resourceGroup ?? parseArmId(gone.properties.vaultId)?.resourceGroup;
+      if (!group) group = await arm.groupForCreate(location);
+      else if (group.toLowerCase() === defaultGroupName(location)) await arm.ensureGroup(group, location);
+      return withResourceGroup(await arm.call('PUT', Arm.path(group, VAULT, gone.name), KV_API, { location, properties: { createMode: 'recover' } }));
+    }));
+  vault.command('purge').requiredOption('--name <name>').option('-l, --location <region>', 'where the deleted vault was (default: found by name)')
+    .action(action<ScopeOptions & { name: string; location?: string }>(async (ctx, o) => {
+      const arm = armOf(ctx, o);
+      const location = o.location ?? (await deleted(arm, o.name)).properties.location;
+      await arm.call('POST', `/providers/Microsoft.KeyVault/locations/${enc(location)}/deletedVaults/${enc(o.name)}/purge`, KV_API);
+      return undefined;
+    }));
 
   const rules = vault.command('network-rule').description('firewall IP rules');
   for (const verb of ['add', 'remove'] as const) {
-    rules.command(verb).requiredOption('--name <name>').requiredOption('--ip-address <cidr>')
-      .action(action<{ name: string; ipAddress: string }>(async (ctx, o) => {
-        const current = await ctx.mgmt('GET', `${VAULTS}/${enc(o.name)}`);
+    withGroup(rules.command(verb)).requiredOption('--name <name>').requiredOption('--ip-address <cidr>')
+      .action(action<ScopeOptions & { name: string; ipAddress: string }>(async (ctx, o) => {
+        const arm = armOf(ctx, o);
+        const path = await arm.pathOf(VAULT, o.name);
+        const current = await arm.call('GET', path, KV_API);
         const ips: string[] = current.properties.networkAcls.ipRules.map((r: { value: string }) => r.value);
         const wanted = o.ipAddress.includes('/') ? o.ipAddress : `${o.ipAddress}/${o.ipAddress.includes(':') ? 128 : 32}`;
         const next = verb === 'add' ? [...new Set([...ips, wanted])] : ips.filter((ip) => ip !== wanted);
-        return ctx.mgmt('PATCH', `${VAULTS}/${enc(o.name)}`, { properties: { networkAcls: { ipRules: next.map((value) => ({ value })) } } });
+        return withResourceGroup(await arm.call('PATCH', path, KV_API, { properties: { networkAcls: { ipRules: next.map((value) => ({ value })) } } }));
       }));
   }
 
-  vault.command('set-policy').description("set a principal's key permissions on a vault (replaces its key permissions)")
+  // Access policies: ARM's `vaults/{name}/accessPolicies/replace`, one principal's key permissions at a time.
+  const replacePolicy = async (ctx: CliContext, o: ScopeOptions & { name: string; objectId?: string; spn?: string }, keys: string[]) => {
+    const who = o.objectId ?? o.spn;
+    if (!who) throw new CliError('Name the principal with --object-id or --spn.');
+    const arm = armOf(ctx, o);
+    return arm.call('PUT', `${await arm.pathOf(VAULT, o.name)}/accessPolicies/replace`, KV_API, {
+      properties: { accessPolicies: [{ objectId: who, permissions: { keys } }] },
+    });
+  };
+  withGroup(vault.command('set-policy').description("set a principal's key permissions on a vault (replaces its key permissions)"))
     .requiredOption('--name <name>')
     .option('--object-id <id>', 'object id of the principal')
     .option('--spn <clientIdOrName>', 'a service principal or identity by client id or name')
     .requiredOption('--key-permissions <perms...>', "e.g. get list wrapKey unwrapKey, or 'all'")
-    .action(action<{ name: string; objectId?: string; spn?: string; keyPermissions: string[] }>(async (ctx, o) => {
-      const who = o.objectId ?? o.spn;
-      if (!who) throw new CliError('Name the principal with --object-id or --spn.');
-      return ctx.mgmt('PUT', `${VAULTS}/${enc(o.name)}/accessPolicies/replace`, {
-        properties: { accessPolicies: [{ objectId: who, permissions: { keys: o.keyPermissions } }] },
-      });
-    }));
-  vault.command('delete-policy').requiredOption('--name <name>').option('--object-id <id>').option('--spn <clientIdOrName>')
-    .action(action<{ name: string; objectId?: string; spn?: string }>(async (ctx, o) => {
-      const who = o.objectId ?? o.spn;
-      if (!who) throw new CliError('Name the principal with --object-id or --spn.');
-      return ctx.mgmt('PUT', `${VAULTS}/${enc(o.name)}/accessPolicies/replace`, { properties: { accessPolicies: [{ objectId: who, permissions: { keys: [] } }] } });
-    }));
+    .action(action<ScopeOptions & { name: string; objectId?: string; spn?: string; keyPermissions: string[] }>(async (ctx, o) => replacePolicy(ctx, o, o.keyPermissions)));
+  withGroup(vault.command('delete-policy')).requiredOption('--name <name>').option('--object-id <id>').option('--spn <clientIdOrName>')
+    .action(action<ScopeOptions & { name: string; objectId?: string; spn?: string }>(async (ctx, o) => replacePolicy(ctx, o, [])));
 
+  // Event subscriptions and the audit log stay on the tenant path (the platform serves them only there).
   const subs = vault.command('event-subscription').description('webhook subscriptions to the vault\'s events');
   subs.command('create').requiredOption('--vault-name <name>').requiredOption('--name <name>').requiredOption('--endpoint <url>')
     .option('--included-event-types <types...>', 'e.g. KeyNewVersionCreated KeyDisabled (default: all)')

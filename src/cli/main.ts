@@ -3,6 +3,7 @@ import { CliError } from './client.js';
 import { registerPlatformCommands } from './commands-platform.js';
 import { registerVaultCommands } from './commands-vault.js';
 import { registerServerCommands } from './commands-servers.js';
+import { registerArmCommands } from './commands-arm.js';
 
 /** `pgbyok`: a CLI shaped like `az`, acting as the signed-in principal against the platform over HTTPS. */
 export async function main(argv: string[]): Promise<void> {
@@ -10,9 +11,11 @@ export async function main(argv: string[]): Promise<void> {
     .description('Bring-your-own-key encryption at rest for PostgreSQL: identities, key vaults and encrypted servers')
     .option('--home <dir>', 'pgbyok home (default: $PGBYOK_HOME or ~/.pgbyok)')
     .option('-o, --output <format>', 'json, table or none', 'json')
+    .option('--subscription <idOrName>', 'subscription to act in (default: $PGBYOK_SUBSCRIPTION, else the one `account set` chose, else the tenant\'s default)')
     .showHelpAfterError()
     .exitOverride();
   registerPlatformCommands(program);
+  registerArmCommands(program);
   registerVaultCommands(program);
   registerServerCommands(program);
   try {
