@@ -105,7 +105,7 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
       registerVaultResourceRoutes(scope, { identity: d.identity, vaults: d.vaults, arm: d.arm, host: d.host }),
     ];
     registerResourceRoutes(scope, { arm: d.arm, identity: d.identity, members: () => members });
-    registerServerRoutes(scope, d.servers, d.monitoring);
+    registerServerRoutes(scope, d.servers);
     registerPlatformSettingsRoutes(scope, d.settings);
   });
   return app;

@@ -5,13 +5,11 @@ import type { Caller as IdentityCaller } from '../identity/identity.service.js';
 import type { Caller, ServersService } from '../servers/servers.service.js';
 import type { Server } from '../servers/servers.repo.js';
 import type { Operation, OperationStep } from '../servers/operations/operations.repo.js';
-import type { Monitoring } from '../servers/monitoring.js';
 import { registerParameterRoutes } from './parameters.routes.js';
 
 /** Azure Flexible Server shapes of the servers API, kept apart from the domain model. */
 
 const FS = '/tenants/:tid/providers/Microsoft.DBforPostgreSQL/flexibleServers';
-const INSIGHTS = '/tenants/:tid/providers/Microsoft.Insights';
 
 export function serverWire(s: Server, earliestRestoreDate?: string) {
   const enc = s.current.encryption;
@@ -78,7 +76,7 @@ export function accepted(reply: FastifyReply, req: FastifyRequest, tenantId: str
 
 type NameParams = { tid: string; name: string };
 
-export function registerServerRoutes(app: FastifyInstance, servers: ServersService, monitoring: Monitoring) {
+export function registerServerRoutes(app: FastifyInstance, servers: ServersService) {
   app.put<{ Params: NameParams; Body: any }>(`${FS}/:name`, {
     config: { operation: 'ServerCreate', duty: 'manageServers' },
     schema: {
@@ -223,31 +221,5 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
     const top = queryOf(req).get('top');
     if (top !== null && !/^\d+$/.test(top)) throw errors.badParameter('top must be a whole number.');
     return { value: servers.operations(req.params.tid, top ? Number(top) : 100).map(operationWire) };
-  });
-
-  // Azure Monitor: activity log, action groups, activity-log alerts.
-  app.get<{ Params: { tid: string } }>(`${INSIGHTS}/eventtypes/management/values`, { config: { operation: 'ActivityLogList', duty: 'readServers' } }, async (req) => {
-    const q = queryOf(req);
-    const top = q.get('top');
-    if (top !== null && !/^\d+$/.test(top)) throw errors.badParameter('top must be a whole number.');
-    return { value: servers.activity(req.params.tid, q.get('resource') ?? undefined, top ? Number(top) : 100) };
-  });
-  app.put<{ Params: NameParams; Body: { properties: { webhookReceivers: { name?: string; serviceUri: string }[] } } }>(`${INSIGHTS}/actionGroups/:name`, {
-    config: { operation: 'ActionGroupPut', duty: 'manageMonitoring' },
-    schema: { body: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['webhookReceivers'], properties: { webhookReceivers: { type: 'array', maxItems: 10, items: { type: 'object', required: ['serviceUri'], properties: { name: { type: 'string' }, serviceUri: { type: 'string' } } } } } } } } },
-  }, async (req) => monitoring.putActionGroup(req.params.tid, req.params.name, req.body.properties.webhookReceivers.map((w) => w.serviceUri)));
-  app.get<{ Params: { tid: string } }>(`${INSIGHTS}/actionGroups`, { config: { operation: 'ActionGroupList', duty: 'readServers' } }, async (req) => ({ value: monitoring.actionGroups(req.params.tid) }));
-  app.delete<{ Params: NameParams }>(`${INSIGHTS}/actionGroups/:name`, { config: { operation: 'ActionGroupDelete', duty: 'manageMonitoring' } }, async (req) => {
-    monitoring.deleteActionGroup(req.params.tid, req.params.name);
-    return {};
-  });
-  app.put<{ Params: NameParams; Body: { properties: { condition: string; serverName?: string; actionGroup: string; enabled?: boolean } } }>(`${INSIGHTS}/activityLogAlerts/:name`, {
-    config: { operation: 'AlertRulePut', duty: 'manageMonitoring' },
-    schema: { body: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['condition', 'actionGroup'], properties: { condition: { type: 'string' }, serverName: { type: 'string' }, actionGroup: { type: 'string' }, enabled: { type: 'boolean' } } } } } },
-  }, async (req) => monitoring.putAlertRule(req.params.tid, { name: req.params.name, ...req.body.properties }));
-  app.get<{ Params: { tid: string } }>(`${INSIGHTS}/activityLogAlerts`, { config: { operation: 'AlertRuleList', duty: 'readServers' } }, async (req) => ({ value: monitoring.alertRules(req.params.tid) }));
-  app.delete<{ Params: NameParams }>(`${INSIGHTS}/activityLogAlerts/:name`, { config: { operation: 'AlertRuleDelete', duty: 'manageMonitoring' } }, async (req) => {
-    monitoring.deleteAlertRule(req.params.tid, req.params.name);
-    return {};
   });
 }
