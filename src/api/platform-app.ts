@@ -103,9 +103,9 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
     const members: GroupMember[] = [
       registerIdentityResourceRoutes(scope, { identity: d.identity, arm: d.arm }),
       registerVaultResourceRoutes(scope, { identity: d.identity, vaults: d.vaults, arm: d.arm, host: d.host }),
+      registerServerRoutes(scope, { servers: d.servers, arm: d.arm }),
     ];
     registerResourceRoutes(scope, { arm: d.arm, identity: d.identity, members: () => members });
-    registerServerRoutes(scope, d.servers);
     registerPlatformSettingsRoutes(scope, d.settings);
   });
   return app;

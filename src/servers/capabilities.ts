@@ -50,3 +50,23 @@ export function requireHighAvailability(ha: { mode?: string } | undefined): void
     throw errors.badParameter(`High availability mode '${ha.mode}' is not offered: pgbyok runs one PostgreSQL per server (use Disabled; read replicas are the way to a second copy).`, 'HighAvailabilityNotSupported');
   }
 }
+
+/** Sign-in to a server: PostgreSQL passwords only (Microsoft Entra authentication is not offered). */
+export function requireAuthConfig(a: { activeDirectoryAuth?: string; passwordAuth?: string } | undefined): void {
+  if (a?.activeDirectoryAuth !== undefined && a.activeDirectoryAuth !== 'Disabled') {
+    throw errors.badParameter('Microsoft Entra authentication is not offered: set authConfig.activeDirectoryAuth to Disabled (PostgreSQL password authentication is).', 'ActiveDirectoryAuthNotSupported');
+  }
+  if (a?.passwordAuth !== undefined && a.passwordAuth !== 'Enabled') {
+    throw errors.badParameter('Password authentication cannot be disabled: it is the only sign-in pgbyok offers (authConfig.passwordAuth Enabled).', 'PasswordAuthRequired');
+  }
+}
+
+/** Networking: a public endpoint on the machine; no virtual networks or private DNS zones. */
+export function requireNetwork(n: { delegatedSubnetResourceId?: string; privateDnsZoneArmResourceId?: string; publicNetworkAccess?: string } | undefined): void {
+  if (n?.delegatedSubnetResourceId || n?.privateDnsZoneArmResourceId) {
+    throw errors.badParameter('Private access (a delegated subnet or a private DNS zone) is not offered: pgbyok servers have a public endpoint on the machine.', 'VirtualNetworkNotSupported');
+  }
+  if (n?.publicNetworkAccess !== undefined && n.publicNetworkAccess !== 'Enabled') {
+    throw errors.badParameter(`network.publicNetworkAccess '${n.publicNetworkAccess}' is not offered: a pgbyok server is reached through its endpoint on the machine (Enabled).`, 'PublicNetworkAccessRequired');
+  }
+}

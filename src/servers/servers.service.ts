@@ -34,7 +34,7 @@ import { createServerLocks } from './server-locks.js';
 import { createServerPostgres } from './server-postgres.js';
 import type { ServersRepo } from './servers.repo.js';
 import { createCmkValidation, type Caller } from './validation/cmk.js';
-import { requireAdminPassword, requireStorageGrowth } from './validation/input.js';
+import { requireAdminPassword, requireServerName, requireStorageGrowth } from './validation/input.js';
 import type { Db } from '../store/db.js';
 
 export type { Caller } from './validation/cmk.js';
@@ -51,6 +51,9 @@ export interface UpdateServerInput {
   administratorLoginPassword?: string;
   sku?: { name?: string; tier?: string };
   highAvailability?: { mode?: string };
+  /** Accepted when it is what the server has (az update sends the whole backup object); changes are refused. */
+  backupRetentionDays?: number;
+  geoRedundantBackup?: 'Enabled' | 'Disabled';
 }
 
 export interface ServersDeps {
@@ -185,6 +188,17 @@ export function createServersService(d: ServersDeps) {
     databases,
     firewallRules,
     get: requireServer,
+    /** checkNameAvailability: server names are unique in the installation (as they are in Azure, being DNS names). */
+    nameAvailability(name: string, type: string): { nameAvailable: boolean; reason?: 'Invalid' | 'AlreadyExists'; message: string } {
+      if (type.toLowerCase() !== 'microsoft.dbforpostgresql/flexibleservers') return { nameAvailable: false, reason: 'Invalid', message: `The type '${type}' is not Microsoft.DBforPostgreSQL/flexibleServers.` };
+      try {
+        requireServerName(name);
+      } catch (e) {
+        return { nameAvailable: false, reason: 'Invalid', message: (e as Error).message };
+      }
+      if (d.repo.byName(name)) return { nameAvailable: false, reason: 'AlreadyExists', message: `Specified server name '${name}' is already used.` };
+      return { nameAvailable: true, message: '' };
+    },
     list: (tenantId: string) => d.repo.list(tenantId),
     earliestRestore,
     operation: (tenantId: string, id: string) => {
@@ -212,6 +226,12 @@ export function createServersService(d: ServersDeps) {
       }
       const sku = input.sku ? requireSku({ name: input.sku.name ?? s.sku.name, tier: input.sku.tier ?? (input.sku.name ? undefined : s.sku.tier) }) : s.sku;
       requireHighAvailability(input.highAvailability);
+      if (input.backupRetentionDays !== undefined && input.backupRetentionDays !== s.backupRetentionDays) {
+        throw errors.badParameter(`Changing the backup retention of ${name} (${s.backupRetentionDays} days) is not offered yet.`, 'BackupRetentionChangeNotSupported');
+      }
+      if (input.geoRedundantBackup !== undefined && (input.geoRedundantBackup === 'Enabled') !== !!s.geo) {
+        throw errors.badParameter('Geo-redundant backup is chosen when a server is created; it cannot be changed afterwards (as in Azure).', 'GeoRedundantBackupChangeNotSupported');
+      }
       // The same storage size again (az update sends the whole storage object) is no change.
       if (input.storageSizeGB !== undefined && input.storageSizeGB === s.storageGb) input = { ...input, storageSizeGB: undefined };
       if (input.storageSizeGB !== undefined) requireStorageGrowth(s.storageGb, input.storageSizeGB);
