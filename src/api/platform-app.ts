@@ -106,10 +106,10 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
     const members: GroupMember[] = [
       registerIdentityResourceRoutes(scope, { identity: d.identity, arm: d.arm }),
       registerVaultResourceRoutes(scope, { identity: d.identity, vaults: d.vaults, arm: d.arm, names: d.names }),
+      registerServerRoutes(scope, { servers: d.servers, arm: d.arm, names: d.names }),
     ];
     registerResourceRoutes(scope, { arm: d.arm, identity: d.identity, members: () => members });
     registerAuthorizationRoutes(scope, { assignments: d.roleAssignments });
-    registerServerRoutes(scope, d.servers, d.monitoring, d.names);
     registerPlatformSettingsRoutes(scope, d.settings);
   });
   return app;

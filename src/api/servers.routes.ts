@@ -1,222 +1,97 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { errors } from '../lib/errors.js';
-import { bearerToken, queryOf } from '../http/request.js';
-import type { Caller as IdentityCaller } from '../identity/identity.service.js';
-import type { Caller, ServersService } from '../servers/servers.service.js';
-import type { Server } from '../servers/servers.repo.js';
-import type { Operation, OperationStep } from '../servers/operations/operations.repo.js';
-import type { Monitoring } from '../servers/monitoring.js';
-import { registerParameterRoutes } from './parameters.routes.js';
 import type { Names } from '../lib/names.js';
+import type { FastifyInstance } from 'fastify';
+import { errors } from '../lib/errors.js';
+import { queryOf } from '../http/request.js';
+import type { ServersService } from '../servers/servers.service.js';
+import type { ArmService } from '../arm/arm.service.js';
+import { armRoute, LIST_LEVELS, RESOURCE_LEVELS } from '../arm/routing.js';
+import type { GroupMember } from '../arm/resources.routes.js';
+import { backupWire, FS_TYPE, operationWire, serverWire } from './servers.wire.js';
+import { promotionOf, serverBodySchema, serverPutOf, updateOf, type ServerBody } from './servers.body.js';
+import { callerOf, createServerAddressing, pgOpts } from './postgres-arm.js';
+import { registerParameterRoutes } from './parameters.routes.js';
+import { registerServerResourceRoutes } from './server-resources.routes.js';
+import { registerPostgresLocationRoutes } from './postgres-locations.routes.js';
 
-/** Azure Flexible Server shapes of the servers API, kept apart from the domain model. */
+/**
+ * Microsoft.DBforPostgreSQL/flexibleServers as ARM serves it: at `/subscriptions/{sub}/resourceGroups/{rg}/...`
+ * (and pgbyok's tenant path), ARM ids from placement, long operations answered with ARM's polling headers.
+ */
 
-const FS = '/tenants/:tid/providers/Microsoft.DBforPostgreSQL/flexibleServers';
-const INSIGHTS = '/tenants/:tid/providers/Microsoft.Insights';
+const P = `/providers/${FS_TYPE}`;
+type Named = { name: string };
 
-export function serverWireOf(s: Server, earliestRestoreDate: string | undefined, names: Pick<Names, 'serverFqdn'>) {
-  const enc = s.current.encryption;
-  const cmk = enc.type === 'AzureKeyVault';
-  return {
-    id: `/tenants/${s.tenantId}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${s.name}`,
-    name: s.name,
-    type: 'Microsoft.DBforPostgreSQL/flexibleServers',
-    location: s.location,
-    identity: cmk ? { type: 'UserAssigned', userAssignedIdentities: { [enc.primaryUserAssignedIdentityId!]: {} } } : { type: 'None' },
-    properties: {
-      state: s.state,
-      version: s.version,
-      fullyQualifiedDomainName: names.serverFqdn(s.name),
-      port: s.port,
-      administratorLogin: s.adminLogin,
-      storage: { storageSizeGB: s.storageGb },
-      backup: {
-        backupRetentionDays: s.backupRetentionDays, geoRedundantBackup: s.geo ? 'Enabled' : 'Disabled', ...(s.geo ? { geoBackupRegion: s.geo.region } : {}),
-        ...(earliestRestoreDate ? { earliestRestoreDate } : {}),
-      },
-      dataEncryption: {
-        type: enc.type,
-        primaryKeyURI: enc.primaryKeyURI ?? null,
-        primaryUserAssignedIdentityId: enc.primaryUserAssignedIdentityId ?? null,
-        primaryEncryptionKeyStatus: cmk ? s.keyStatus : null,
-        geoBackupKeyURI: s.geo?.encryption.primaryKeyURI ?? null,
-        geoBackupUserAssignedIdentityId: s.geo?.encryption.primaryUserAssignedIdentityId ?? null,
-        geoBackupEncryptionKeyStatus: s.geo?.encryption.type === 'AzureKeyVault' ? s.geo.keyStatus : null,
-      },
-      replicationRole: s.replicationRole,
-      ...(s.sourceServer ? { sourceServerResourceId: `/tenants/${s.tenantId}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${s.sourceServer}` } : {}),
-      ...(s.inaccessibleReason ? { inaccessibleReason: s.inaccessibleReason } : {}),
-      network: { publicNetworkAccess: 'Enabled' },
-    },
-    systemData: { createdAt: new Date(s.created * 1000).toISOString(), lastModifiedAt: new Date(s.updated * 1000).toISOString() },
-  };
-}
+export function registerServerRoutes(app: FastifyInstance, d: { servers: ServersService; arm: ArmService; names: Pick<Names, 'serverFqdn'> }): GroupMember {
+  const { servers, arm } = d;
+  const at = createServerAddressing(arm, servers, d.names);
+  const out = (s: Parameters<typeof at.ids>[0]) => serverWire(s, at.ids(s), servers.earliestRestore(s));
 
-export function operationWire(o: Operation & { steps?: OperationStep[] }) {
-  return {
-    id: `/tenants/${o.tenantId}/providers/Microsoft.DBforPostgreSQL/operations/${o.id}`,
-    name: o.id,
-    status: o.status,
-    operation: o.kind,
-    resource: o.serverName,
-    startTime: new Date(o.started * 1000).toISOString(),
-    ...(o.ended ? { endTime: new Date(o.ended * 1000).toISOString() } : {}),
-    ...(o.errorCode && o.status !== 'Succeeded' ? { error: { code: o.errorCode, message: o.error ?? '' } } : {}),
-    ...(o.steps ? { steps: o.steps.map((st) => ({ seq: st.seq, name: st.name, status: st.status, attempts: st.attempts })) } : {}),
-  };
-}
+  arm.registerType({ type: FS_TYPE, list: (tid) => servers.list(tid).map((s) => ({ name: s.name, location: s.location })) });
 
-export function callerOf(req: FastifyRequest): Caller {
-  const c = req.caller as IdentityCaller;
-  return { tenantId: c.principal.tenantId, objectId: c.principal.objectId, name: c.principal.name, token: bearerToken(req)! };
-}
-
-/** An accepted long operation, as ARM answers it: 202, the resource, and where to poll. */
-export function accepted(reply: FastifyReply, req: FastifyRequest, tenantId: string, op: Operation, body: unknown) {
-  const url = `https://${req.headers.host}/tenants/${tenantId}/providers/Microsoft.DBforPostgreSQL/operations/${op.id}`;
-  return reply.code(202).header('azure-asyncoperation', url).header('location', url).send(body);
-}
-
-type NameParams = { tid: string; name: string };
-
-export function registerServerRoutes(app: FastifyInstance, servers: ServersService, monitoring: Monitoring, names: Pick<Names, 'serverFqdn'>) {
-  // Every server body below names the server by its DNS name under the domain.
-  const serverWire = (s: Server, earliestRestoreDate?: string) => serverWireOf(s, earliestRestoreDate, names);
-  app.put<{ Params: NameParams; Body: any }>(`${FS}/:name`, {
-    config: { operation: 'ServerCreate', duty: 'manageServers' },
-    schema: {
-      body: {
-        type: 'object', required: ['location', 'properties'],
-        properties: {
-          location: { type: 'string' },
-          identity: { type: 'object' },
-          properties: {
-            type: 'object',
-            properties: {
-              createMode: { type: 'string' },
-              sourceServerResourceId: { type: 'string' },
-              pointInTimeUTC: { type: 'string' },
-              backup: { type: 'object', properties: { backupRetentionDays: { type: 'integer' }, geoRedundantBackup: { type: 'string', enum: ['Enabled', 'Disabled'] } } },
-              version: { type: 'string' },
-              administratorLogin: { type: 'string' },
-              administratorLoginPassword: { type: 'string' },
-              storage: { type: 'object', properties: { storageSizeGB: { type: 'integer' } } },
-              dataEncryption: {
-                type: 'object',
-                properties: {
-                  type: { type: 'string' }, primaryKeyURI: { type: 'string' }, primaryUserAssignedIdentityId: { type: 'string' },
-                  geoBackupKeyURI: { type: 'string' }, geoBackupUserAssignedIdentityId: { type: 'string' },
-                },
-              },
-            },
-          },
-        },
-      },
-    },
-  }, async (req, reply) => {
-    const body = req.body as any;
-    const p = body.properties;
-    const enc = p.dataEncryption ?? {};
-    if (p.createMode !== undefined && !['Default', 'Create', 'PointInTimeRestore', 'Replica', 'GeoRestore'].includes(p.createMode)) {
-      throw errors.badParameter(`createMode '${p.createMode}' is not supported; use Default, PointInTimeRestore, GeoRestore or Replica.`);
+  armRoute<Named, ServerBody>(app, 'PUT', `${P}/:name`, RESOURCE_LEVELS, pgOpts({ operation: 'ServerCreate', duty: 'manageServers' }, { body: serverBodySchema }), async (req, reply) => {
+    const b = req.body ?? {};
+    const put = serverPutOf(b);
+    const caller = callerOf(req);
+    if (put.verb === 'update') {
+      const s = at.find(req, req.params.name);
+      const { server, operation } = await servers.update(caller, s.name, put.input);
+      return at.accepted(reply, req, operation, server.location, out(server));
     }
-    if (p.createMode === 'Replica') {
-      if (!p.sourceServerResourceId) throw errors.badParameter('A replica needs properties.sourceServerResourceId.');
-      const { server, operation } = await servers.createReplica(callerOf(req), {
-        source: String(p.sourceServerResourceId).split('/').pop()!, name: req.params.name, location: body.location,
-        keyUri: enc.primaryKeyURI, identity: enc.primaryUserAssignedIdentityId,
-      });
-      return accepted(reply, req, req.params.tid, operation, serverWire(server));
-    }
-    if (p.createMode === 'PointInTimeRestore' || p.createMode === 'GeoRestore') {
-      if (!p.sourceServerResourceId) throw errors.badParameter('A restore needs properties.sourceServerResourceId.');
-      const { server, operation } = await servers.restore(callerOf(req), {
-        geo: p.createMode === 'GeoRestore',
-        source: String(p.sourceServerResourceId).split('/').pop()!, name: req.params.name, restoreTime: p.pointInTimeUTC,
-        location: body.location, keyUri: enc.primaryKeyURI, identity: enc.primaryUserAssignedIdentityId, encryptionType: enc.type,
-      });
-      return accepted(reply, req, req.params.tid, operation, serverWire(server));
-    }
-    if (!p.administratorLogin || !p.administratorLoginPassword) throw errors.badParameter('properties.administratorLogin and administratorLoginPassword are required.');
-    if (enc.type && !['SystemManaged', 'AzureKeyVault'].includes(enc.type)) throw errors.badParameter(`dataEncryption.type must be SystemManaged or AzureKeyVault, not '${enc.type}'.`);
-    if (enc.type === 'AzureKeyVault' && (!enc.primaryKeyURI || !enc.primaryUserAssignedIdentityId)) {
-      throw errors.badParameter('dataEncryption of type AzureKeyVault needs primaryKeyURI and primaryUserAssignedIdentityId.', 'KeyAndIdentityRequired');
-    }
-    if (enc.type === 'SystemManaged' && (enc.primaryKeyURI || enc.primaryUserAssignedIdentityId)) {
-      throw errors.badParameter('dataEncryption of type SystemManaged takes no key or identity.');
-    }
-    const { server, operation } = await servers.create(callerOf(req), {
-      name: req.params.name, location: body.location, version: p.version, storageSizeGB: p.storage?.storageSizeGB,
-      administratorLogin: p.administratorLogin, administratorLoginPassword: p.administratorLoginPassword,
-      keyUri: enc.primaryKeyURI, identity: enc.primaryUserAssignedIdentityId, backupRetentionDays: p.backup?.backupRetentionDays,
-      geoRedundantBackup: p.backup?.geoRedundantBackup === 'Enabled', geoBackupKeyUri: enc.geoBackupKeyURI, geoBackupIdentity: enc.geoBackupUserAssignedIdentityId,
-    });
-    return accepted(reply, req, req.params.tid, operation, serverWire(server));
+    // A placement left by a server that no longer exists is stale: the name is free again, in any group.
+    if (!servers.list(req.arm.tenantId).some((s) => s.name === req.params.name)) arm.unplace(req.arm.tenantId, FS_TYPE, req.params.name);
+    const plan = arm.plan(req.arm, FS_TYPE, req.params.name, b.location ?? '', b.tags);
+    const { server, operation } = put.verb === 'replica' ? await servers.createReplica(caller, { ...put.input, name: req.params.name })
+      : put.verb === 'restore' ? await servers.restore(caller, { ...put.input, name: req.params.name })
+        : await servers.create(caller, { ...put.input, name: req.params.name });
+    arm.commit(plan, server.location);
+    return at.accepted(reply, req, operation, server.location, out(server));
   });
 
-  app.patch<{ Params: NameParams; Body: any }>(`${FS}/:name`, {
-    config: { operation: 'ServerUpdate', duty: 'manageServers' },
-    schema: {
-      body: {
-        type: 'object',
-        properties: {
-          properties: {
-            type: 'object',
-            properties: {
-              storage: { type: 'object', properties: { storageSizeGB: { type: 'integer' } } },
-              administratorLoginPassword: { type: 'string' },
-              dataEncryption: { type: 'object', properties: { type: { type: 'string' }, primaryKeyURI: { type: 'string' }, primaryUserAssignedIdentityId: { type: 'string' } } },
-            },
-          },
-        },
-      },
-    },
-  }, async (req, reply) => {
-    const p = (req.body as any)?.properties ?? {};
-    const { server, operation } = await servers.update(callerOf(req), req.params.name, {
-      storageSizeGB: p.storage?.storageSizeGB, keyUri: p.dataEncryption?.primaryKeyURI,
-      identity: p.dataEncryption?.primaryUserAssignedIdentityId, encryptionType: p.dataEncryption?.type,
-      administratorLoginPassword: p.administratorLoginPassword,
-    });
-    return accepted(reply, req, req.params.tid, operation, serverWire(server));
+  armRoute<Named, ServerBody>(app, 'PATCH', `${P}/:name`, RESOURCE_LEVELS, pgOpts({ operation: 'ServerUpdate', duty: 'manageServers' }, { body: serverBodySchema }), async (req, reply) => {
+    const s = at.find(req, req.params.name);
+    if (promotionOf(req.body ?? {})) return at.accepted(reply, req, servers.promote(callerOf(req), s.name), s.location, out(s));
+    const { server, operation } = await servers.update(callerOf(req), s.name, updateOf(req.body ?? {}));
+    return at.accepted(reply, req, operation, server.location, out(server));
   });
 
-  app.get<{ Params: { tid: string } }>(FS, { config: { operation: 'ServerList', duty: 'readServers' } }, async (req) => ({
-    value: servers.list(req.params.tid).map((s) => serverWire(s, servers.earliestRestore(s))),
-  }));
-  app.get<{ Params: NameParams }>(`${FS}/:name`, { config: { operation: 'ServerGet', duty: 'readServers' } }, async (req) =>
-    { const s = servers.get(req.params.tid, req.params.name); return serverWire(s, servers.earliestRestore(s)); });
-  app.delete<{ Params: NameParams }>(`${FS}/:name`, { config: { operation: 'ServerDelete', duty: 'manageServers' } }, async (req, reply) => {
-    const op = servers.delete(callerOf(req), req.params.name);
-    return accepted(reply, req, req.params.tid, op, {});
+  armRoute(app, 'GET', P, LIST_LEVELS, pgOpts({ operation: 'ServerList', duty: 'readServers' }), async (req) => ({ value: at.inScope(req).map(out) }));
+  armRoute<Named>(app, 'GET', `${P}/:name`, RESOURCE_LEVELS, pgOpts({ operation: 'ServerGet', duty: 'readServers' }), async (req) => out(at.find(req, req.params.name)));
+  armRoute<Named>(app, 'DELETE', `${P}/:name`, RESOURCE_LEVELS, pgOpts({ operation: 'ServerDelete', duty: 'manageServers' }), async (req, reply) => {
+    const s = at.find(req, req.params.name);
+    return at.accepted(reply, req, servers.delete(callerOf(req), s.name), s.location, undefined);
   });
-  app.get<{ Params: NameParams }>(`${FS}/:name/replicas`, { config: { operation: 'ReplicaList', duty: 'readServers' } }, async (req) => ({
-    value: servers.replicas(callerOf(req), req.params.name).map((s) => serverWire(s)),
+  armRoute<Named>(app, 'GET', `${P}/:name/replicas`, RESOURCE_LEVELS, pgOpts({ operation: 'ReplicaList', duty: 'readServers' }), async (req) => ({
+    value: servers.replicas(callerOf(req), at.find(req, req.params.name).name).map(out),
   }));
   for (const action of ['stop', 'start', 'restart', 'revalidate', 'promote'] as const) {
-    app.post<{ Params: NameParams }>(`${FS}/:name/${action}`, { config: { operation: `Server${action[0].toUpperCase()}${action.slice(1)}`, duty: 'manageServers' } }, async (req, reply) => {
-      const op = servers[action](callerOf(req), req.params.name);
-      return accepted(reply, req, req.params.tid, op, {});
+    armRoute<Named>(app, 'POST', `${P}/:name/${action}`, RESOURCE_LEVELS, pgOpts({ operation: `Server${action[0].toUpperCase()}${action.slice(1)}`, duty: 'manageServers' }), async (req, reply) => {
+      const s = at.find(req, req.params.name);
+      return at.accepted(reply, req, servers[action](callerOf(req), s.name), s.location, undefined);
     });
   }
-  app.get<{ Params: NameParams }>(`${FS}/:name/backups`, { config: { operation: 'BackupList', duty: 'readServers' } }, async (req) => ({
-    value: servers.backups(callerOf(req), req.params.name).map((m) => ({
-      id: `/tenants/${req.params.tid}/providers/Microsoft.DBforPostgreSQL/flexibleServers/${req.params.name}/backups/${m.id}`,
-      name: m.id,
-      type: 'Microsoft.DBforPostgreSQL/flexibleServers/backups',
-      properties: {
-        backupType: m.type, completedTime: m.endTime, startTime: m.startTime, sizeBytes: m.sizeBytes, encryptionKeyEpoch: m.epoch,
-        encryptionKeyVersion: m.wrappedBy ?? null,
-      },
-    })),
-  }));
-  app.post<{ Params: NameParams }>(`${FS}/:name/backups`, { config: { operation: 'BackupCreate', duty: 'manageServers' } }, async (req, reply) => {
-    const op = servers.backup(callerOf(req), req.params.name);
-    return accepted(reply, req, req.params.tid, op, {});
+  armRoute<Named>(app, 'GET', `${P}/:name/backups`, RESOURCE_LEVELS, pgOpts({ operation: 'BackupList', duty: 'readServers' }), async (req) => {
+    const s = at.find(req, req.params.name);
+    return { value: servers.backups(callerOf(req), s.name).map((m) => backupWire(at.idOf(s), m)) };
   });
-  registerParameterRoutes(app, servers);
-  app.get<{ Params: NameParams }>(`${FS}/:name/health`, { config: { operation: 'ServerHealth', duty: 'readServers' } }, async (req) =>
-    servers.health(callerOf(req), req.params.name));
+  armRoute<Named & { backup: string }>(app, 'GET', `${P}/:name/backups/:backup`, RESOURCE_LEVELS, pgOpts({ operation: 'BackupGet', duty: 'readServers' }), async (req) => {
+    const s = at.find(req, req.params.name);
+    const m = servers.backups(callerOf(req), s.name).find((x) => x.id === req.params.backup);
+    if (!m) throw errors.notFound('ResourceNotFound', `The backup '${req.params.backup}' of server ${s.name} was not found.`);
+    return backupWire(at.idOf(s), m);
+  });
+  // An on-demand backup (pgbyok's own verb).
+  armRoute<Named>(app, 'POST', `${P}/:name/backups`, RESOURCE_LEVELS, pgOpts({ operation: 'BackupCreate', duty: 'manageServers' }), async (req, reply) => {
+    const s = at.find(req, req.params.name);
+    return at.accepted(reply, req, servers.backup(callerOf(req), s.name), s.location, {});
+  });
+  armRoute<Named>(app, 'GET', `${P}/:name/health`, RESOURCE_LEVELS, pgOpts({ operation: 'ServerHealth', duty: 'readServers' }), async (req) =>
+    servers.health(callerOf(req), at.find(req, req.params.name).name));
+
+  registerParameterRoutes(app, servers, at);
+  registerServerResourceRoutes(app, servers, at);
+  registerPostgresLocationRoutes(app, { servers, at, out });
+
+  // pgbyok's own operation records (the CLI polls them), on the tenant path.
   app.get<{ Params: { tid: string; id: string } }>('/tenants/:tid/providers/Microsoft.DBforPostgreSQL/operations/:id', {
     config: { operation: 'OperationGet', duty: 'readServers' },
   }, async (req) => operationWire(servers.operation(req.params.tid, req.params.id)));
@@ -228,29 +103,11 @@ export function registerServerRoutes(app: FastifyInstance, servers: ServersServi
     return { value: servers.operations(req.params.tid, top ? Number(top) : 100).map(operationWire) };
   });
 
-  // Azure Monitor: activity log, action groups, activity-log alerts.
-  app.get<{ Params: { tid: string } }>(`${INSIGHTS}/eventtypes/management/values`, { config: { operation: 'ActivityLogList', duty: 'readServers' } }, async (req) => {
-    const q = queryOf(req);
-    const top = q.get('top');
-    if (top !== null && !/^\d+$/.test(top)) throw errors.badParameter('top must be a whole number.');
-    return { value: servers.activity(req.params.tid, q.get('resource') ?? undefined, top ? Number(top) : 100) };
-  });
-  app.put<{ Params: NameParams; Body: { properties: { webhookReceivers: { name?: string; serviceUri: string }[] } } }>(`${INSIGHTS}/actionGroups/:name`, {
-    config: { operation: 'ActionGroupPut', duty: 'manageMonitoring' },
-    schema: { body: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['webhookReceivers'], properties: { webhookReceivers: { type: 'array', maxItems: 10, items: { type: 'object', required: ['serviceUri'], properties: { name: { type: 'string' }, serviceUri: { type: 'string' } } } } } } } } },
-  }, async (req) => monitoring.putActionGroup(req.params.tid, req.params.name, req.body.properties.webhookReceivers.map((w) => w.serviceUri)));
-  app.get<{ Params: { tid: string } }>(`${INSIGHTS}/actionGroups`, { config: { operation: 'ActionGroupList', duty: 'readServers' } }, async (req) => ({ value: monitoring.actionGroups(req.params.tid) }));
-  app.delete<{ Params: NameParams }>(`${INSIGHTS}/actionGroups/:name`, { config: { operation: 'ActionGroupDelete', duty: 'manageMonitoring' } }, async (req) => {
-    monitoring.deleteActionGroup(req.params.tid, req.params.name);
-    return {};
-  });
-  app.put<{ Params: NameParams; Body: { properties: { condition: string; serverName?: string; actionGroup: string; enabled?: boolean } } }>(`${INSIGHTS}/activityLogAlerts/:name`, {
-    config: { operation: 'AlertRulePut', duty: 'manageMonitoring' },
-    schema: { body: { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['condition', 'actionGroup'], properties: { condition: { type: 'string' }, serverName: { type: 'string' }, actionGroup: { type: 'string' }, enabled: { type: 'boolean' } } } } } },
-  }, async (req) => monitoring.putAlertRule(req.params.tid, { name: req.params.name, ...req.body.properties }));
-  app.get<{ Params: { tid: string } }>(`${INSIGHTS}/activityLogAlerts`, { config: { operation: 'AlertRuleList', duty: 'readServers' } }, async (req) => ({ value: monitoring.alertRules(req.params.tid) }));
-  app.delete<{ Params: NameParams }>(`${INSIGHTS}/activityLogAlerts/:name`, { config: { operation: 'AlertRuleDelete', duty: 'manageMonitoring' } }, async (req) => {
-    monitoring.deleteAlertRule(req.params.tid, req.params.name);
-    return {};
-  });
+  return {
+    type: FS_TYPE, duty: 'manageServers',
+    remove(req, name) {
+      const s = servers.list(req.arm.tenantId).find((x) => x.name === name);
+      if (s && s.state !== 'Dropping') servers.delete(callerOf(req), s.name);
+    },
+  };
 }

@@ -78,16 +78,23 @@ export function createDirectory(d: DirectoryDeps) {
       };
     },
 
-    /** A user-assigned identity of the caller's tenant, by resource id or name. */
+    /**
+     * A user-assigned identity of the caller's tenant, by resource id (ARM's `/subscriptions/{sub}/resourceGroups/{rg}/...`
+     * or the older `/tenants/{tid}/...`) or name. Its `id` is always the tenant form: the domain's own reference
+     * (managed-identity tokens are asked for with it); ARM ids are built from placement at the wire.
+     */
     async identity(tenantId: string, callerToken: string, ref: string): Promise<IdentityInfo | undefined> {
       const m = ref.match(/^\/tenants\/([^/]+)\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/([^/]+)$/i);
+      const arm = ref.match(/^\/subscriptions\/([^/]+)\/resourceGroups\/([^/]+)\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/([^/]+)$/i);
       if (m && m[1] !== tenantId) return undefined;
-      const name = m ? m[2] : ref;
+      const name = m ? m[2] : arm ? arm[3] : ref;
       if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/.test(name)) return undefined;
-      const r = await get(`/tenants/${tenantId}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${encodeURIComponent(name)}`, callerToken);
-      if (r.status === 404) return undefined;
+      // An ARM id is looked up where it says (its subscription and group); another tenant's subscription is a 401.
+      const path = arm ? `/subscriptions/${encodeURIComponent(arm[1])}/resourceGroups/${encodeURIComponent(arm[2])}` : `/tenants/${tenantId}`;
+      const r = await get(`${path}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${encodeURIComponent(name)}`, callerToken);
+      if (r.status === 404 || (arm && r.status === 401)) return undefined;
       if (r.status !== 200) throw errors.authorizationFailed(`Could not read the identity: ${r.body?.error?.message ?? r.status}`);
-      return { id: r.body.id, name: r.body.name, location: r.body.location, ...r.body.properties };
+      return { ...r.body.properties, id: `/tenants/${r.body.properties.tenantId}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${r.body.name}`, name: r.body.name, location: r.body.location };
     },
 
     /** Subscribes the control plane to a vault's events (a trusted-service call; events are hints only). */

@@ -5,6 +5,7 @@ import type { IdentityInfo } from '../keyaccess/directory.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { activity, ACTIVITY_OPERATIONS, describe, type ServerKit } from './kit.js';
 import type { DataEncryption, RestoreSpec, Server } from './model/server.js';
+import { requireHighAvailability, requireSku } from './capabilities.js';
 import type { OperationKind } from './operations/catalog.js';
 import type { Operation } from './operations/operations.repo.js';
 import { PAIRED_REGIONS, requireRegion } from './regions.js';
@@ -27,6 +28,9 @@ export interface CreateServerInput {
   geoRedundantBackup?: boolean;
   geoBackupKeyUri?: string;
   geoBackupIdentity?: string;
+  /** The compute SKU (Standard_D2s_v3, GeneralPurpose when not given). */
+  sku?: { name?: string; tier?: string };
+  highAvailability?: { mode?: string };
 }
 
 export interface RestoreServerInput {
@@ -40,6 +44,7 @@ export interface RestoreServerInput {
   location?: string;
   keyUri?: string;
   identity?: string;
+  sku?: { name?: string; tier?: string };
 }
 
 export interface ReplicaInput {
@@ -48,6 +53,7 @@ export interface ReplicaInput {
   location?: string;
   keyUri?: string;
   identity?: string;
+  sku?: { name?: string; tier?: string };
 }
 
 /**
@@ -108,6 +114,8 @@ export function createProvisioning(k: ServerKit, d: {
       checkNewName(input.name);
       const location = requireRegion(input.location);
       requireVersion(input.version);
+      const sku = requireSku(input.sku);
+      requireHighAvailability(input.highAvailability);
       const storageGb = requireStorageSize(input.storageSizeGB);
       requireAdministrator(input.administratorLogin, input.administratorLoginPassword);
       const backupRetentionDays = requireRetention(input.backupRetentionDays);
@@ -137,7 +145,7 @@ export function createProvisioning(k: ServerKit, d: {
       const wrapped = await wrapNewDek(encryption, location);
       const server = {
         ...base(caller, input.name, location, encryption, wrapped), storageGb, adminLogin: input.administratorLogin,
-        adminVerifier: scramSha256Verifier(input.administratorLoginPassword), backupRetentionDays, replicationRole: 'Primary' as const, geo,
+        adminVerifier: scramSha256Verifier(input.administratorLoginPassword), backupRetentionDays, replicationRole: 'Primary' as const, geo, sku,
       };
       const r = await record(server, 'Create', caller, `Creating server ${server.name} (${encryption.type}${encryption.primaryKeyURI ? ', key ' + encryption.primaryKeyURI : ''}).`);
       return { ...r, identity };
@@ -152,6 +160,7 @@ export function createProvisioning(k: ServerKit, d: {
       d.allow(source, 'replicate');
       if (source.replicationRole !== 'Primary') throw errors.badParameter(`${source.name} is itself a replica; replicate its primary.`, 'SourceIsReplica');
       checkNewName(input.name);
+      const sku = requireSku(input.sku, source.sku);
       const location = requireRegion(input.location ?? source.location);
       let encryption: DataEncryption = source.current.encryption;
       if (input.keyUri || input.identity) {
@@ -162,7 +171,7 @@ export function createProvisioning(k: ServerKit, d: {
       const wrapped = await wrapNewDek(encryption, location);
       const server = {
         ...base(caller, input.name, location, encryption, wrapped), storageGb: source.storageGb, adminLogin: source.adminLogin,
-        adminVerifier: source.adminVerifier, backupRetentionDays: source.backupRetentionDays, replicationRole: 'AsyncReplica' as const, sourceServer: source.name,
+        adminVerifier: source.adminVerifier, backupRetentionDays: source.backupRetentionDays, replicationRole: 'AsyncReplica' as const, sourceServer: source.name, sku,
       };
       return record(server, 'CreateReplica', caller, `Creating read replica ${server.name} of ${source.name} in ${location} (${encryption.type}).`);
     },
@@ -177,6 +186,7 @@ export function createProvisioning(k: ServerKit, d: {
       const source = d.requireServer(caller.tenantId, input.source);
       d.allow(source, 'restoreFrom');
       checkNewName(input.name);
+      const sku = requireSku(input.sku, source.sku);
       let restoreTime = requireRestoreTime(input.restoreTime, k.clock.now());
       if (input.geo && !source.geo) throw errors.badParameter(`${source.name} has no geo-redundant backup.`, 'GeoBackupDisabled');
       // A geo-restore reads the paired region's copies, opened with the geo key, into a server of that region.
@@ -214,7 +224,7 @@ export function createProvisioning(k: ServerKit, d: {
       const restoreSpec: RestoreSpec = { sourceId: source.id, sourceName: source.name, sourceLocation: storeRegion, restoreTime, baseBackupId: baseBackup.id };
       const server = {
         ...base(caller, input.name, location, encryption, wrapped), version: source.version, storageGb: source.storageGb, adminLogin: source.adminLogin,
-        adminVerifier: source.adminVerifier, backupRetentionDays: source.backupRetentionDays, restoreSpec, replicationRole: 'Primary' as const,
+        adminVerifier: source.adminVerifier, backupRetentionDays: source.backupRetentionDays, restoreSpec, replicationRole: 'Primary' as const, sku,
       };
       return record(server, input.geo ? 'GeoRestore' : 'Restore', caller,
         `${input.geo ? 'Geo-restoring' : 'Restoring'} ${source.name} to ${restoreTime ?? 'the latest restorable time'} into ${server.name} in ${location} (${encryption.type}).`);

@@ -1,6 +1,6 @@
 import type { Db } from '../store/db.js';
 import type { Clock } from '../lib/clock.js';
-import type { RestoreSpec, Server, ServerState, WrappedDek } from './model/server.js';
+import type { FirewallRule, RestoreSpec, Server, ServerState, Sku, WrappedDek } from './model/server.js';
 
 export type { Server, ServerState } from './model/server.js';
 
@@ -38,6 +38,7 @@ const toServer = (r: any): Server => ({
   sourceServer: r.source_server ?? undefined,
   geo: r.geo ? JSON.parse(r.geo) : undefined,
   readyAt: r.ready_at ?? undefined,
+  sku: { name: r.sku_name, tier: r.sku_tier },
   created: r.created,
   updated: r.updated,
 });
@@ -56,6 +57,7 @@ export interface ServerPatch {
   replicationRole?: 'Primary' | 'AsyncReplica';
   sourceServer?: string | null;
   readyAt?: number;
+  sku?: Sku;
 }
 
 const columnsOf = (p: ServerPatch): [string, unknown][] => {
@@ -75,6 +77,7 @@ const columnsOf = (p: ServerPatch): [string, unknown][] => {
   if (p.replicationRole !== undefined) c.push(['replication_role', p.replicationRole]);
   if (p.sourceServer !== undefined) c.push(['source_server', p.sourceServer]);
   if (p.readyAt !== undefined) c.push(['ready_at', p.readyAt]);
+  if (p.sku !== undefined) c.push(['sku_name', p.sku.name], ['sku_tier', p.sku.tier]);
   return c;
 };
 
@@ -83,8 +86,8 @@ export function createServersRepo(db: Db, clock: Clock) {
   const patches = new Map<string, { run: (...args: unknown[]) => { changes: number } }>();
   const s = {
     insert: db.prepare(`INSERT INTO servers (id, tenant_id, name, location, state, version, storage_gb, admin_login, admin_verifier, port,
-      encryption, wrapped_dek, wrapped_by, key_status, backup_retention_days, restore_spec, replication_role, source_server, geo, created, updated)
-      VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`),
+      encryption, wrapped_dek, wrapped_by, key_status, backup_retention_days, restore_spec, replication_role, source_server, geo, sku_name, sku_tier, created, updated)
+      VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`),
     byName: db.prepare('SELECT * FROM servers WHERE name = ?'),
     byId: db.prepare('SELECT * FROM servers WHERE id = ?'),
     list: db.prepare('SELECT * FROM servers WHERE tenant_id = ? ORDER BY name'),
@@ -105,6 +108,10 @@ export function createServersRepo(db: Db, clock: Clock) {
     putParameter: db.prepare(`INSERT INTO server_parameters (server_id, name, value, pending_restart, updated) VALUES (?,?,?,?,?)
       ON CONFLICT (server_id, name) DO UPDATE SET value = excluded.value, pending_restart = excluded.pending_restart, updated = excluded.updated`),
     clearPendingRestart: db.prepare('UPDATE server_parameters SET pending_restart = 0 WHERE server_id = ? AND pending_restart = 1'),
+    firewallRules: db.prepare('SELECT * FROM firewall_rules WHERE server_id = ? ORDER BY name'),
+    putFirewallRule: db.prepare(`INSERT INTO firewall_rules (server_id, name, start_ip, end_ip, created) VALUES (?,?,?,?,?)
+      ON CONFLICT (server_id, name) DO UPDATE SET start_ip = excluded.start_ip, end_ip = excluded.end_ip`),
+    deleteFirewallRule: db.prepare('DELETE FROM firewall_rules WHERE server_id = ? AND name = ?'),
     setting: db.prepare('SELECT v FROM meta WHERE k = ?'),
     putSetting: db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v'),
   };
@@ -115,7 +122,7 @@ export function createServersRepo(db: Db, clock: Clock) {
       v.id, v.tenantId, v.name, v.location, v.state, v.version, v.storageGb, v.adminLogin, v.adminVerifier, v.port,
       JSON.stringify(v.current.encryption), v.current.wrappedDek, v.current.wrappedBy, v.keyStatus, v.backupRetentionDays,
       v.restoreSpec ? JSON.stringify(v.restoreSpec) : null, v.replicationRole, v.sourceServer ?? null, v.geo ? JSON.stringify(v.geo) : null,
-      v.created, v.updated,
+      v.sku.name, v.sku.tier, v.created, v.updated,
     ),
     /**
      * Sets only the given columns; with `whenState`, only while the server is in one of those states
@@ -172,6 +179,15 @@ export function createServersRepo(db: Db, clock: Clock) {
     putParameter: (serverId: string, name: string, value: string, pendingRestart: boolean) =>
       void s.putParameter.run(serverId, name, value, pendingRestart ? 1 : 0, Math.floor(clock.now() / 1000)),
     clearPendingRestart: (serverId: string) => void s.clearPendingRestart.run(serverId),
+    firewallRules: (serverId: string): FirewallRule[] => (s.firewallRules.all(serverId) as any[])
+      .map((r) => ({ name: r.name as string, startIpAddress: r.start_ip as string, endIpAddress: r.end_ip as string })),
+    /** Returns whether the rule is new. */
+    putFirewallRule: (serverId: string, r: FirewallRule): boolean => repo.transaction(() => {
+      const existed = repo.firewallRules(serverId).some((x) => x.name.toLowerCase() === r.name.toLowerCase());
+      s.putFirewallRule.run(serverId, r.name, r.startIpAddress, r.endIpAddress, Math.floor(clock.now() / 1000));
+      return !existed;
+    }),
+    deleteFirewallRule: (serverId: string, name: string) => s.deleteFirewallRule.run(serverId, name).changes > 0,
     setting: (k: string) => (s.setting.get(`setting:${k}`) as { v: string } | undefined)?.v,
     putSetting: (k: string, v: string) => void s.putSetting.run(`setting:${k}`, v),
   };

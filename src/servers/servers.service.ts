@@ -10,6 +10,9 @@ import type { KeyAccess } from '../keyaccess/key-access.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { createBackupSchedule } from './backup-schedule.js';
 import { createCustody } from './custody.js';
+import { requireHighAvailability, requireSku } from './capabilities.js';
+import { createDatabases } from './databases.js';
+import { createFirewallRules } from './firewall-rules.js';
 import { reconcileAll } from './converge.js';
 import { createInstances } from './instances.js';
 import { describe, type ServerKit } from './kit.js';
@@ -31,7 +34,7 @@ import { createServerLocks } from './server-locks.js';
 import { createServerPostgres } from './server-postgres.js';
 import type { ServersRepo } from './servers.repo.js';
 import { createCmkValidation, type Caller } from './validation/cmk.js';
-import { requireAdminPassword, requireStorageGrowth } from './validation/input.js';
+import { requireAdminPassword, requireServerName, requireStorageGrowth } from './validation/input.js';
 import type { Db } from '../store/db.js';
 
 export type { Caller } from './validation/cmk.js';
@@ -46,6 +49,11 @@ export interface UpdateServerInput {
   /** 'SystemManaged' asks to remove the customer key, which is refused (restore is the way). */
   encryptionType?: string;
   administratorLoginPassword?: string;
+  sku?: { name?: string; tier?: string };
+  highAvailability?: { mode?: string };
+  /** Accepted when it is what the server has (az update sends the whole backup object); changes are refused. */
+  backupRetentionDays?: number;
+  geoRedundantBackup?: 'Enabled' | 'Disabled';
 }
 
 export interface ServersDeps {
@@ -171,10 +179,26 @@ export function createServersService(d: ServersDeps) {
     return new Date(t).toISOString();
   };
 
+  const databases = createDatabases({ requireServer, pgOf, locks });
+  const firewallRules = createFirewallRules({ repo: d.repo, requireServer });
+
   return {
     resourceId: serverResourceId,
     parameters,
+    databases,
+    firewallRules,
     get: requireServer,
+    /** checkNameAvailability: server names are unique in the installation (as they are in Azure, being DNS names). */
+    nameAvailability(name: string, type: string): { nameAvailable: boolean; reason?: 'Invalid' | 'AlreadyExists'; message: string } {
+      if (type.toLowerCase() !== 'microsoft.dbforpostgresql/flexibleservers') return { nameAvailable: false, reason: 'Invalid', message: `The type '${type}' is not Microsoft.DBforPostgreSQL/flexibleServers.` };
+      try {
+        requireServerName(name);
+      } catch (e) {
+        return { nameAvailable: false, reason: 'Invalid', message: (e as Error).message };
+      }
+      if (d.repo.byName(name)) return { nameAvailable: false, reason: 'AlreadyExists', message: `Specified server name '${name}' is already used.` };
+      return { nameAvailable: true, message: '' };
+    },
     list: (tenantId: string) => d.repo.list(tenantId),
     earliestRestore,
     operation: (tenantId: string, id: string) => {
@@ -200,6 +224,16 @@ export function createServersService(d: ServersDeps) {
       if (input.encryptionType === 'SystemManaged' && s.current.encryption.type === 'AzureKeyVault') {
         throw errors.badParameter(`Customer-managed key encryption cannot be removed from server ${name}. Restore it to a new server without a customer key instead (pgbyok server restore).`, 'CmkRemovalNotSupported');
       }
+      const sku = input.sku ? requireSku({ name: input.sku.name ?? s.sku.name, tier: input.sku.tier ?? (input.sku.name ? undefined : s.sku.tier) }) : s.sku;
+      requireHighAvailability(input.highAvailability);
+      if (input.backupRetentionDays !== undefined && input.backupRetentionDays !== s.backupRetentionDays) {
+        throw errors.badParameter(`Changing the backup retention of ${name} (${s.backupRetentionDays} days) is not offered yet.`, 'BackupRetentionChangeNotSupported');
+      }
+      if (input.geoRedundantBackup !== undefined && (input.geoRedundantBackup === 'Enabled') !== !!s.geo) {
+        throw errors.badParameter('Geo-redundant backup is chosen when a server is created; it cannot be changed afterwards (as in Azure).', 'GeoRedundantBackupChangeNotSupported');
+      }
+      // The same storage size again (az update sends the whole storage object) is no change.
+      if (input.storageSizeGB !== undefined && input.storageSizeGB === s.storageGb) input = { ...input, storageSizeGB: undefined };
       if (input.storageSizeGB !== undefined) requireStorageGrowth(s.storageGb, input.storageSizeGB);
       if (input.administratorLoginPassword !== undefined) requireAdminPassword(input.administratorLoginPassword);
       if (s.state !== 'Ready' && (input.storageSizeGB !== undefined || input.administratorLoginPassword !== undefined)) {
@@ -218,7 +252,9 @@ export function createServersService(d: ServersDeps) {
         ...(input.storageSizeGB !== undefined ? { storageGb: input.storageSizeGB } : {}),
         ...(input.administratorLoginPassword !== undefined ? { adminVerifier: scramSha256Verifier(input.administratorLoginPassword) } : {}),
       };
-      const operation = begin(s, event, 'Update', caller.name, op);
+      // The SKU is a label: recorded with the operation, in its transaction.
+      const skuChanged = sku.name !== s.sku.name || sku.tier !== s.sku.tier;
+      const operation = begin(s, event, 'Update', caller.name, op, skuChanged ? () => void d.repo.update(s.id, { sku }) : undefined);
       return { server: d.repo.byId(s.id)!, operation };
     },
 

@@ -277,6 +277,20 @@ const MIGRATIONS: string[] = [
   CREATE INDEX role_assignments_by_principal ON role_assignments (tenant_id, principal_id);
   ALTER TABLE vaults ADD COLUMN enable_rbac_authorization INTEGER NOT NULL DEFAULT 0;
   `,
+  `
+  -- Flexible servers as ARM serves them (issue 11): the compute SKU a server was created with (a label: pgbyok
+  -- does not size compute), and the server's firewall rules (stored and returned).
+  ALTER TABLE servers ADD COLUMN sku_name TEXT NOT NULL DEFAULT 'Standard_D2s_v3';
+  ALTER TABLE servers ADD COLUMN sku_tier TEXT NOT NULL DEFAULT 'GeneralPurpose';
+  CREATE TABLE firewall_rules (
+    server_id TEXT NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+    name TEXT NOT NULL COLLATE NOCASE,
+    start_ip TEXT NOT NULL,
+    end_ip TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (server_id, name)
+  );
+  `,
 ];
 
 export function openDb(path: string): Db {

@@ -22,6 +22,8 @@ export interface Server {
   inaccessibleReason?: string;
   keyUnreachableSince?: number;
   backupRetentionDays: number;
+  /** The compute SKU asked for (recorded and returned; pgbyok does not size compute by it). */
+  sku: Sku;
   /** Set while a server is being created from another's backups. */
   restoreSpec?: RestoreSpec;
   /** Primary, or an asynchronous streaming replica of `sourceServer`. */
@@ -33,6 +35,17 @@ export interface Server {
   readyAt?: number;
   created: number;
   updated: number;
+}
+
+export interface Sku {
+  name: string;
+  tier: 'Burstable' | 'GeneralPurpose' | 'MemoryOptimized';
+}
+
+export interface FirewallRule {
+  name: string;
+  startIpAddress: string;
+  endIpAddress: string;
 }
 
 export interface RestoreSpec {
