@@ -29,6 +29,8 @@ import { createVaultService, type VaultListeners } from './vault/vaults.service.
 import { createDirectory } from './keyaccess/directory.js';
 import { createKeyAccess } from './keyaccess/key-access.js';
 import { createMonitoring } from './servers/monitoring.js';
+import { createInsights, type Insights } from './insights/insights.service.js';
+import { vaultUri } from './api/arm.wire.js';
 import { createServersRepo } from './servers/servers.repo.js';
 import { createServersService } from './servers/servers.service.js';
 import { createServerRuntime } from './servers/runtime.js';
@@ -59,6 +61,8 @@ export interface Platform {
   routes(): { app: 'platform' | 'vault'; method: string; url: string; securedBy: string; kind: string }[];
   /** One scheduler pass now (signing-key rotation, key auto-rotation, expiry events, purges), as the interval runs it. */
   tick(): Promise<void>;
+  /** Azure Monitor of the platform (tests flush its diagnostic streaming). */
+  insights: Insights;
   close(): Promise<void>;
 }
 
@@ -193,7 +197,12 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   await vaultApp.ready();
 
   const serversRepo = createServersRepo(db, clock);
-  const monitoring = createMonitoring({ repo: serversRepo, logger, ca: tls.ca });
+  const arm = createArmService({ repo: createArmRepo(db), clock });
+  const insights = createInsights({
+    db, audit, arm, logger, clock, home: paths.root, ca: tls.ca, streamIntervalMs: config.PGBYOK_DIAGNOSTICS_INTERVAL_MS,
+    vaultUriOf: (tenantId, name) => { const v = vaults.list(tenantId).find((x) => x.name.toLowerCase() === name.toLowerCase()); return v ? vaultUri(v, HOST) : undefined; },
+  });
+  const monitoring = createMonitoring({ insights });
   const trusted = { platformOrigin: origin, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };
   // Stable across restarts (derived from the master key), so the vaults' subscriptions keep working while the platform is down and back.
   const hookCode = barrier.deriveKey('vault-events-hook-code').subarray(0, 24).toString('base64url');
@@ -218,9 +227,8 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     responderTls: { key: tls.key, cert: tls.cert },
   });
 
-  const arm = createArmService({ repo: createArmRepo(db), clock });
   const platformApp = buildPlatformApp({
-    logger, tls, audit, identity, tokens, vaults, servers, monitoring, arm, settings: serversRepo, origin, host: HOST,
+    logger, tls, audit, identity, tokens, vaults, servers, monitoring, insights, arm, settings: serversRepo, origin, host: HOST,
     platformTenantId: () => settings!.defaultTenantId, hookCode,
   });
   await platformApp.listen({ port, host: HOST });
@@ -268,11 +276,13 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
       ...vaultApp.securedRoutes().map((r) => ({ app: 'vault' as const, ...r })),
     ],
     tick,
+    insights,
     async close() {
       clearInterval(timer);
       await ticking;
       await reconciled;
       await servers.shutdown();
+      await insights.close();
       keyAccess.close();
       directory.close();
       await platformApp.close();

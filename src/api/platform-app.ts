@@ -19,6 +19,8 @@ import type { ArmService } from '../arm/arm.service.js';
 import { registerResourceRoutes, type GroupMember } from '../arm/resources.routes.js';
 import { registerIdentityResourceRoutes } from './identities.routes.js';
 import { registerVaultResourceRoutes } from './vault-resources.routes.js';
+import { registerInsightsRoutes } from './insights.routes.js';
+import type { Insights } from '../insights/insights.service.js';
 
 export interface PlatformAppDeps {
   logger: Logger;
@@ -29,6 +31,7 @@ export interface PlatformAppDeps {
   vaults: VaultService;
   servers: ServersService;
   monitoring: Monitoring;
+  insights: Insights;
   arm: ArmService;
   settings: SettingsStore;
   origin: string;
@@ -105,8 +108,24 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
       registerVaultResourceRoutes(scope, { identity: d.identity, vaults: d.vaults, arm: d.arm, host: d.host }),
     ];
     registerResourceRoutes(scope, { arm: d.arm, identity: d.identity, members: () => members });
-    registerServerRoutes(scope, d.servers, d.monitoring);
+    registerServerRoutes(withoutInsights(scope), d.servers, d.monitoring);
+    registerInsightsRoutes(scope, { insights: d.insights, arm: d.arm, vaults: d.vaults, servers: d.servers, origin: d.origin });
     registerPlatformSettingsRoutes(scope, d.settings);
   });
   return app;
+}
+
+/**
+ * The scope as servers.routes.ts sees it, without its Azure Monitor routes: src/api/insights.routes.ts serves
+ * those paths now. Remove once servers.routes.ts no longer registers `/providers/Microsoft.Insights/...`.
+ */
+function withoutInsights(scope: FastifyInstance): FastifyInstance {
+  const skip = (url: unknown) => typeof url === 'string' && /\/providers\/Microsoft\.Insights\//i.test(url);
+  return new Proxy(scope, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (typeof prop !== 'string' || !['get', 'put', 'post', 'delete', 'patch', 'head'].includes(prop) || typeof v !== 'function') return v;
+      return (url: unknown, ...rest: unknown[]) => (skip(url) ? target : v.call(target, url, ...rest));
+    },
+  });
 }

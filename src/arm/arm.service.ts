@@ -157,6 +157,8 @@ export function createArmService(d: { repo: ArmRepo; clock: Clock }) {
       d.repo.upsertPlacement(placed);
       return placed;
     },
+    /** Where a resource sits, if it has been placed (never places it). */
+    findPlacement: (tenantId: string, type: string, name: string): Placement | undefined => d.repo.placement(tenantId, type, name),
     unplace: (tenantId: string, type: string, name: string) => d.repo.deletePlacement(tenantId, type, name),
     /** Is a resource visible at the scope a request addresses? (On a tenant path everything of the tenant is.) */
     inScope(scope: ArmScope, p: Placement): boolean {
