@@ -291,8 +291,8 @@ const MIGRATIONS: string[] = [
     SELECT tenant_id, name, json_object(
       'scopes', json_array('/tenants/' || tenant_id),
       'condition', json_object('allOf', (
-        SELECT CASE WHEN server_name IS NULL THEN c
-          ELSE json_insert(c, '$[#]', json_object('field', 'resourceId', 'equals', '/tenants/' || tenant_id || '/providers/Microsoft.DBforPostgreSQL/flexibleServers/' || server_name)) END
+        SELECT CASE WHEN server_name IS NULL THEN json(c)
+          ELSE json_insert(json(c), '$[#]', json_object('field', 'resourceId', 'equals', '/tenants/' || tenant_id || '/providers/Microsoft.DBforPostgreSQL/flexibleServers/' || server_name)) END
         FROM (SELECT CASE condition
           WHEN 'ServerInaccessible' THEN json_array(json_object('field', 'operationName', 'equals', 'Microsoft.DBforPostgreSQL/flexibleServers/inaccessible'))
           WHEN 'KeyAccessFailure' THEN json_array(json_object('field', 'operationName', 'equals', 'Microsoft.DBforPostgreSQL/flexibleServers/keyAccessFailure'))
