@@ -31,6 +31,7 @@ import { createVaultService } from './vault/vaults.service.js';
 import { createDirectory } from './keyaccess/directory.js';
 import { createKeyAccess } from './keyaccess/key-access.js';
 import { createMonitoring } from './servers/monitoring.js';
+import { createInsights, type Insights } from './insights/insights.service.js';
 import { createServersRepo } from './servers/servers.repo.js';
 import { createServersService } from './servers/servers.service.js';
 import { createServerRuntime } from './servers/runtime.js';
@@ -69,6 +70,8 @@ export interface Platform {
   routes(): { app: 'platform' | 'vault'; method: string; url: string; securedBy: string; kind: string }[];
   /** One scheduler pass now (signing-key rotation, key auto-rotation, expiry events, purges), as the interval runs it. */
   tick(): Promise<void>;
+  /** Azure Monitor of the platform (tests flush its diagnostic streaming). */
+  insights: Insights;
   close(): Promise<void>;
 }
 
@@ -219,7 +222,11 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   await vaultApp.ready();
 
   const serversRepo = createServersRepo(db, clock);
-  const monitoring = createMonitoring({ repo: serversRepo, logger, ca: tls.ca });
+  const insights = createInsights({
+    db, audit, arm, logger, clock, home: paths.root, ca: tls.ca, streamIntervalMs: config.PGBYOK_DIAGNOSTICS_INTERVAL_MS,
+    vaultUriOf: (tenantId, name) => { const v = vaults.list(tenantId).find((x) => x.name.toLowerCase() === name.toLowerCase()); return v ? names.vaultUri(v.name) : undefined; },
+  });
+  const monitoring = createMonitoring({ insights });
   const trusted = { platformOrigin: origin, vaultResource: names.vaultResource, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };
   // Stable across restarts (derived from the master key), so the vaults' subscriptions keep working while the platform is down and back.
   const hookCode = barrier.deriveKey('vault-events-hook-code').subarray(0, 24).toString('base64url');
@@ -246,10 +253,9 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
 
   const roleAssignments = createRoleAssignmentService({
     identity, arm, onDataRoleChanged: dataPlane.onAssignmentChanged,
-    extraTypes: () => [{ type: 'Microsoft.DBforPostgreSQL/flexibleServers', list: (tid) => servers.list(tid).map((s) => ({ name: s.name, location: s.location })) }],
   });
   const platformApp = buildPlatformApp({
-    logger, tls, audit, identity, tokens, vaults, servers, monitoring, arm, roleAssignments, settings: serversRepo, origin, names,
+    logger, tls, audit, identity, tokens, vaults, servers, monitoring, insights, arm, roleAssignments, settings: serversRepo, origin, names,
     platformTenantId: () => settings!.defaultTenantId, hookCode,
   });
   await platformApp.listen({ port, host: HOST });
@@ -309,11 +315,13 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
       ...vaultApp.securedRoutes().map((r) => ({ app: 'vault' as const, ...r })),
     ],
     tick,
+    insights,
     async close() {
       clearInterval(timer);
       await ticking;
       await reconciled;
       await servers.shutdown();
+      await insights.close();
       keyAccess.close();
       directory.close();
       await platformApp.close();

@@ -22,6 +22,8 @@ import { registerVaultResourceRoutes } from './vault-resources.routes.js';
 import type { Names } from '../lib/names.js';
 import { registerAuthorizationRoutes } from './authorization.routes.js';
 import type { RoleAssignmentService } from '../arm/role-assignments.service.js';
+import { registerInsightsRoutes } from './insights.routes.js';
+import type { Insights } from '../insights/insights.service.js';
 
 export interface PlatformAppDeps {
   logger: Logger;
@@ -32,6 +34,7 @@ export interface PlatformAppDeps {
   vaults: VaultService;
   servers: ServersService;
   monitoring: Monitoring;
+  insights: Insights;
   arm: ArmService;
   roleAssignments: RoleAssignmentService;
   settings: SettingsStore;
@@ -110,7 +113,9 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
     ];
     registerResourceRoutes(scope, { arm: d.arm, identity: d.identity, members: () => members });
     registerAuthorizationRoutes(scope, { assignments: d.roleAssignments });
+    registerInsightsRoutes(scope, { insights: d.insights, arm: d.arm, vaults: d.vaults, servers: d.servers, origin: d.origin });
     registerPlatformSettingsRoutes(scope, d.settings);
   });
   return app;
 }
+

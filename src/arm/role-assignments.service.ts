@@ -47,15 +47,13 @@ function parseFilter(filter: string | null): { field: string; value: string }[] 
 export function createRoleAssignmentService(d: {
   identity: IdentityService;
   arm: ArmService;
-  /** Resource types an assignment may be scoped to, beyond the ones registered with ARM. */
-  extraTypes?: () => ResourceLister[];
   onDataRoleChanged: (tenantId: string, scope: string) => void;
 }) {
   const announce = (a: RoleAssignment) => {
     const def = roleDefinitionByName(a.role);
     if (def && def.dataActions.length) d.onDataRoleChanged(a.tenantId, a.scope);
   };
-  const lister = (type: string) => [...d.arm.listers(), ...(d.extraTypes?.() ?? [])].find((l) => l.type.toLowerCase() === type.toLowerCase());
+  const lister = (type: string) => d.arm.listers().find((l) => l.type.toLowerCase() === type.toLowerCase());
 
   return {
     /**

@@ -21,6 +21,12 @@ export interface AuditRecord {
   sourceAddress: string;
   /** What the platform itself found (tamper records). */
   detail?: string;
+  /** The request's api-version, path (no query) and User-Agent, and (outcomes) how long it took to answer, in ms. */
+  apiVersion?: string;
+  requestPath?: string;
+  clientInfo?: string;
+  clientRequestId?: string;
+  durationMs?: number;
 }
 
 export interface AuditFilter {
@@ -105,11 +111,32 @@ export function createAuditLog(db: Db, hmacKey: Buffer) {
     })();
   }
 
+  const listeners: ((rec: AuditRecord, seq: number) => void)[] = [];
+  const afterStmt = db.prepare(`SELECT seq, record FROM audit_log WHERE seq > ? AND json_extract(record, '$.tenantId') = ?
+    AND json_extract(record, '$.vault') = ? COLLATE NOCASE AND json_extract(record, '$.result') IN ('Success', 'Failure') ORDER BY seq LIMIT ?`);
+
   return {
     append(rec: AuditRecord): number {
       const next = appendTx(JSON.stringify(rec));
       head = next;
+      // Listeners (the activity log, diagnostic streaming) hear of a record once it is written; theirs is
+      // never the request's failure: the record above is the fail-closed one.
+      for (const l of listeners) {
+        try {
+          l(rec, next.seq);
+        } catch {
+          // a listener's own problem; it logs what it needs to
+        }
+      }
       return next.seq;
+    },
+    /** Hears of every record after it is written (synchronously: a listener must be quick and must not throw). */
+    onAppend(listener: (rec: AuditRecord, seq: number) => void) { listeners.push(listener); },
+    /** The sequence number of the last record. */
+    lastSeq: () => head.seq,
+    /** The outcome records (Success, Failure) of one vault of a tenant after `seq`, oldest first. */
+    vaultOutcomesAfter(seq: number, tenantId: string, vault: string, limit: number): (AuditRecord & { seq: number })[] {
+      return (afterStmt.all(seq, tenantId, vault, limit) as { seq: number; record: string }[]).map((r) => ({ seq: r.seq, ...(JSON.parse(r.record) as AuditRecord) }));
     },
 
     list(f: AuditFilter): (AuditRecord & { seq: number })[] {

@@ -11,7 +11,7 @@ const enc = encodeURIComponent;
  * (parameters, backups, replicas, restores included) then addresses servers there, honours -g and the
  * configured default group, finds a server's group by name, and passes --identity as the identity's ARM id.
  */
-export const SERVERS_ON_ARM = false;
+export const SERVERS_ON_ARM = true;
 
 /** Where servers are, for one command run: the only code that knows which path servers answer on. */
 export function serverAddress(ctx: CliContext, o: ScopeOptions) {

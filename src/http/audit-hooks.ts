@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { errors } from '../lib/errors.js';
 import type { AuditRecord } from '../audit/audit.js';
-import { sourceAddress } from './request.js';
+import { queryOf, sourceAddress } from './request.js';
 
 /** The audit hooks of an app: the attempt before a state-changing handler acts, the outcome of every reply. */
 
@@ -28,6 +28,21 @@ function baseRecord(req: FastifyRequest, surface: AuditRecord['surface']): Omit<
     surface: req.routeOptions.config?.surface ?? surface,
     operation: req.routeOptions.config?.operation ?? 'Unknown',
     sourceAddress: sourceAddress(req),
+    ...requestFacts(req),
+  };
+}
+
+/** What a resource log reports of a request (Azure Monitor's operationVersion, requestUri, clientInfo, correlationId). */
+function requestFacts(req: FastifyRequest): Partial<AuditRecord> {
+  const q = req.url.indexOf('?');
+  const apiVersion = queryOf(req).get('api-version') ?? undefined;
+  const ua = req.headers['user-agent'];
+  const crid = req.headers['x-ms-client-request-id'];
+  return {
+    ...(apiVersion ? { apiVersion: apiVersion.slice(0, 32) } : {}),
+    requestPath: (q < 0 ? req.url : req.url.slice(0, q)).slice(0, 1024),
+    ...(typeof ua === 'string' ? { clientInfo: ua.slice(0, 256) } : {}),
+    ...(typeof crid === 'string' ? { clientRequestId: crid.slice(0, 64) } : {}),
   };
 }
 
@@ -66,6 +81,7 @@ export function installAuditOutcome(app: FastifyInstance, audit: Appender, surfa
         result: reply.statusCode < 400 ? 'Success' : 'Failure',
         httpStatus: reply.statusCode,
         errorCode: reply.statusCode >= 400 ? errorCodeOf(payload) : undefined,
+        durationMs: Math.round(reply.elapsedTime),
         ...describe(req),
       });
     } catch (err) {

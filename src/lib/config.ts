@@ -25,6 +25,7 @@ export const ConfigSchema = Type.Object({
   PGBYOK_CLOCK_TOLERANCE_SECONDS: int(0, 600, 30, 'clock skew tolerated on token times'),
   PGBYOK_RSA_WORKERS: Type.Optional(int(0, 64, 2, 'worker threads for RSA private operations (0: on the event loop; unset: one per core, up to 8)')),
   PGBYOK_SCHEDULER_INTERVAL_MS: int(100, 3_600_000, 5000, 'how often rotation, expiry and purge run'),
+  PGBYOK_DIAGNOSTICS_INTERVAL_MS: int(100, 3_600_000, 1000, 'how often diagnostic settings retry streaming audit events (new records also wake it)'),
   PGBYOK_ARCHIVE_INTERVAL_MS: int(100, 3_600_000, 5000, 'how often WAL is archived'),
   PGBYOK_BACKUP_INTERVAL_MS: int(1000, 30 * 86_400_000, 86_400_000, 'how often base backups are taken'),
   PGBYOK_KEY_MONITOR_INTERVAL_MS: Type.Optional(int(100, 3_600_000, 30_000, 'key monitor interval (overrides the platform setting)')),

@@ -291,6 +291,64 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (server_id, name)
   );
   `,
+  `
+  -- Azure Monitor (Microsoft.Insights). The activity log gains the ARM id of its resource (resolved when the
+  -- entry is written, else on first read), Azure's event category, a correlation id and properties. Action
+  -- groups and activity-log alerts are kept in Azure's shape; the rows of the older tables are copied over
+  -- (an older alert rule becomes a tenant-wide alert whose condition names the operation it fired on) and
+  -- those tables are no longer read. Diagnostic settings keep the audit-log sequence they have delivered up to.
+  ALTER TABLE activity_log ADD COLUMN arm_id TEXT;
+  ALTER TABLE activity_log ADD COLUMN category TEXT NOT NULL DEFAULT 'Administrative';
+  ALTER TABLE activity_log ADD COLUMN correlation_id TEXT;
+  ALTER TABLE activity_log ADD COLUMN properties TEXT;
+  UPDATE activity_log SET category = 'ResourceHealth'
+    WHERE operation IN ('Microsoft.DBforPostgreSQL/flexibleServers/inaccessible', 'Microsoft.DBforPostgreSQL/flexibleServers/available', 'Microsoft.DBforPostgreSQL/flexibleServers/keyAccessFailure');
+  CREATE INDEX activity_by_time ON activity_log (tenant_id, time);
+  CREATE TABLE monitor_action_groups (
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL COLLATE NOCASE,
+    properties TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (tenant_id, name)
+  );
+  CREATE TABLE monitor_alert_rules (
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL COLLATE NOCASE,
+    properties TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (tenant_id, name)
+  );
+  INSERT INTO monitor_action_groups (tenant_id, name, properties)
+    SELECT tenant_id, name, json_object(
+      'groupShortName', substr(name, 1, 12), 'enabled', json('true'), 'emailReceivers', json('[]'),
+      'webhookReceivers', (SELECT json_group_array(json_object('name', 'webhook' || (key + 1), 'serviceUri', value, 'useCommonAlertSchema', json('true'))) FROM json_each(action_groups.webhooks)))
+    FROM action_groups;
+  INSERT INTO monitor_alert_rules (tenant_id, name, properties)
+    SELECT tenant_id, name, json_object(
+      'scopes', json_array('/tenants/' || tenant_id),
+      'condition', json_object('allOf', (
+        SELECT CASE WHEN server_name IS NULL THEN json(c)
+          ELSE json_insert(json(c), '$[#]', json_object('field', 'resourceId', 'equals', '/tenants/' || tenant_id || '/providers/Microsoft.DBforPostgreSQL/flexibleServers/' || server_name)) END
+        FROM (SELECT CASE condition
+          WHEN 'ServerInaccessible' THEN json_array(json_object('field', 'operationName', 'equals', 'Microsoft.DBforPostgreSQL/flexibleServers/inaccessible'))
+          WHEN 'KeyAccessFailure' THEN json_array(json_object('field', 'operationName', 'equals', 'Microsoft.DBforPostgreSQL/flexibleServers/keyAccessFailure'))
+          WHEN 'ServerAvailable' THEN json_array(json_object('field', 'operationName', 'equals', 'Microsoft.DBforPostgreSQL/flexibleServers/available'))
+          ELSE json_array(json_object('field', 'resourceType', 'equals', 'Microsoft.DBforPostgreSQL/flexibleServers')) END AS c))),
+      'actions', json_object('actionGroups', json_array(json_object('actionGroupId', '/tenants/' || tenant_id || '/providers/Microsoft.Insights/actionGroups/' || action_group, 'webhookProperties', json('{}')))),
+      'enabled', json(CASE WHEN enabled THEN 'true' ELSE 'false' END),
+      'description', 'Migrated from the ' || condition || ' alert rule.')
+    FROM alert_rules;
+  CREATE TABLE diagnostic_settings (
+    tenant_id TEXT NOT NULL,
+    resource_type TEXT NOT NULL COLLATE NOCASE,
+    resource_name TEXT NOT NULL COLLATE NOCASE,
+    name TEXT NOT NULL COLLATE NOCASE,
+    properties TEXT NOT NULL,
+    delivered_seq INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, resource_type, resource_name, name)
+  );
+  `,
 ];
 
 export function openDb(path: string): Db {
