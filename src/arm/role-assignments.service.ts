@@ -3,7 +3,7 @@ import type { IdentityService } from '../identity/identity.service.js';
 import type { RoleAssignment } from '../identity/identity.repo.js';
 import { ROLE_DEFINITIONS, roleDefinitionById, roleDefinitionByName, roleDefinitionGuid, type RoleDefinition } from '../identity/role-definitions.js';
 import { parseRole } from '../identity/roles.js';
-import { armErrors, resourceId, type ArmScope, type ArmService, type ResourceLister } from './arm.service.js';
+import { armErrors, resourceId, type ArmScope, type ArmService } from './arm.service.js';
 import { ROOT_SCOPE, scopeContains } from './scopes.js';
 
 /**
