@@ -62,7 +62,7 @@ test('the CMK scenario through the official management SDKs', async () => {
   assert.equal(identity.id, `/subscriptions/${sub}/resourceGroups/${RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-sdk`);
 
   // 2. A vault with an access policy for the identity, and one that authorizes with RBAC.
-  const common = { tenantId: p.admin.tenantId, sku: { family: 'A' as const, name: 'standard' as const }, enableSoftDelete: true, softDeleteRetentionInDays: 7, enablePurgeProtection: true };
+  const common = { tenantId: p.admin.tenantId, sku: { family: 'A' as const, name: 'standard' as const }, enableSoftDelete: true, softDeleteRetentionInDays: 90, enablePurgeProtection: true };
   const policyVault = await kv.vaults.beginCreateOrUpdateAndWait(RG, vaultName('sdkp'), {
     location: LOCATION,
     properties: {

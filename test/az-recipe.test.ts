@@ -39,7 +39,7 @@ describe('the README az recipe', { skip: az ? false : 'az (azure-cli) is not ins
     await s.json('group', 'create', '-n', 'rg-az', '-l', 'eastus');
     const identity = await s.json('identity', 'create', '-g', 'rg-az', '-n', 'id-az');
     assert.match(identity.id, /^\/subscriptions\/[^/]+\/resourceGroups\/rg-az\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/id-az$/);
-    const vault = await s.json('keyvault', 'create', '-g', 'rg-az', '-n', kv, '-l', 'eastus', '--retention-days', '7', '--enable-purge-protection', 'true', '--no-self-perms');
+    const vault = await s.json('keyvault', 'create', '-g', 'rg-az', '-n', kv, '-l', 'eastus', '--retention-days', '90', '--enable-purge-protection', 'true', '--no-self-perms');
     assert.equal(vault.properties.vaultUri, `https://${kv}.vault.localhost/`);
     await s.json('keyvault', 'set-policy', '-n', kv, '--object-id', identity.principalId, '--key-permissions', 'get', 'list', 'wrapKey', 'unwrapKey');
     await s.json('keyvault', 'set-policy', '-n', kv, '--object-id', p.admin.objectId, '--key-permissions', 'all');

@@ -19,6 +19,11 @@ export interface Credential {
 
 export const API_VERSION = '7.6';
 export const MGMT_API_VERSION = '2023-07-01';
+/** Each resource provider checks its own api-versions on ARM paths; the one this CLI speaks per namespace. */
+const PROVIDER_API_VERSIONS: Record<string, string> = { 'microsoft.dbforpostgresql': '2024-08-01' };
+const apiVersionFor = (path: string) => PROVIDER_API_VERSIONS[/\/providers\/([^/]+)\//i.exec(path)?.[1].toLowerCase() ?? ''] ?? MGMT_API_VERSION;
+/** A path or URL with an api-version (one already there, as in an Azure-AsyncOperation URL, is kept). */
+const withApiVersion = (url: string) => /[?&]api-version=/.test(url) ? url : `${url}${url.includes('?') ? '&' : '?'}api-version=${apiVersionFor(url)}`;
 
 /** What every command needs: where the platform is, whom we act as, and how to call it over HTTPS. */
 export class CliContext {
@@ -121,9 +126,13 @@ export class CliContext {
 
   /** A management call that also returns the response headers (for long operations). */
   mgmtFull(method: string, path: string, body?: unknown) {
+    return this.callFull(RESOURCES.management, method, this.mgmtUrl(path), body);
+  }
+
+  /** A management URL: `path` is relative to the caller's tenant unless it starts with '/'; the provider's api-version added. */
+  private mgmtUrl(path: string): string {
     const full = path.startsWith('/') ? path : `/tenants/${this.tenantId}/${path}`;
-    const sep = full.includes('?') ? '&' : '?';
-    return this.callFull(RESOURCES.management, method, `${this.origin}${full}${sep}api-version=${MGMT_API_VERSION}`, body);
+    return `${this.origin}${withApiVersion(full)}`;
   }
 
   /** Polls an operation URL until it ends; returns it (the CLI shows progress on a terminal). */
@@ -132,7 +141,7 @@ export class CliContext {
     const tty = process.stderr.isTTY;
     for (;;) {
       const token = await this.token(RESOURCES.management);
-      const res = await this.raw({ method: 'GET', url: `${url}?api-version=${MGMT_API_VERSION}`, headers: { authorization: `Bearer ${token}` } });
+      const res = await this.raw({ method: 'GET', url: withApiVersion(url), headers: { authorization: `Bearer ${token}` } });
       const op = parseJson(res.text);
       if (res.status !== 200) throw new CliError(op?.error?.message ?? `HTTP ${res.status} while polling ${url}`);
       if (op.status !== 'InProgress' && op.status !== 'Queued') {
@@ -146,9 +155,7 @@ export class CliContext {
 
   /** A management-plane call; `path` is relative to the caller's tenant unless it starts with '/'. */
   mgmt(method: string, path: string, body?: unknown): Promise<any> {
-    const full = path.startsWith('/') ? path : `/tenants/${this.tenantId}/${path}`;
-    const sep = full.includes('?') ? '&' : '?';
-    return this.call(RESOURCES.management, method, `${this.origin}${full}${sep}api-version=${MGMT_API_VERSION}`, body);
+    return this.call(RESOURCES.management, method, this.mgmtUrl(path), body);
   }
 
   /** A Key Vault data-plane call, exactly as an SDK makes it (token for the vault resource). */
