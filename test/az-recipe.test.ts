@@ -62,9 +62,9 @@ describe('the README az recipe', { skip: az ? false : 'az (azure-cli) is not ins
     assert.equal(ready.dataEncryption.primaryKeyUri ?? ready.dataEncryption.primaryKeyURI, keyUri);
 
     // 5. The customer disables the key: Inaccessible; enables it: Ready.
-    await keyApi('patch', 'kek', { attributes: { enabled: false } });
+    await keyApi('patch', 'kek/', { attributes: { enabled: false } });
     await eventually(async () => (await show()).state === 'Inaccessible', 'Inaccessible (az postgres flexible-server show) after the key was disabled', 60_000, 1000);
-    await keyApi('patch', 'kek', { attributes: { enabled: true } });
+    await keyApi('patch', 'kek/', { attributes: { enabled: true } });
     await eventually(async () => (await show()).state === 'Ready', 'Ready again after the key was enabled', 60_000, 1000);
 
     // 6. Delete.

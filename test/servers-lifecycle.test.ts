@@ -134,8 +134,13 @@ function createServer_(name: string, extra: string[]): any {
   assert.equal(s.name, name);
   assert.equal(s.properties.state, 'Ready');
   assert.equal(s.properties.administratorLogin, 'dbadmin');
-  assert.equal(s.properties.fullyQualifiedDomainName, 'localhost');
+  // Its own DNS name under the domain, which its certificate covers (verify-full checks the name).
+  assert.equal(s.properties.fullyQualifiedDomainName, `${name}.postgres.database.localhost`);
   assert.ok(Number.isInteger(s.properties.port) && s.properties.port > 0);
+  const viaName = execFileSync('psql', [connInfo(s.properties.port).replace('host=localhost', `host=${s.properties.fullyQualifiedDomainName}`), '-XAtc', 'SELECT 1'], {
+    env: { ...process.env, PGPASSWORD: PASSWORD }, encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'],
+  }).trim();
+  assert.equal(viaName, '1');
   return s;
 }
 

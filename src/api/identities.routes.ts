@@ -25,7 +25,7 @@ export function registerIdentityResourceRoutes(app: FastifyInstance, d: { identi
   };
   const inScope = (req: FastifyRequest) => identity.principals(req.arm.tenantId).filter((p) => p.kind === 'UserAssignedIdentity' && arm.inScope(req.arm, placed(p)));
 
-  arm.registerType({ type: IDENTITY_TYPE, list: (tid) => identity.principals(tid).filter((p) => p.kind === 'UserAssignedIdentity').map((p) => ({ name: p.name, location: p.location })) });
+  arm.registerType({ readDuty: 'readPlatform', type: IDENTITY_TYPE, list: (tid) => identity.principals(tid).filter((p) => p.kind === 'UserAssignedIdentity').map((p) => ({ name: p.name, location: p.location })) });
 
   // PUT is create-or-update, as ARM's: the same identity again answers 200 with it (no new secret).
   armRoute<Named, { location?: string; tags?: Record<string, string> } | undefined>(app, 'PUT', `${P}/:name`, RESOURCE_LEVELS, {

@@ -58,8 +58,11 @@ declare module 'fastify' {
  * root holds only what every route shares: body parsing, the error envelope and the audit of outcomes.
  */
 export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
-  // ARM paths are case-insensitive (az sends `resourcegroups`, the SDKs `resourceGroups`).
-  const app = Fastify({ ...fastifyOptions(d.logger), routerOptions: { ...fastifyOptions(d.logger).routerOptions, caseSensitive: false }, https: { key: d.tls.key, cert: d.tls.cert, ca: [d.tls.ca], requestCert: true, rejectUnauthorized: false } });
+  // ARM paths are case-insensitive (az sends `resourcegroups`, the SDKs `resourceGroups`), and
+  // `az cloud register --endpoint-resource-manager https://host:port/` asks for `//metadata/endpoints` and
+  // joins other URLs to that endpoint the same way: `//x` routes as `/x`. (Only here: on the vault port an
+  // empty key version, `/keys/k//decrypt`, is meaningful.)
+  const app = Fastify({ ...fastifyOptions(d.logger), routerOptions: { caseSensitive: false, ignoreDuplicateSlashes: true }, https: { key: d.tls.key, cert: d.tls.cert, ca: [d.tls.ca], requestCert: true, rejectUnauthorized: false } });
   installJsonParser(app);
   installErrorHandler(app);
   app.decorateRequest('caller', undefined);

@@ -26,7 +26,7 @@ export function registerServerRoutes(app: FastifyInstance, d: { servers: Servers
   const at = createServerAddressing(arm, servers, d.names);
   const out = (s: Parameters<typeof at.ids>[0]) => serverWire(s, at.ids(s), servers.earliestRestore(s));
 
-  arm.registerType({ type: FS_TYPE, list: (tid) => servers.list(tid).map((s) => ({ name: s.name, location: s.location })) });
+  arm.registerType({ readDuty: 'readServers', type: FS_TYPE, list: (tid) => servers.list(tid).map((s) => ({ name: s.name, location: s.location })) });
 
   armRoute<Named, ServerBody>(app, 'PUT', `${P}/:name`, RESOURCE_LEVELS, pgOpts({ operation: 'ServerCreate', duty: 'manageServers' }, { body: serverBodySchema }), async (req, reply) => {
     const b = req.body ?? {};

@@ -91,7 +91,7 @@ export function registerVaultResourceRoutes(app: FastifyInstance, d: { identity:
     objectId: d.identity.findPrincipalIdOr(req.arm.tenantId, p.objectId), tenantId: p.tenantId, keyPermissions: p.permissions.keys ?? [],
   }));
 
-  arm.registerType({ type: VAULT_TYPE, list: (tid) => vaults.list(tid).map((v) => ({ name: v.name, location: v.location })) });
+  arm.registerType({ readDuty: 'readPlatform', type: VAULT_TYPE, list: (tid) => vaults.list(tid).map((v) => ({ name: v.name, location: v.location })) });
 
   armRoute<Named, VaultBody>(app, 'PUT', `${KV}/vaults/:name`, RESOURCE_LEVELS, {
     config: { operation: 'VaultCreate', duty: 'manageVaults' }, schema: { body: vaultBodySchema },

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ApiError, errors } from '../lib/errors.js';
 import type { Clock } from '../lib/clock.js';
+import type { Duty } from '../identity/roles.js';
 import type { ArmRepo, Placement, ResourceGroup, Subscription } from './arm.repo.js';
 
 /**
@@ -23,6 +24,8 @@ export interface ArmScope {
 /** A resource type the generic `resources` list knows, with how to list the tenant's resources of it. */
 export interface ResourceLister {
   type: string;
+  /** The duty that reads one: the generic list shows a caller only what it may read, as Azure does. */
+  readDuty: Duty;
   list(tenantId: string): { name: string; location: string; kind?: string }[];
 }
 

@@ -33,8 +33,17 @@ export function registerResourceRoutes(app: FastifyInstance, d: { arm: ArmServic
   /** The tenant's resources, from each type's own list, with where they sit. */
   const resources = (tenantId: string) => arm.listers().flatMap((l) => l.list(tenantId).map((r) => {
     const p = arm.placementOf(tenantId, l.type, r.name, r.location);
-    return { placement: p, location: r.location, kind: r.kind };
+    return { placement: p, location: r.location, kind: r.kind, readDuty: l.readDuty };
   }));
+  /** May the caller read this resource (its type's read duty at its scope or above)? */
+  const mayRead = (req: FastifyRequest, r: { placement: Parameters<typeof resourceId>[0]; readDuty: Duty }) => {
+    try {
+      d.identity.requireDuty(req.caller!, r.readDuty, { scope: resourceId(r.placement), action: `${r.placement.type}/read` });
+      return true;
+    } catch {
+      return false;
+    }
+  };
 
   /** A group being deleted is gone once nothing is left in it. */
   const settle = (g: ResourceGroup | undefined): ResourceGroup | undefined => {
@@ -127,6 +136,7 @@ export function registerResourceRoutes(app: FastifyInstance, d: { arm: ArmServic
       value: resources(req.arm.tenantId)
         .filter((r) => r.placement.subscriptionId === req.arm.subscriptionId && (!group || r.placement.resourceGroup.toLowerCase() === group.toLowerCase()))
         .filter((r) => filter.every(([field, value]) => (field === 'resourcetype' ? r.placement.type : r.placement.name).toLowerCase() === value.toLowerCase()))
+        .filter((r) => mayRead(req, r))
         .map((r) => ({ id: resourceId(r.placement), name: r.placement.name, type: r.placement.type, location: r.location, tags: r.placement.tags, ...(r.kind ? { kind: r.kind } : {}) })),
     };
   };

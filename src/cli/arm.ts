@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { writeFileAtomic } from '../lib/home.js';
 import { RESOURCES } from '../identity/tokens.js';
-import { CliContext, CliError, errorOf } from './client.js';
+import { CliContext, CliError, errorOf, POSTGRES_API_VERSION } from './client.js';
 
 /**
  * Where the CLI's resources live in Azure Resource Manager's terms, as az finds them: the subscription
@@ -25,6 +25,13 @@ export const TYPES = {
   identity: 'Microsoft.ManagedIdentity/userAssignedIdentities',
   server: 'Microsoft.DBforPostgreSQL/flexibleServers',
 } as const;
+
+/** The api-version each type's own routes are asked with. */
+const TYPE_API_VERSIONS: Record<string, string> = {
+  [TYPES.vault]: API_VERSIONS.keyVault,
+  [TYPES.identity]: API_VERSIONS.managedIdentity,
+  [TYPES.server]: POSTGRES_API_VERSION,
+};
 
 const enc = encodeURIComponent;
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -197,7 +204,12 @@ export class Arm {
     const filter = `resourceType eq '${type}' and name eq '${name.replace(/'/g, "''")}'`;
     const found = (await this.call('GET', `/resources?$filter=${enc(filter)}`, API_VERSIONS.resources)).value as { id: string }[];
     const sub = await this.subscriptionId();
-    if (found.length === 0) throw new CliError(`(ResourceNotFound) The Resource '${type}/${name}' was not found in subscription ${sub}.`, 3);
+    if (found.length === 0) {
+      // The generic list shows only what the caller may read: ask the type's own list, so that a caller who may
+      // not read this kind hears AuthorizationFailed rather than "not found".
+      await this.call('GET', `/providers/${type}`, TYPE_API_VERSIONS[type] ?? API_VERSIONS.resources);
+      throw new CliError(`(ResourceNotFound) The Resource '${type}/${name}' was not found in subscription ${sub}.`, 3);
+    }
     if (found.length > 1) {
       throw new CliError(`There are ${found.length} resources '${type}/${name}' in subscription ${sub} (${found.map((r) => parseArmId(r.id)?.resourceGroup).join(', ')}); name one with --resource-group.`);
     }

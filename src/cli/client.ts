@@ -20,7 +20,8 @@ export interface Credential {
 export const API_VERSION = '7.6';
 export const MGMT_API_VERSION = '2023-07-01';
 /** Each resource provider checks its own api-versions on ARM paths; the one this CLI speaks per namespace. */
-const PROVIDER_API_VERSIONS: Record<string, string> = { 'microsoft.dbforpostgresql': '2024-08-01' };
+export const POSTGRES_API_VERSION = '2024-08-01';
+const PROVIDER_API_VERSIONS: Record<string, string> = { 'microsoft.dbforpostgresql': POSTGRES_API_VERSION };
 const apiVersionFor = (path: string) => PROVIDER_API_VERSIONS[/\/providers\/([^/]+)\//i.exec(path)?.[1].toLowerCase() ?? ''] ?? MGMT_API_VERSION;
 /** A path or URL with an api-version (one already there, as in an Azure-AsyncOperation URL, is kept). */
 const withApiVersion = (url: string) => /[?&]api-version=/.test(url) ? url : `${url}${url.includes('?') ? '&' : '?'}api-version=${apiVersionFor(url)}`;

@@ -16,9 +16,6 @@ export const fastifyOptions = (logger: Logger) => ({
   logController: new LogController({ disableRequestLogging: true }),
   bodyLimit: BODY_LIMIT,
   genReqId: () => randomUUID(),
-  // `az cloud register --endpoint-resource-manager https://host:port/` asks for `//metadata/endpoints`, and
-  // az joins other URLs to that endpoint the same way: `//x` routes as `/x`.
-  routerOptions: { ignoreDuplicateSlashes: true } as { caseSensitive?: boolean; ignoreDuplicateSlashes?: boolean },
   ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   // A URL the router cannot decode (`%zz`) is a 400 in Azure's envelope, like every other bad input.
   frameworkErrors: (err: Error & { code?: string }, _req: FastifyRequest, reply: FastifyReply) => {

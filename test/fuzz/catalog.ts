@@ -27,6 +27,11 @@ export interface Targets {
   victimSp: string;
   victimRoleAssignment: string;
   subscription: string;
+  /** The tenant's default subscription, another tenant's, the group the fixtures sit in, an empty group to delete. */
+  sub: string;
+  otherSub: string;
+  rg: string;
+  victimGroup: string;
   actionGroup: string;
   alertRule: string;
   /** Private JWKs (2048-bit) to import, and one 1024-bit JWK no vault accepts. */
@@ -107,9 +112,12 @@ const KV = [...T, 'providers', 'Microsoft.KeyVault'];
 const RA = [...T, 'providers', 'Microsoft.Authorization', 'roleAssignments'];
 const FS = [...T, 'providers', 'Microsoft.DBforPostgreSQL', 'flexibleServers'];
 const INS = [...T, 'providers', 'Microsoft.Insights'];
+// ARM's addressing of the same resources: the subscription, and a group in it.
+const SUB = ['subscriptions', '{sub}'];
+const RG = [...SUB, 'resourceGroups', '{rg}'];
 const loopbackHook = (r: Rng) => `https://127.0.0.1:9/${r.name(6)}`;
 const mgmt = (id: string, method: RouteSpec['method'], path: string[], duty: Duty | null, body?: RouteSpec['body'], extra: Partial<RouteSpec> = {}): RouteSpec => ({
-  id: `mgmt.${id}`, surface: 'mgmt', method, path, duty, tenantScoped: path[1] === '{tid}', body, ...extra,
+  id: `mgmt.${id}`, surface: 'mgmt', method, path, duty, tenantScoped: path[1] === '{tid}' || path[1] === '{sub}', body, ...extra,
 });
 
 /** A server-creation body that every caller is refused for before anything is built (see `poison`). */
@@ -136,7 +144,24 @@ export function poison(body: unknown): unknown {
 
 export const MGMT_ROUTES: RouteSpec[] = [
   mgmt('whoami', 'GET', ['tenants', 'self'], null),
-  mgmt('tenantList', 'GET', ['tenants'], 'manageTenants'),
+  // ARM's tenant list: every signed-in caller sees its own tenant (the platform tenant's Owners see all).
+  mgmt('tenantList', 'GET', ['tenants'], null),
+  mgmt('subscriptionsList', 'GET', ['subscriptions'], null),
+  mgmt('armGroupList', 'GET', [...SUB, 'resourceGroups'], 'readPlatform'),
+  mgmt('armGroupGet', 'GET', RG, 'readPlatform'),
+  mgmt('armGroupPut', 'PUT', [...SUB, 'resourceGroups', '{newName}'], 'manageResourceGroups', () => ({ location: 'eastus' })),
+  mgmt('armGroupDelete', 'DELETE', [...SUB, 'resourceGroups', '{victimGroup}'], 'manageResourceGroups'),
+  mgmt('armResourceList', 'GET', [...SUB, 'resources'], 'readPlatform', undefined, { query: () => ({ $filter: "resourceType eq 'Microsoft.KeyVault/vaults'" }) }),
+  mgmt('armIdentityPut', 'PUT', [...RG, 'providers', 'Microsoft.ManagedIdentity', 'userAssignedIdentities', '{newName}'], 'manageIdentities', () => ({ location: 'eastus' })),
+  mgmt('armIdentityList', 'GET', [...SUB, 'providers', 'Microsoft.ManagedIdentity', 'userAssignedIdentities'], 'readPlatform'),
+  mgmt('armVaultPut', 'PUT', [...RG, 'providers', 'Microsoft.KeyVault', 'vaults', '{newVault}'], 'manageVaults', () => ({ location: 'eastus', properties: { accessPolicies: [] } })),
+  mgmt('armVaultUpdate', 'PUT', [...RG, 'providers', 'Microsoft.KeyVault', 'vaults', '{victimVault}'], 'manageVaults', () => ({ location: 'eastus', properties: { accessPolicies: [], networkAcls: { defaultAction: 'Deny', bypass: 'None' } } })),
+  mgmt('armVaultGet', 'GET', [...RG, 'providers', 'Microsoft.KeyVault', 'vaults', '{vault}'], 'readPlatform'),
+  mgmt('armRoleAssignmentPut', 'PUT', [...SUB, 'providers', 'Microsoft.Authorization', 'roleAssignments', '{uuid}'], 'manageRoles', (t) => ({
+    properties: { roleDefinitionId: `/subscriptions/${t.sub}/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-a75c-2fe8c4bcb635`, principalId: t.victimSp },
+  })),
+  mgmt('armServerCreate', 'PUT', [...RG, 'providers', 'Microsoft.DBforPostgreSQL', 'flexibleServers', '{newServer}'], 'manageServers', serverBody, { poisoned: true }),
+  mgmt('armServerList', 'GET', [...SUB, 'providers', 'Microsoft.DBforPostgreSQL', 'flexibleServers'], 'readServers'),
   mgmt('tenantCreate', 'POST', ['tenants'], 'manageTenants', (_t, r) => ({ name: `fz${r.name(8)}` })),
   mgmt('identityCreate', 'PUT', [...MI, '{newName}'], 'manageIdentities', () => ({ location: 'eastus' })),
   mgmt('identityList', 'GET', MI, 'readPlatform'),

@@ -72,11 +72,16 @@ export async function setupFixtures(p: Pgbyok, rng: Rng): Promise<Fixtures> {
   const [otherT, goneT, noRoleT, dbaT, secOffT, readerT] = await Promise.all([otherCred, gone.cred, noRole.cred, dba.cred, secOff.cred, reader.cred].map(tokens));
   await mgmt('DELETE', `${T}/servicePrincipals/${gone.objectId}`);
 
+  // ARM's view: the tenants' default subscriptions, the group the fixtures above went to, an empty group to delete.
+  const sub: string = (await call('GET', `${p.origin}/subscriptions?api-version=2022-12-01`, adminMgmt)).value[0].subscriptionId;
+  const otherSub: string = (await call('GET', `${p.origin}/subscriptions?api-version=2022-12-01`, otherT[1])).value[0].subscriptionId;
+  await call('PUT', `${p.origin}/subscriptions/${sub}/resourceGroups/fz-victim-rg?api-version=2021-04-01`, adminMgmt, { location: 'eastus' });
+
   const jwk = (bits: number) => generateRsaKeySync(bits).export({ format: 'jwk' }) as Record<string, string>;
   const targets: Targets = {
     tid, otherTid: other.tenantId, vault, vaultPort: Number(new URL(vaultUri).port), vaultHost: new URL(vaultUri).host, keyVersion: k1.key.kid.split('/').pop(), backup,
     victimVault, deletedVault, identity: 'fz-identity', victimIdentity: 'fz-victim-identity', victimSp: victimSp.objectId,
-    victimRoleAssignment: victimRa.name, subscription: 'fz-sub1', actionGroup: 'fz-ag1',
+    victimRoleAssignment: victimRa.name, subscription: 'fz-sub1', sub, otherSub, rg: 'pgbyok-eastus', victimGroup: 'fz-victim-rg', actionGroup: 'fz-ag1',
     alertRule: 'fz-ar1', jwks: [jwk(2048), jwk(2048)], smallJwk: jwk(1024),
   };
   const callers = await buildCallers({

@@ -39,7 +39,13 @@ export function outcome(route: RouteSpec, caller: Caller, foreignTenant = false)
   if (route.refusesAll) return { refused: true, ...route.refusesAll };
   const authFailed = (AUTH_FAILURES as readonly string[]).includes(caller.cls);
   // A path naming a tenant that is not the caller's: refused whoever calls (see `buildRequest`'s foreignTenant).
-  if (foreignTenant && route.surface === 'mgmt' && route.tenantScoped) return { refused: true, status: 401, code: 'Unauthorized' };
+  const armPath = route.path[0] === 'subscriptions';
+  if (foreignTenant && route.surface === 'mgmt' && route.tenantScoped) {
+    if (!armPath) return { refused: true, status: 401, code: 'Unauthorized' };
+    // ARM: a bad token fails first; another tenant's subscription is 401, one that does not exist 404 (see buildRequest).
+    if (authFailed) return { refused: true, status: 401, code: 'Unauthorized' };
+    return caller.cls === 'otherTenant' ? { refused: true, status: 404, code: 'SubscriptionNotFound' } : { refused: true, status: 401, code: 'InvalidAuthenticationTokenTenant' };
+  }
   if (route.surface === 'vault') {
     if (authFailed || caller.cls === 'otherTenant') return { refused: true, status: 401, code: 'Unauthorized', challenge: true };
     if (caller.keyPermissions === undefined || caller.keyPermissions.includes(route.permission!)) return { refused: false };
@@ -47,7 +53,7 @@ export function outcome(route: RouteSpec, caller: Caller, foreignTenant = false)
   }
   if (authFailed) return { refused: true, status: 401, code: 'Unauthorized' };
   if (caller.cls === 'otherTenant') {
-    if (route.tenantScoped) return { refused: true, status: 401, code: 'Unauthorized' };
+    if (route.tenantScoped) return armPath ? { refused: true, status: 401, code: 'InvalidAuthenticationTokenTenant' } : { refused: true, status: 401, code: 'Unauthorized' };
     if (route.duty === 'manageTenants') return { refused: true, status: 403, code: 'AuthorizationFailed' };
     return { refused: false };
   }
@@ -244,15 +250,18 @@ function tamperedBackup(backup: string, r: Rng): string {
 
 function makeQuery(route: RouteSpec, t: Targets, r: Rng, mutate: boolean): { qs: string; mutated: boolean; name: string } {
   const params: [string, string][] = Object.entries(route.query?.(t, r) ?? {});
-  const apiVersion = route.surface === 'vault' ? r.pick(VAULT_API_VERSIONS) : '2023-07-01';
+  // ARM paths need an api-version (before any duty is checked), and PostgreSQL's provider checks its own list.
+  const arm = route.path[0] === 'subscriptions' && route.path.length > 1;
+  const pgArm = arm && route.path.includes('Microsoft.DBforPostgreSQL');
+  const apiVersion = route.surface === 'vault' ? r.pick(VAULT_API_VERSIONS) : pgArm ? '2024-08-01' : '2023-07-01';
   const render = (ps: [string, string][]) => ps.map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&');
   if (!mutate) return { qs: render([['api-version', apiVersion], ...params]), mutated: false, name: 'none' };
   const kind = r.pick(['missing', 'unknownVersion', 'encodedName', 'duplicated', 'garbage']);
   switch (kind) {
-    case 'missing': return { qs: render(params), mutated: route.surface === 'vault', name: 'noApiVersion' };
-    case 'unknownVersion': return { qs: render([['api-version', r.pick(['7.9', '', '2016-10-01', '7.5 ', 'x'.repeat(500)])], ...params]), mutated: route.surface === 'vault', name: 'unknownApiVersion' };
+    case 'missing': return { qs: render(params), mutated: route.surface === 'vault' || arm, name: 'noApiVersion' };
+    case 'unknownVersion': return { qs: render([['api-version', r.pick(['7.9', '', '2016-10-01', '7.5 ', 'x'.repeat(500)])], ...params]), mutated: route.surface === 'vault' || arm, name: 'unknownApiVersion' };
     case 'encodedName': return { qs: `api%2Dversion=${apiVersion}${params.length ? '&' + render(params) : ''}`, mutated: false, name: 'encodedApiVersionName' };
-    case 'duplicated': return { qs: render([['api-version', r.pick(['9.9', apiVersion])], ['api-version', apiVersion], ...params]), mutated: route.surface === 'vault', name: 'duplicatedApiVersion' };
+    case 'duplicated': return { qs: render([['api-version', r.pick(['9.9', apiVersion])], ['api-version', apiVersion], ...params]), mutated: route.surface === 'vault' || pgArm, name: 'duplicatedApiVersion' };
     default: {
       // First, so that it is the value a server reads (URLSearchParams.get takes the first of a name).
       const garbage = r.pick(['top=abc', 'since=notadate', 'since=275760-09-13T00:00:00.000Z', 'top=-1', '%zz=%zz', 'maxresults=0', 'maxresults=1e1', '$skiptoken=-5', '$skiptoken=1e20', '$skiptoken=9e99', '$skiptoken=0x10', 'top=99999999999999999999', 'top=1e3', 'caller=%00']);
@@ -286,7 +295,9 @@ export interface MutationChoice {
 /** Builds one request of `route` from `caller`, with the chosen mutations, and what it must be answered. */
 export function buildRequest(n: number, route: RouteSpec, caller: Caller, t: Targets, r: Rng, ports: Ports, mutate: MutationChoice): FuzzRequest {
   const foreign = !!mutate.foreignTenant && route.surface === 'mgmt' && !!route.tenantScoped;
-  const addressed = foreign ? { ...t, tid: caller.cls === 'otherTenant' || r.chance(0.3) ? r.uuid() : t.otherTid } : t;
+  const addressed = foreign
+    ? { ...t, tid: caller.cls === 'otherTenant' || r.chance(0.3) ? r.uuid() : t.otherTid, sub: caller.cls === 'otherTenant' ? r.uuid() : t.otherSub }
+    : t;
   const realTargets = !mutate.path && !mutate.body && !mutate.query;
   const canonical = '/' + route.path.map((s) => fillSegment(s, addressed, r, realTargets)).join('/');
   const pm = mutate.path ? weighted(PATH_MUTATIONS, r) : PATH_MUTATIONS[0];
@@ -428,7 +439,8 @@ export function problemWith(res: RawResponse, e: Expectation): string | undefine
     const code = res.json.error.code;
     if (e.exact && code !== e.code) return `expected error code ${e.code}, got ${code}`;
     if (e.exact && e.inner && res.json.error.innererror?.code !== e.inner) return `expected innererror ${e.inner}, got ${res.json.error.innererror?.code}`;
-    if (res.status === 401 && code !== 'Unauthorized') return `401 with code ${code}`;
+    // ARM names a token of the wrong tenant for a subscription InvalidAuthenticationTokenTenant; every other 401 is Unauthorized.
+    if (res.status === 401 && code !== 'Unauthorized' && code !== 'InvalidAuthenticationTokenTenant') return `401 with code ${code}`;
     if (e.exact && e.challenge && !String(res.headers['www-authenticate'] ?? '').startsWith('Bearer authorization=')) return 'a vault 401 without the WWW-Authenticate challenge';
   }
   return undefined;
