@@ -32,7 +32,7 @@ describe('the README az recipe', { skip: az ? false : 'az (azure-cli) is not ins
   test('cloud, login, identity, vault, key, and a CMK server that follows its key', async () => {
     // 1. The cloud comes from pgbyok's metadata endpoint; sign in as a service principal.
     await s.json('cloud', 'set', '-n', 'pgbyok');
-    const account = await s.json('login', '--service-principal', '-u', p.admin.clientId, '-p', p.admin.clientSecret, '--tenant', p.admin.tenantId);
+    const account = await s.json('login', '--service-principal', '-u', p.admin.clientId, `--password=${p.admin.clientSecret}`, '--tenant', p.admin.tenantId);
     assert.equal(account[0].tenantId, p.admin.tenantId);
 
     // 2. A group, an identity, a vault with purge protection, and the identity's access policy.

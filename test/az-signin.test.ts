@@ -85,7 +85,7 @@ describe('az 2.45 signs in to pgbyok unchanged', { skip: az ? false : 'az (azure
       t.skip('GET /subscriptions answers 404 (not built on this branch yet); az login ends with it');
       return;
     }
-    const accounts = await s.json('login', '--service-principal', '-u', p.admin.clientId, '-p', p.admin.clientSecret, '--tenant', p.admin.tenantId, '--allow-no-subscriptions');
+    const accounts = await s.json('login', '--service-principal', '-u', p.admin.clientId, `--password=${p.admin.clientSecret}`, '--tenant', p.admin.tenantId, '--allow-no-subscriptions');
     assert.ok(Array.isArray(accounts) && accounts.length >= 1);
     assert.equal(accounts[0].tenantId, p.admin.tenantId);
     const token = await s.json('account', 'get-access-token');

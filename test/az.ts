@@ -83,4 +83,4 @@ export function azSession(opts: { az: string; caFile: string; env?: Record<strin
 }
 
 /** The arguments with the value of every password option hidden, for messages. */
-export const redacted = (args: string[]) => args.map((a, i) => (i > 0 && /^(-p|--password)$/.test(args[i - 1]) ? '***' : a));
+export const redacted = (args: string[]) => args.map((a, i) => (i > 0 && /^(-p|--password)$/.test(args[i - 1]) ? '***' : a.replace(/^(--password=|-p=).*/, '$1***')));

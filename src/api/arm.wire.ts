@@ -8,10 +8,6 @@ import type { Names } from '../lib/names.js';
 
 const iso = (s: number) => new Date(s * 1000).toISOString();
 
-export const identityId = (tenantId: string, name: string) =>
-  `/tenants/${tenantId}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${name}`;
-export const vaultResourceId = (tenantId: string, name: string) => `/tenants/${tenantId}/providers/Microsoft.KeyVault/vaults/${name}`;
-
 /** `https://NAME.vault.DOMAIN[:port]/`: every vault on the one vault listener, by its DNS name. */
 export function vaultUri(v: Vault, names: Pick<Names, 'vaultUri'>): string {
   return names.vaultUri(v.name);
@@ -144,13 +140,14 @@ export function deletedVaultWire(v: Vault, subscriptionId: string, vaultId: stri
   };
 }
 
-export function eventSubscriptionWire(tenantId: string, vaultName: string, s: EventSubscription) {
+/** An Event Grid subscription on a vault: `{vaultId}/providers/Microsoft.EventGrid/eventSubscriptions/{name}`. */
+export function eventSubscriptionWire(vaultId: string, s: EventSubscription) {
   return {
-    id: `${vaultResourceId(tenantId, vaultName)}/eventSubscriptions/${s.name}`,
+    id: `${vaultId}/providers/Microsoft.EventGrid/eventSubscriptions/${s.name}`,
     name: s.name,
     type: 'Microsoft.EventGrid/eventSubscriptions',
     properties: {
-      topic: vaultResourceId(tenantId, vaultName),
+      topic: vaultId,
       destination: { endpointType: 'WebHook', properties: { endpointUrl: s.endpoint } },
       filter: { includedEventTypes: s.eventTypes.length ? s.eventTypes : null },
       provisioningState: 'Succeeded',

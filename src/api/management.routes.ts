@@ -3,6 +3,7 @@ import { ApiError, errors } from '../lib/errors.js';
 import type { AuditLog } from '../audit/audit.js';
 import type { IdentityService } from '../identity/identity.service.js';
 import type { VaultService } from '../vault/vaults.service.js';
+import type { Vault } from '../vault/vault.types.js';
 import { eventSubscriptionWire, vaultUri, servicePrincipalWire, tenantWire } from './arm.wire.js';
 import { queryOf } from '../http/request.js';
 import type { Names } from '../lib/names.js';
@@ -15,6 +16,8 @@ export interface ManagementDeps {
   names: Names;
   /** The platform's own tenant: only its Owners manage tenants. */
   platformTenantId: () => string;
+  /** A vault's ARM id (from its placement): the topic of its event subscriptions. */
+  vaultId: (v: Vault) => string;
 }
 
 type TenantParams = { tid: string };
@@ -35,7 +38,7 @@ export function registerPublicRoutes(app: FastifyInstance, d: Pick<ManagementDep
  * The platform's own services (trusted-service certificate, no token) subscribe to the vaults their
  * servers use, so that key changes reach them in seconds.
  */
-export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults' | 'names'>) {
+export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults' | 'names' | 'vaultId'>) {
   // The vault an origin names by its host, on the vault listener's port (a soft-deleted one included).
   const vaultAt = (origin: string) => {
     let url: URL;
@@ -56,7 +59,7 @@ export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDe
     const v = vaultAt(req.body.vaultOrigin);
     if (v.deletedAt != null) throw errors.notFound('VaultNotFound', `No vault is served at ${req.body.vaultOrigin}.`);
     const sub = d.vaults.putSubscription(v.tenantId, v.name, req.body.name, req.body.endpoint, []);
-    return eventSubscriptionWire(v.tenantId, v.name, sub);
+    return eventSubscriptionWire(d.vaultId(v), sub);
   });
   // A deleted server's subscription goes with it (a vault that is gone has none left either).
   app.delete<{ Body: { vaultOrigin: string; name: string } }>('/trusted/eventSubscriptions', {
@@ -125,7 +128,7 @@ export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps
 
   // Event subscriptions (Event Grid shaped).
   app.get<{ Params: TenantParams & { name: string } }>(`${KV}/vaults/:name/eventSubscriptions`, { config: { operation: 'EventSubscriptionList', duty: 'manageVaults' } }, async (req) => ({
-    value: d.vaults.subscriptions(req.params.tid, req.params.name).map((s) => eventSubscriptionWire(req.params.tid, req.params.name, s)),
+    value: d.vaults.subscriptions(req.params.tid, req.params.name).map((s) => eventSubscriptionWire(d.vaultId(d.vaults.get(req.params.tid, req.params.name)), s)),
   }));
   app.put<{ Params: TenantParams & { name: string; sub: string }; Body: { properties: { destination: { properties: { endpointUrl: string } }; filter?: { includedEventTypes?: string[] | null } } } }>(
     `${KV}/vaults/:name/eventSubscriptions/:sub`, {
@@ -134,7 +137,7 @@ export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps
     }, async (req) => {
       const p = req.body.properties;
       const s = d.vaults.putSubscription(req.params.tid, req.params.name, req.params.sub, p.destination.properties.endpointUrl, p.filter?.includedEventTypes ?? []);
-      return eventSubscriptionWire(req.params.tid, req.params.name, s);
+      return eventSubscriptionWire(d.vaultId(d.vaults.get(req.params.tid, req.params.name)), s);
     });
   app.delete<{ Params: TenantParams & { name: string; sub: string } }>(`${KV}/vaults/:name/eventSubscriptions/:sub`, { config: { operation: 'EventSubscriptionDelete', duty: 'manageVaults' } }, async (req) => {
     d.vaults.deleteSubscription(req.params.tid, req.params.name, req.params.sub);

@@ -18,7 +18,9 @@ import { registerPlatformSettingsRoutes, type SettingsStore } from './platform-s
 import type { ArmService } from '../arm/arm.service.js';
 import { registerResourceRoutes, type GroupMember } from '../arm/resources.routes.js';
 import { registerIdentityResourceRoutes } from './identities.routes.js';
-import { registerVaultResourceRoutes } from './vault-resources.routes.js';
+import { registerVaultResourceRoutes, VAULT_TYPE } from './vault-resources.routes.js';
+import { resourceId } from '../arm/arm.service.js';
+import type { Vault } from '../vault/vault.types.js';
 import type { Names } from '../lib/names.js';
 import { registerAuthorizationRoutes } from './authorization.routes.js';
 import type { RoleAssignmentService } from '../arm/role-assignments.service.js';
@@ -83,6 +85,7 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
     };
   };
   installAuditOutcome(app, d.audit, 'management', describe);
+  const vaultId = (v: Vault) => resourceId(d.arm.placementOf(v.tenantId, VAULT_TYPE, v.name, v.location));
   requireSecuredRoutes(app);
   const attempt = auditAttempt(d.audit, 'management', describe);
 
@@ -92,7 +95,7 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
     registerCloudMetadataRoutes(scope, { canonicalOrigin: d.origin, names: d.names });
   });
   secureScope(app, { name: 'trusted', enforces: ['trustedService'], surface: 'identity', hooks: installTrustedServiceAuth, beforeHandler: attempt }, (scope) => {
-    registerTrustedRoutes(scope, { vaults: d.vaults, names: d.names });
+    registerTrustedRoutes(scope, { vaults: d.vaults, names: d.names, vaultId });
     registerManagedIdentityRoutes(scope, d.identity, d.tokens);
   });
   secureScope(app, { name: 'hooks', enforces: ['hookCode'], surface: 'management', hooks: (scope) => installHookCodeAuth(scope, d.hookCode), beforeHandler: attempt }, (scope) => {
@@ -107,7 +110,7 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
     hooks: (scope) => installManagementAuth(scope, { identity: d.identity, arm: d.arm, platformTenantId: d.platformTenantId }),
     beforeHandler: attempt,
   }, (scope) => {
-    registerManagementRoutes(scope, { identity: d.identity, vaults: d.vaults, audit: d.audit, names: d.names, platformTenantId: d.platformTenantId });
+    registerManagementRoutes(scope, { identity: d.identity, vaults: d.vaults, audit: d.audit, names: d.names, platformTenantId: d.platformTenantId, vaultId });
     // What a resource-group delete can remove, one entry per resource type.
     const members: GroupMember[] = [
       registerIdentityResourceRoutes(scope, { identity: d.identity, arm: d.arm }),

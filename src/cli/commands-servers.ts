@@ -51,7 +51,8 @@ export function registerServerCommands(program: Command): void {
       const path = await srv.createPath(o.name, location);
       const res = await ctx.mgmtFull('PUT', path, {
         location,
-        ...(identity ? { identity: { type: 'UserAssigned', userAssignedIdentities: { [identity]: {} } } } : {}),
+        // As Azure asks: every identity the server uses (the geo-backup one too) is listed in its identity block.
+        ...(identity ? { identity: { type: 'UserAssigned', userAssignedIdentities: Object.fromEntries([identity, geoIdentity].filter(Boolean).map((id) => [id, {}])) } } : {}),
         properties: {
           version: o.version,
           administratorLogin: o.adminUser,

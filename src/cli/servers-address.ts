@@ -45,7 +45,16 @@ export function serverAddress(ctx: CliContext, o: ScopeOptions) {
     /** An identity as servers take it: on ARM paths its ARM id (looked up by name); until then its name or tenant-path id. */
     async identity(ref: string | undefined): Promise<string | undefined> {
       if (ref === undefined) return undefined;
-      if (SERVERS_ON_ARM) return ref.startsWith('/') ? ref : arm.idOf(Arm.path(await arm.lookupGroup(TYPES.identity, ref), TYPES.identity, ref));
+      if (SERVERS_ON_ARM) {
+        if (ref.startsWith('/')) return ref;
+        try {
+          return await arm.idOf(Arm.path(await arm.lookupGroup(TYPES.identity, ref), TYPES.identity, ref));
+        } catch (e) {
+          // Not found by name: the server validates it and says why (IdentityNotFound), as it would for an id.
+          if (e instanceof CliError && e.exitCode === 3) return ref;
+          throw e;
+        }
+      }
       return parseArmId(ref)?.name ?? ref;
     },
   };

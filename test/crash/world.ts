@@ -99,8 +99,10 @@ export async function run(w: World, method: string, path: string, body?: unknown
 }
 
 export function createBody(w: World, pw: string, enc: Cmk, extra: Record<string, unknown> = {}) {
+  // Every identity the server uses is in its identity block, the geo-backup one too (as Azure asks).
+  const geo = (extra.dataEncryption as { geoBackupUserAssignedIdentityId?: string } | undefined)?.geoBackupUserAssignedIdentityId;
   return {
-    location: EAST, identity: { type: 'UserAssigned', userAssignedIdentities: { [enc.identityId]: {} } },
+    location: EAST, identity: { type: 'UserAssigned', userAssignedIdentities: Object.fromEntries([enc.identityId, geo].filter(Boolean).map((id) => [id, {}])) },
     properties: {
       administratorLogin: 'dbadmin', administratorLoginPassword: pw, storage: { storageSizeGB: 1 }, version: '15',
       dataEncryption: { type: 'AzureKeyVault', primaryKeyURI: enc.keyUri, primaryUserAssignedIdentityId: enc.identityId }, ...extra,
