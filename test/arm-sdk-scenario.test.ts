@@ -90,7 +90,11 @@ test('the CMK scenario through the official management SDKs', async () => {
   const policyKek = await keyClient(policyVault.properties.vaultUri!).createRsaKey('kek-restore', { keySize: 2048 });
   const keyUri = kek.id!.replace(/\/[^/]+$/, '');
 
-  // 4. A server under that key and identity.
+  // 4. A server under that key and identity (az and the SDK first ask what the region offers and whether the name is free).
+  const caps = [];
+  for await (const c of pg.capabilitiesByLocation.list(LOCATION)) caps.push(c);
+  assert.ok(caps[0].supportedServerEditions?.some((e) => e.name === 'GeneralPurpose'), 'the region offers General Purpose');
+  assert.equal((await pg.nameAvailability.checkWithLocation(LOCATION, { name: 'pg-sdk', type: 'Microsoft.DBforPostgreSQL/flexibleServers' })).nameAvailable, true);
   const server: Server = {
     location: LOCATION,
     sku: { name: 'Standard_D2s_v3', tier: 'GeneralPurpose' },
@@ -120,6 +124,14 @@ test('the CMK scenario through the official management SDKs', async () => {
   assert.equal((await pg.configurations.get(RG, 'pg-sdk', 'work_mem')).value, '8192');
   const db = await pg.databases.beginCreateAndWait(RG, 'pg-sdk', 'appdb', { charset: 'UTF8', collation: 'en_US.utf8' });
   assert.equal(db.name, 'appdb');
+  const rule = await pg.firewallRules.beginCreateOrUpdateAndWait(RG, 'pg-sdk', 'all', { startIpAddress: '0.0.0.0', endIpAddress: '255.255.255.255' });
+  assert.equal(rule.endIpAddress, '255.255.255.255');
+  await pg.servers.beginRestartAndWait(RG, 'pg-sdk');
+  const databases: string[] = [];
+  for await (const x of pg.databases.listByServer(RG, 'pg-sdk')) databases.push(x.name!);
+  assert.ok(databases.includes('appdb'), databases.join(','));
+  await pg.databases.beginDeleteAndWait(RG, 'pg-sdk', 'appdb');
+  await pg.firewallRules.beginDeleteAndWait(RG, 'pg-sdk', 'all');
 
   // 6. Point-in-time restore, under the other vault's key.
   const earliest = (await pg.servers.get(RG, 'pg-sdk')).backup?.earliestRestoreDate;

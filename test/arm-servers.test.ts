@@ -5,7 +5,6 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PostgreSQLManagementFlexibleServerClient } from '@azure/arm-postgresql-flexible';
 import { eventually, MGMT_RESOURCE, startPgbyok, vaultName, type Pgbyok } from './harness.js';
 
 const API = 'api-version=2022-12-01';
@@ -146,35 +145,4 @@ test('a CMK server through ARM paths: ARM identity id, async-operation polling, 
   assert.equal((await asyncEnd(del.async)).status, 'Succeeded');
   assert.equal((await arm('GET', server)).status, 404);
   assert.equal((await arm('GET', `${rg}/${FS}`)).json.value.length, 0);
-});
-
-test('the @azure/arm-postgresql-flexible v9 SDK (2025-08-01) drives a server unchanged: capabilities, name check, create, database, firewall rule, restart, delete', async () => {
-  const client = new PostgreSQLManagementFlexibleServerClient(p.credential(p.admin), sub, {
-    endpoint: p.origin, credentialScopes: [`${MGMT_RESOURCE}/.default`], tlsOptions: { ca: p.ca },
-  });
-  const caps = [];
-  for await (const c of client.capabilitiesByLocation.list(REGION)) caps.push(c);
-  assert.ok(caps[0].supportedServerEditions?.some((e) => e.name === 'GeneralPurpose'));
-  assert.equal((await client.nameAvailability.checkWithLocation(REGION, { name: 'pg-sdk', type: 'Microsoft.DBforPostgreSQL/flexibleServers' })).nameAvailable, true);
-
-  const s = await client.servers.beginCreateOrUpdateAndWait('rg-arm', 'pg-sdk', {
-    location: REGION, sku: { name: 'Standard_B1ms', tier: 'Burstable' },
-    administratorLogin: 'dbadmin', administratorLoginPassword: 'Passw0rd!x', version: '15', storage: { storageSizeGB: 1 },
-    highAvailability: { mode: 'Disabled' }, createMode: 'Create',
-  });
-  assert.equal(s.state, 'Ready');
-  assert.equal(s.id, `${rg}/${FS}/pg-sdk`);
-  assert.equal(s.sku?.tier, 'Burstable');
-  const db = await client.databases.beginCreateAndWait('rg-arm', 'pg-sdk', 'appdb', { charset: 'UTF8', collation: 'C' });
-  assert.equal(db.name, 'appdb');
-  const rule = await client.firewallRules.beginCreateOrUpdateAndWait('rg-arm', 'pg-sdk', 'all', { startIpAddress: '0.0.0.0', endIpAddress: '255.255.255.255' });
-  assert.equal(rule.endIpAddress, '255.255.255.255');
-  await client.servers.beginRestartAndWait('rg-arm', 'pg-sdk');
-  const names = [];
-  for await (const x of client.databases.listByServer('rg-arm', 'pg-sdk')) names.push(x.name);
-  assert.ok(names.includes('appdb'), names.join(','));
-  await client.databases.beginDeleteAndWait('rg-arm', 'pg-sdk', 'appdb');
-  await client.firewallRules.beginDeleteAndWait('rg-arm', 'pg-sdk', 'all');
-  await client.servers.beginDeleteAndWait('rg-arm', 'pg-sdk');
-  await assert.rejects(client.servers.get('rg-arm', 'pg-sdk'), (e: any) => e.statusCode === 404);
 });
