@@ -145,3 +145,13 @@ test('the older tenant paths keep working and put new resources in the location\
   assert.equal(r.body.id, `/subscriptions/${sub}/resourceGroups/pgbyok-westus/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-old`);
   assert.equal((await arm('HEAD', '/resourcegroups/pgbyok-westus')).status, 204);
 });
+
+test('a create placed before it acts: refused, it leaves no group behind; without a location it goes to the default location\'s group', async () => {
+  const bad = await p.call('PUT', `/tenants/${p.admin.tenantId}/providers/Microsoft.KeyVault/vaults/x!?api-version=2023-07-01`, { token, body: { location: 'northeurope', properties: {} } });
+  assert.equal(bad.status, 400);
+  assert.equal((await arm('HEAD', '/resourcegroups/pgbyok-northeurope')).status, 404, 'the refused vault made no default group');
+  const noLocation = await p.call('PUT', `/tenants/${p.admin.tenantId}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-noloc?api-version=2023-01-31`, { token, body: {} });
+  assert.equal(noLocation.status, 200);
+  assert.equal(noLocation.body.location, 'eastus');
+  assert.match(noLocation.body.id, /\/resourceGroups\/pgbyok-eastus\/providers\//);
+});

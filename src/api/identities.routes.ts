@@ -34,11 +34,10 @@ export function registerIdentityResourceRoutes(app: FastifyInstance, d: { identi
   }, async (req, reply) => {
     const existing = identity.principals(req.arm.tenantId).find((x) => x.kind === 'UserAssignedIdentity' && x.name === req.params.name);
     if (existing && arm.inScope(req.arm, placed(existing))) return identityWire(existing, idOf(existing));
-    const location = req.body?.location;
-    const plan = arm.plan(req.arm, IDENTITY_TYPE, req.params.name, location ?? '', req.body?.tags);
-    const { principal, clientSecret } = await identity.createPrincipal(req.arm.tenantId, 'UserAssignedIdentity', req.params.name, location);
-    const p = arm.commit(plan, principal.location);
-    return reply.code(req.arm.tenantPath ? 200 : 201).send(identityWire(principal, resourceId(p), clientSecret));
+    const location = req.body?.location ?? identity.defaultLocation();
+    const plan = arm.plan(req.arm, IDENTITY_TYPE, req.params.name, location, req.body?.tags);
+    const { principal, clientSecret } = await arm.create(plan, location, () => identity.createPrincipal(req.arm.tenantId, 'UserAssignedIdentity', req.params.name, location));
+    return reply.code(req.arm.tenantPath ? 200 : 201).send(identityWire(principal, idOf(principal), clientSecret));
   });
   armRoute(app, 'GET', P, LIST_LEVELS, { config: { operation: 'IdentityList', duty: 'readPlatform' } }, async (req) => ({
     value: inScope(req).map((p) => identityWire(p, idOf(p))),

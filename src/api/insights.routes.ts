@@ -76,8 +76,7 @@ export function registerInsightsRoutes(app: FastifyInstance, d: { insights: Insi
     armRoute<Named, Body>(app, 'PUT', `${INS}/${kind.path}/:name`, RESOURCE_LEVELS, { config: { operation: `${kind.op}Put`, duty: 'manageMonitoring' }, schema: { body: bodySchema } }, async (req, reply) => {
       const existing = kind.get(req.arm.tenantId, req.params.name);
       const plan = arm.plan(req.arm, kind.type, existing?.name ?? req.params.name, 'global', req.body?.tags);
-      const r = kind.put(req.arm.tenantId, existing?.name ?? req.params.name, req.body ?? {});
-      arm.commit(plan, 'global');
+      const r = await arm.create(plan, 'global', () => kind.put(req.arm.tenantId, existing?.name ?? req.params.name, req.body ?? {}));
       return reply.code(existing || req.arm.tenantPath ? 200 : 201).send(wire(r));
     });
     armRoute(app, 'GET', `${INS}/${kind.path}`, LIST_LEVELS, { config: { operation: `${kind.op}List`, duty: 'readServers' } }, async (req) => ({

@@ -125,9 +125,12 @@ export function registerVaultResourceRoutes(app: FastifyInstance, d: { identity:
     // Without an accessPolicies list (pgbyok's own CLI) the creator gets every key permission, as az does;
     // with one (ARM clients, az) the vault holds exactly what was sent. An RBAC vault's creator gets nothing:
     // its data plane answers to role assignments only.
-    const v = await vaults.create(req.arm.tenantId, { name: req.params.name, location, ...input }, policies ? undefined : req.caller!.principal.objectId);
-    if (policies?.length) vaults.replace(v.tenantId, v.name, {}, policies);
-    arm.commit(plan, v.location);
+    const v = await arm.create(plan, location, async () => {
+      const made = await vaults.create(req.arm.tenantId, { name: req.params.name, location, ...input }, policies ? undefined : req.caller!.principal.objectId);
+      // A crash here leaves the vault without its policies: the same PUT again replaces them (create-or-update).
+      if (policies?.length) vaults.replace(made.tenantId, made.name, {}, policies);
+      return made;
+    });
     return reply.code(req.arm.tenantPath ? 200 : 201).send(out(vaults.get(v.tenantId, v.name)));
   });
   armRoute<Named, VaultBody>(app, 'PATCH', `${KV}/vaults/:name`, RESOURCE_LEVELS, {

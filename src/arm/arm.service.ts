@@ -91,6 +91,16 @@ export function createArmService(d: { repo: ArmRepo; clock: Clock }) {
     return d.repo.group(subscriptionId, name)!;
   };
 
+  const plan = (scope: ArmScope, type: string, name: string, location: string, tags?: Record<string, string>): Placement => {
+    const current = d.repo.placement(scope.tenantId, type, name);
+    if (current && scope.resourceGroup && (current.resourceGroup.toLowerCase() !== scope.resourceGroup.toLowerCase() || current.subscriptionId !== scope.subscriptionId)) {
+      throw errors.conflict(`A resource '${type}/${name}' already exists in resource group '${current.resourceGroup}' of subscription ${current.subscriptionId}; names are unique in a tenant.`, 'ResourceExistsInAnotherGroup');
+    }
+    const subscriptionId = scope.resourceGroup ? scope.subscriptionId : current?.subscriptionId ?? defaultSubscription(scope.tenantId).id;
+    const resourceGroup = scope.resourceGroup ?? current?.resourceGroup ?? defaultGroupName(location);
+    return { tenantId: scope.tenantId, type, name, subscriptionId, resourceGroup, tags: tags ?? current?.tags ?? {} };
+  };
+
   return {
     defaultSubscription,
     subscriptions: (tenantId: string) => { defaultSubscription(tenantId); return d.repo.subscriptions(tenantId); },
@@ -130,25 +140,32 @@ export function createArmService(d: { repo: ArmRepo; clock: Clock }) {
      * Where a new resource would go, without writing anything: the group the path names, or (on a tenant path)
      * where it already is, else the default group of its location in the tenant's default subscription. Names
      * are unique per tenant here (Azure makes some unique per group only): a name the tenant holds in another
-     * group is a conflict that names that group. Call before the domain acts; `commit` after it has.
+     * group is a conflict that names that group.
      */
-    plan(scope: ArmScope, type: string, name: string, location: string, tags?: Record<string, string>): Placement {
-      const current = d.repo.placement(scope.tenantId, type, name);
-      if (current && scope.resourceGroup && (current.resourceGroup.toLowerCase() !== scope.resourceGroup.toLowerCase() || current.subscriptionId !== scope.subscriptionId)) {
-        throw errors.conflict(`A resource '${type}/${name}' already exists in resource group '${current.resourceGroup}' of subscription ${current.subscriptionId}; names are unique in a tenant.`, 'ResourceExistsInAnotherGroup');
-      }
-      const subscriptionId = scope.resourceGroup ? scope.subscriptionId : current?.subscriptionId ?? defaultSubscription(scope.tenantId).id;
-      const resourceGroup = scope.resourceGroup ?? current?.resourceGroup ?? defaultGroupName(location);
-      return { tenantId: scope.tenantId, type, name, subscriptionId, resourceGroup, tags: tags ?? current?.tags ?? {} };
-    },
-    /** Records a planned placement (making a default group on first use) once the resource exists. */
-    commit(p: Placement, location: string): Placement {
-      return d.repo.transaction(() => {
+    plan,
+    /**
+     * Creates a resource where `plan` puts it. The placement (and a default group it needs) is written first and
+     * taken back if `act` refuses, so a crash in between leaves at most a placement whose resource does not exist
+     * (which the same PUT, repeated, fills), never a resource in the wrong group.
+     */
+    async create<T>(p: Placement, location: string, act: () => Promise<T> | T): Promise<T> {
+      const before = d.repo.placement(p.tenantId, p.type, p.name);
+      const madeGroup = !d.repo.group(p.subscriptionId, p.resourceGroup);
+      if (madeGroup && !location) throw errors.badParameter('location is required.', 'LocationRequired');
+      d.repo.transaction(() => {
         const g = ensureGroup(p.subscriptionId, p.resourceGroup, location);
-        const placed = { ...p, resourceGroup: g.name };
-        d.repo.upsertPlacement(placed);
-        return placed;
+        d.repo.upsertPlacement({ ...p, resourceGroup: g.name });
       });
+      try {
+        return await act();
+      } catch (e) {
+        d.repo.transaction(() => {
+          if (before) d.repo.upsertPlacement(before);
+          else d.repo.deletePlacement(p.tenantId, p.type, p.name);
+          if (madeGroup) d.repo.deleteGroup(p.subscriptionId, p.resourceGroup);
+        });
+        throw e;
+      }
     },
     /** Where an existing resource sits (resources made before placement existed sit in their location's default group). */
     placementOf(tenantId: string, type: string, name: string, location: string): Placement {

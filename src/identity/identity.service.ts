@@ -101,6 +101,8 @@ export function createIdentityService({ repo, tokens, defaultLocation }: Identit
   return {
     requireTenant,
     tenants: () => repo.tenants(),
+    /** Where a principal created without a location goes. */
+    defaultLocation: () => defaultLocation,
     createPrincipal,
 
     /**
