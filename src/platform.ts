@@ -224,7 +224,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   const serversRepo = createServersRepo(db, clock);
   const insights = createInsights({
     db, audit, arm, logger, clock, home: paths.root, ca: tls.ca, streamIntervalMs: config.PGBYOK_DIAGNOSTICS_INTERVAL_MS,
-    vaultUriOf: (tenantId, name) => { const v = vaults.list(tenantId).find((x) => x.name.toLowerCase() === name.toLowerCase()); return v ? names.vaultUri(v.name) : undefined; },
+    vaultUriOf: (tenantId, name) => { const v = vaults.byName(name); return v && v.tenantId === tenantId ? names.vaultUri(v.name) : undefined; },
   });
   const monitoring = createMonitoring({ insights });
   const trusted = { platformOrigin: origin, vaultResource: names.vaultResource, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };

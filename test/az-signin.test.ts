@@ -17,14 +17,10 @@ const az = findAz();
 describe('az 2.45 signs in to pgbyok unchanged', { skip: az ? false : 'az (azure-cli) is not installed' }, () => {
   let p: Pgbyok;
   let s: AzSession;
-  let subscriptionsServed = false;
 
   before(async () => {
     p = await startPgbyok();
     s = azSession({ az: az!, caFile: join(p.home, 'tls', 'ca.pem') });
-    // GET /subscriptions is az login's last step; it comes from another branch.
-    const subs = await p.http('GET', `${p.origin}/subscriptions?api-version=2019-11-01`, { token: await p.token(p.admin, 'https://management.azure.com') });
-    subscriptionsServed = subs.status !== 404;
   });
   after(async () => {
     s?.close();
@@ -80,11 +76,7 @@ describe('az 2.45 signs in to pgbyok unchanged', { skip: az ? false : 'az (azure
     assert.equal(vaults.status, 200, vaults.text);
   });
 
-  test('az login --service-principal and az account get-access-token', async (t) => {
-    if (!subscriptionsServed) {
-      t.skip('GET /subscriptions answers 404 (not built on this branch yet); az login ends with it');
-      return;
-    }
+  test('az login --service-principal and az account get-access-token', async () => {
     const accounts = await s.json('login', '--service-principal', '-u', p.admin.clientId, `--password=${p.admin.clientSecret}`, '--tenant', p.admin.tenantId, '--allow-no-subscriptions');
     assert.ok(Array.isArray(accounts) && accounts.length >= 1);
     assert.equal(accounts[0].tenantId, p.admin.tenantId);

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startPgbyok, vaultName, type Pgbyok } from './harness.js';
 import { CliContext } from '../src/cli/client.js';
-import { SERVERS_ON_ARM, serverAddress } from '../src/cli/servers-address.js';
+import { serverAddress } from '../src/cli/servers-address.js';
 
 let p: Pgbyok;
 let sub: string;
@@ -179,14 +179,14 @@ test('separation of duties holds on the ARM paths: a DBA makes identities (and t
   }
 });
 
-test('servers stay on the tenant path until SERVERS_ON_ARM: -g is refused clearly, an identity ARM id is passed as its name', async () => {
-  if (SERVERS_ON_ARM) return;
+test('servers are addressed in their group: -g names it, an identity goes as its ARM id, a server not in the group is not found', async () => {
+  p.cli('group', 'create', '-n', 'rg-srv', '-l', 'eastus');
+  p.cli('identity', 'create', '--name', 'id-srv', '-g', 'rg-srv');
+  const srv = serverAddress(new CliContext(p.home), { resourceGroup: 'rg-kv' });
+  assert.match(await srv.path('pg-x'), /^\/subscriptions\/[^/]+\/resourceGroups\/rg-kv\/providers\/Microsoft\.DBforPostgreSQL\/flexibleServers\/pg-x$/);
+  assert.equal(await srv.identity('id-srv'), armId('rg-srv', ID_TYPE, 'id-srv'), 'found in its own group, whatever -g says');
+  assert.equal(await srv.identity('no-such-identity'), 'no-such-identity', 'a name not found goes as given: the server names the problem');
   const r = p.cliRaw(['server', 'show', '--name', 'pg-x', '-g', 'rg-kv']);
   assert.notEqual(r.status, 0);
-  assert.match(r.stderr, /omit --resource-group/);
-  assert.equal(p.cliRaw(['server', 'list']).status, 0);
-  const srv = serverAddress(new CliContext(p.home), {});
-  assert.equal(await srv.identity(armId('rg-ids', ID_TYPE, 'id-a')), 'id-a');
-  assert.equal(await srv.identity('id-a'), 'id-a');
-  assert.equal(await srv.path('pg-x'), 'providers/Microsoft.DBforPostgreSQL/flexibleServers/pg-x');
+  assert.match(r.stderr, /ResourceNotFound|not found/);
 });

@@ -332,6 +332,7 @@ test('audit verify passes, then catches a record edited behind the service\'s ba
   assert.equal(ok.valid, true);
   assert.ok(ok.records > 50);
   const unwraps = p.cli('audit', 'list', '--operation', 'KeyWrap');
+  assert.ok(unwraps.length > 0, 'the wraps are in the audit log');
   assert.ok(unwraps.every((r: any) => r.operation === 'KeyWrap' && r.vault && r.callerObjectId && ['::1', '127.0.0.1'].includes(r.sourceAddress)));
 
   const db = new Database(join(p.home, 'pgbyok.db'));

@@ -1,7 +1,7 @@
 import type { Names } from '../lib/names.js';
 import type { FastifyReply, FastifyRequest, RouteShorthandOptions } from 'fastify';
 import { ApiError } from '../lib/errors.js';
-import { bearerToken, queryOf } from '../http/request.js';
+import { bearerToken, queryOf, clientOrigin } from '../http/request.js';
 import type { Caller as IdentityCaller } from '../identity/identity.service.js';
 import type { Caller, ServersService } from '../servers/servers.service.js';
 import type { Server } from '../servers/servers.repo.js';
@@ -78,7 +78,7 @@ export function createServerAddressing(arm: ArmService, servers: ServersService,
      * document and the operation result, under the server's location); on the tenant path, pgbyok's operation.
      */
     accepted(reply: FastifyReply, req: FastifyRequest, op: Operation, location: string, body: unknown) {
-      const host = `https://${req.headers.host}`;
+      const host = clientOrigin(req);
       if (req.arm.tenantPath) {
         const url = `${host}/tenants/${req.arm.tenantId}/providers/Microsoft.DBforPostgreSQL/operations/${op.id}`;
         return reply.code(202).header('azure-asyncoperation', url).header('location', url).header('retry-after', '1').send(body);

@@ -1,3 +1,4 @@
+import { clientOrigin } from '../http/request.js';
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../lib/errors.js';
 import type { ServersService } from '../servers/servers.service.js';
@@ -50,7 +51,7 @@ export function registerPostgresLocationRoutes(app: FastifyInstance, d: { server
     const op = servers.operation(req.arm.tenantId, req.params.id);
     const status = asyncStatus(op);
     if (status === 'InProgress') {
-      return reply.code(202).header('location', `https://${req.headers.host}${req.url}`).header('retry-after', '1').send();
+      return reply.code(202).header('location', `${clientOrigin(req)}${req.url}`).header('retry-after', '1').send();
     }
     if (status !== 'Succeeded') throw new ApiError(400, op.errorCode ?? 'OperationFailed', op.error ?? `The ${op.kind} operation of ${op.serverName} did not complete (${status}).`);
     const server = RESOURCE_KINDS.includes(op.kind) ? servers.list(req.arm.tenantId).find((s) => s.id === op.serverId) : undefined;

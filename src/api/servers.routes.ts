@@ -37,8 +37,6 @@ export function registerServerRoutes(app: FastifyInstance, d: { servers: Servers
       const { server, operation } = await servers.update(caller, s.name, put.input);
       return at.accepted(reply, req, operation, server.location, out(server));
     }
-    // A placement left by a server that no longer exists is stale: the name is free again, in any group.
-    if (!servers.list(req.arm.tenantId).some((s) => s.name === req.params.name)) arm.unplace(req.arm.tenantId, FS_TYPE, req.params.name);
     const plan = arm.plan(req.arm, FS_TYPE, req.params.name, b.location ?? '', b.tags);
     const { server, operation } = await arm.create(plan, b.location ?? '', () => put.verb === 'replica' ? servers.createReplica(caller, { ...put.input, name: req.params.name })
       : put.verb === 'restore' ? servers.restore(caller, { ...put.input, name: req.params.name })

@@ -125,13 +125,8 @@ export function registerVaultResourceRoutes(app: FastifyInstance, d: { identity:
     // Without an accessPolicies list (pgbyok's own CLI) the creator gets every key permission, as az does;
     // with one (ARM clients, az) the vault holds exactly what was sent. An RBAC vault's creator gets nothing:
     // its data plane answers to role assignments only.
-    const v = await arm.create(plan, location, async () => {
-      const made = await vaults.create(req.arm.tenantId, { name: req.params.name, location, ...input }, policies ? undefined : req.caller!.principal.objectId);
-      // A crash here leaves the vault without its policies: the same PUT again replaces them (create-or-update).
-      if (policies?.length) vaults.replace(made.tenantId, made.name, {}, policies);
-      return made;
-    });
-    return reply.code(req.arm.tenantPath ? 200 : 201).send(out(vaults.get(v.tenantId, v.name)));
+    const v = await arm.create(plan, location, () => vaults.create(req.arm.tenantId, { name: req.params.name, location, ...input, policies }, req.caller!.principal.objectId));
+    return reply.code(req.arm.tenantPath ? 200 : 201).send(out(v));
   });
   armRoute<Named, VaultBody>(app, 'PATCH', `${KV}/vaults/:name`, RESOURCE_LEVELS, {
     config: { operation: 'VaultUpdate', duty: 'manageVaults' }, schema: { body: vaultBodySchema },

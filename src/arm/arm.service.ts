@@ -92,7 +92,10 @@ export function createArmService(d: { repo: ArmRepo; clock: Clock }) {
   };
 
   const plan = (scope: ArmScope, type: string, name: string, location: string, tags?: Record<string, string>): Placement => {
-    const current = d.repo.placement(scope.tenantId, type, name);
+    // A placement whose resource no longer exists (purged, dropped, a create that crashed) holds the name nowhere.
+    const recorded = d.repo.placement(scope.tenantId, type, name);
+    const lister = listers.get(type.toLowerCase());
+    const current = recorded && (!lister || lister.list(scope.tenantId).some((r) => r.name.toLowerCase() === name.toLowerCase())) ? recorded : undefined;
     if (current && scope.resourceGroup && (current.resourceGroup.toLowerCase() !== scope.resourceGroup.toLowerCase() || current.subscriptionId !== scope.subscriptionId)) {
       throw errors.conflict(`A resource '${type}/${name}' already exists in resource group '${current.resourceGroup}' of subscription ${current.subscriptionId}; names are unique in a tenant.`, 'ResourceExistsInAnotherGroup');
     }
@@ -162,7 +165,8 @@ export function createArmService(d: { repo: ArmRepo; clock: Clock }) {
         d.repo.transaction(() => {
           if (before) d.repo.upsertPlacement(before);
           else d.repo.deletePlacement(p.tenantId, p.type, p.name);
-          if (madeGroup) d.repo.deleteGroup(p.subscriptionId, p.resourceGroup);
+          // The group this create made goes too, unless another resource was placed in it meanwhile.
+          if (madeGroup && d.repo.placementsInGroup(p.subscriptionId, p.resourceGroup).length === 0) d.repo.deleteGroup(p.subscriptionId, p.resourceGroup);
         });
         throw e;
       }

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ApiError, errors } from '../lib/errors.js';
-import { queryOf } from '../http/request.js';
+import { queryOf, clientOrigin } from '../http/request.js';
 import type { IdentityService } from '../identity/identity.service.js';
 import type { Duty } from '../identity/roles.js';
 import { REGIONS } from '../servers/regions.js';
@@ -117,15 +117,21 @@ export function registerResourceRoutes(app: FastifyInstance, d: { arm: ArmServic
       d.identity.requireDuty(req.caller!, m.duty, { scope: `/subscriptions/${g.subscriptionId}/resourceGroups/${g.name}`, action: `${m.type}/delete` });
     }
     arm.setGroupState(g, 'Deleting');
-    for (const r of held) await members.get(r.placement.type.toLowerCase())!.remove(req, r.placement.name);
-    const url = `https://${req.headers.host}/subscriptions/${g.subscriptionId}/operationresults/${LRO_TOKEN(g)}?api-version=2021-04-01`;
+    try {
+      for (const r of held) await members.get(r.placement.type.toLowerCase())!.remove(req, r.placement.name);
+    } catch (e) {
+      // What was removed stays removed; the group is usable again, and the same DELETE carries on from here.
+      arm.setGroupState(g, 'Succeeded');
+      throw e;
+    }
+    const url = `${clientOrigin(req)}/subscriptions/${g.subscriptionId}/operationresults/${LRO_TOKEN(g)}?api-version=2021-04-01`;
     if (!settle(arm.findGroup(g.subscriptionId, g.name))) return reply.code(200).send();
     return reply.code(202).header('location', url).header('retry-after', '5').send();
   });
   app.get<{ Params: Sub & { token: string } }>('/subscriptions/:subscriptionId/operationresults/:token', { config: { operation: 'ResourceGroupDeleteStatus', duty: 'readPlatform' } }, async (req, reply) => {
     const m = /^rg:(.+)$/.exec(Buffer.from(req.params.token, 'base64url').toString());
     if (!m) throw errors.notFound('OperationNotFound', 'No such operation.');
-    if (settle(arm.findGroup(req.arm.subscriptionId, m[1]))) return reply.code(202).header('location', `https://${req.headers.host}${req.url}`).header('retry-after', '5').send();
+    if (settle(arm.findGroup(req.arm.subscriptionId, m[1]))) return reply.code(202).header('location', `${clientOrigin(req)}${req.url}`).header('retry-after', '5').send();
     return reply.code(200).send();
   });
 

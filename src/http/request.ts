@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { TLSSocket } from 'node:tls';
 import { TRUSTED_SERVICE_CN } from '../pki/ca.js';
+import { errors } from '../lib/errors.js';
 
 /** What a handler or hook reads off a request: query, bearer token, origin, source address, trusted service. */
 
@@ -19,6 +20,13 @@ export function bearerToken(req: FastifyRequest): string | undefined {
 export function requestOrigin(req: FastifyRequest, fallback: string): string {
   const host = req.headers.host;
   return host && /^[A-Za-z0-9.\-[\]:]+$/.test(host) ? `https://${host}` : fallback;
+}
+
+/** The origin the client used, for URLs it is to follow (Location, Azure-AsyncOperation); a Host that is not a host is refused. */
+export function clientOrigin(req: FastifyRequest): string {
+  const o = requestOrigin(req, '');
+  if (!o) throw errors.badParameter('The Host header is not a valid host name.');
+  return o;
 }
 
 export function sourceAddress(req: FastifyRequest): string {

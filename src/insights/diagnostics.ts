@@ -101,12 +101,12 @@ export function createDiagnostics(d: {
     };
   };
 
-  const record = (t: DiagnosticTarget, r: AuditRecord & { seq: number }) => {
-    const uri = d.vaultUriOf(t.tenantId, t.resourceName);
+  /** One audit record in Azure Monitor's AuditEvent shape; `uri` and `resourceId` are the setting's, found once per batch. */
+  const record = (t: DiagnosticTarget, r: AuditRecord & { seq: number }, uri: string | undefined, resourceId: string) => {
     const keyId = uri && r.key ? `${uri.replace(/\/$/, '')}/keys/${r.key}${r.version ? `/${r.version}` : ''}` : undefined;
     return {
       time: r.time,
-      resourceId: d.resourceIdOf(t).toUpperCase(),
+      resourceId,
       operationName: OPERATION_NAMES[r.operation] ?? r.operation,
       operationVersion: r.apiVersion ?? '',
       category: 'AuditEvent',
@@ -153,19 +153,27 @@ export function createDiagnostics(d: {
   const pass = async () => {
     for (const s of d.repo.allDiagnosticSettings()) {
       const key = keyOf(s);
+      // Everything up to here is in this pass's batches: a caught-up setting moves to it, so a quiet vault's
+      // cursor does not stay behind (and get every other vault's records scanned again, pass after pass).
+      const head = d.audit.lastSeq();
       if (!streams(s.properties)) {
         // A setting whose logs are all disabled collects nothing: when enabled again it starts from then.
-        d.repo.advanceDiagnosticSetting(s, d.audit.lastSeq());
+        if (s.deliveredSeq < head) d.repo.advanceDiagnosticSetting(s, head);
         continue;
       }
       const b = backoff.get(key);
       if (b && d.clock.now() < b.nextAt) continue;
       let cursor = s.deliveredSeq;
+      const uri = d.vaultUriOf(s.tenantId, s.resourceName);
+      const resourceId = d.resourceIdOf(s).toUpperCase();
       for (;;) {
         const batch = d.audit.vaultOutcomesAfter(cursor, s.tenantId, s.resourceName, BATCH);
-        if (!batch.length) break;
+        if (!batch.length) {
+          if (cursor < head) d.repo.advanceDiagnosticSetting(s, head);
+          break;
+        }
         try {
-          await deliver(s, batch.map((r) => record(s, r)));
+          await deliver(s, batch.map((r) => record(s, r, uri, resourceId)));
         } catch (err) {
           const failures = (backoff.get(key)?.failures ?? 0) + 1;
           const delay = Math.min(1000 * 2 ** (failures - 1), 300_000) * (0.5 + Math.random() / 2);
@@ -176,8 +184,11 @@ export function createDiagnostics(d: {
         backoff.delete(key);
         cursor = batch[batch.length - 1].seq;
         // The setting may have been deleted while the batch was out; the update then changes nothing.
+        if (batch.length < BATCH) {
+          d.repo.advanceDiagnosticSetting(s, Math.max(cursor, head));
+          break;
+        }
         d.repo.advanceDiagnosticSetting(s, cursor);
-        if (batch.length < BATCH) break;
       }
     }
   };
@@ -200,9 +211,13 @@ export function createDiagnostics(d: {
     })();
     return running;
   };
+  // The vaults some setting streams (tenant|name): only their records wake the pump; the interval does the rest.
+  let streamed = new Set<string>();
+  const refreshStreamed = () => { streamed = new Set(d.repo.allDiagnosticSettings().map((x) => `${x.tenantId}|${x.resourceName.toLowerCase()}`)); };
+  refreshStreamed();
   let woken = false;
   d.audit.onAppend((rec) => {
-    if (rec.result === 'Started' || !rec.vault || woken) return;
+    if (rec.result === 'Started' || !rec.vault || woken || !streamed.has(`${rec.tenantId}|${rec.vault.toLowerCase()}`)) return;
     woken = true;
     setImmediate(() => { woken = false; void pump(); });
   });
@@ -214,7 +229,7 @@ export function createDiagnostics(d: {
     get: (t: DiagnosticTarget, name: string) => d.repo.diagnosticSetting(t.tenantId, t.resourceType, t.resourceName, name),
     put(t: DiagnosticTarget, name: string, body: DiagnosticBody): { setting: StoredDiagnosticSetting; created: boolean } {
       const properties = validate(t.tenantId, name, body);
-      return d.repo.transaction(() => {
+      const result = d.repo.transaction(() => {
         const existing = d.repo.diagnosticSetting(t.tenantId, t.resourceType, t.resourceName, name);
         if (existing) {
           const updated = { ...existing, properties };
@@ -226,8 +241,14 @@ export function createDiagnostics(d: {
         d.repo.insertDiagnosticSetting(s);
         return { setting: s, created: true };
       });
+      refreshStreamed();
+      return result;
     },
-    delete: (t: DiagnosticTarget, name: string) => d.repo.deleteDiagnosticSetting({ ...t, name }),
+    delete(t: DiagnosticTarget, name: string) {
+      const r = d.repo.deleteDiagnosticSetting({ ...t, name });
+      refreshStreamed();
+      return r;
+    },
     /** Delivers what is pending now (tests, and the interval). */
     flush: () => pump(),
     async close() {

@@ -20,6 +20,8 @@ export interface CreateVaultInput {
   publicNetworkAccess?: 'Enabled' | 'Disabled';
   networkAcls?: Partial<NetworkAcls>;
   enableRbacAuthorization?: boolean;
+  /** The whole access-policy list (ARM's PUT), checked with the rest and written with the vault. */
+  policies?: { objectId: string; tenantId?: string; keyPermissions: string[] }[];
 }
 
 export interface UpdateVaultInput {
@@ -160,22 +162,14 @@ export function createVaultService({ repo, events, principalExists, clock = syst
         id: randomUUID(), tenantId, name: input.name, location: input.location, retentionDays,
         purgeProtection: !!input.purgeProtection, publicNetworkAccess, networkAcls, enableRbacAuthorization: !!input.enableRbacAuthorization, created: t, updated: t,
       };
+      const policies = input.policies?.map((p) => checkPolicy(vault, p, 'replace')).filter((p) => p.keyPermissions.length > 0);
       repo.transaction(() => {
         repo.insertVault(vault);
-        // As `az keyvault create` does: the creator gets an access policy with every key permission (an RBAC vault has no use for one).
-        if (creatorObjectId && !vault.enableRbacAuthorization) repo.upsertPolicy(vault.id, { tenantId, objectId: creatorObjectId, keyPermissions: [...KEY_PERMISSIONS] });
+        // As `az keyvault create` does: without a list, the creator gets every key permission (an RBAC vault has no use for one).
+        if (policies) for (const p of policies) repo.upsertPolicy(vault.id, { tenantId, objectId: p.objectId, keyPermissions: p.keyPermissions });
+        else if (creatorObjectId && !vault.enableRbacAuthorization) repo.upsertPolicy(vault.id, { tenantId, objectId: creatorObjectId, keyPermissions: [...KEY_PERMISSIONS] });
       });
       return vault;
-    },
-
-    update(tenantId: string, name: string, input: UpdateVaultInput): Vault {
-      const v = get(tenantId, name);
-      const rbacBefore = v.enableRbacAuthorization;
-      const networkChanged = applyUpdate(v, input);
-      save(v);
-      if (rbacBefore !== v.enableRbacAuthorization) events.emit(v, 'Microsoft.KeyVault.VaultAccessPolicyChanged', { objectType: 'Vault', objectName: v.name });
-      if (networkChanged) events.emit(v, 'Microsoft.KeyVault.VaultNetworkRulesChanged', { objectType: 'Vault', objectName: v.name });
-      return v;
     },
 
     /**
