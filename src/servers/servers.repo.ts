@@ -94,16 +94,6 @@ export function createServersRepo(db: Db, clock: Clock) {
     all: db.prepare('SELECT * FROM servers ORDER BY name'),
     ports: db.prepare('SELECT port FROM servers'),
     delete: db.prepare('DELETE FROM servers WHERE id = ?'),
-    activity: db.prepare(`INSERT INTO activity_log (time, tenant_id, resource_id, operation, status, level, caller, message) VALUES (?,?,?,?,?,?,?,?)`),
-    activityList: db.prepare('SELECT * FROM activity_log WHERE tenant_id = ? AND (? IS NULL OR resource_id = ?) ORDER BY id DESC LIMIT ?'),
-    actionGroups: db.prepare('SELECT * FROM action_groups WHERE tenant_id = ? ORDER BY name'),
-    actionGroup: db.prepare('SELECT * FROM action_groups WHERE tenant_id = ? AND name = ?'),
-    putActionGroup: db.prepare('INSERT INTO action_groups (tenant_id, name, webhooks) VALUES (?,?,?) ON CONFLICT (tenant_id, name) DO UPDATE SET webhooks = excluded.webhooks'),
-    deleteActionGroup: db.prepare('DELETE FROM action_groups WHERE tenant_id = ? AND name = ?'),
-    alertRules: db.prepare('SELECT * FROM alert_rules WHERE tenant_id = ? ORDER BY name'),
-    putAlertRule: db.prepare(`INSERT INTO alert_rules (tenant_id, name, condition, server_name, action_group, enabled) VALUES (?,?,?,?,?,?)
-      ON CONFLICT (tenant_id, name) DO UPDATE SET condition = excluded.condition, server_name = excluded.server_name, action_group = excluded.action_group, enabled = excluded.enabled`),
-    deleteAlertRule: db.prepare('DELETE FROM alert_rules WHERE tenant_id = ? AND name = ?'),
     parameters: db.prepare('SELECT name, value, pending_restart FROM server_parameters WHERE server_id = ? ORDER BY name'),
     putParameter: db.prepare(`INSERT INTO server_parameters (server_id, name, value, pending_restart, updated) VALUES (?,?,?,?,?)
       ON CONFLICT (server_id, name) DO UPDATE SET value = excluded.value, pending_restart = excluded.pending_restart, updated = excluded.updated`),
@@ -149,29 +139,6 @@ export function createServersRepo(db: Db, clock: Clock) {
     usedPorts: () => new Set((s.ports.all() as { port: number }[]).map((r) => r.port)),
     delete: (id: string) => void s.delete.run(id),
 
-
-    addActivity: (e: Omit<ActivityEntry, 'id'>) =>
-      void s.activity.run(e.time, e.tenantId, e.resourceId, e.operation, e.status, e.level, e.caller ?? null, e.message),
-    activity: (tenantId: string, resourceId: string | undefined, top: number): ActivityEntry[] =>
-      (s.activityList.all(tenantId, resourceId ?? null, resourceId ?? null, top) as any[]).map((r) => ({
-        id: r.id, time: r.time, tenantId: r.tenant_id, resourceId: r.resource_id, operation: r.operation, status: r.status,
-        level: r.level, caller: r.caller ?? undefined, message: r.message,
-      })),
-
-    actionGroups: (tenantId: string) => (s.actionGroups.all(tenantId) as any[]).map((r) => ({ name: r.name as string, webhooks: JSON.parse(r.webhooks) as string[] })),
-    actionGroup: (tenantId: string, name: string) => {
-      const r = s.actionGroup.get(tenantId, name) as any;
-      return r ? { name: r.name as string, webhooks: JSON.parse(r.webhooks) as string[] } : undefined;
-    },
-    putActionGroup: (tenantId: string, name: string, webhooks: string[]) => void s.putActionGroup.run(tenantId, name, JSON.stringify(webhooks)),
-    deleteActionGroup: (tenantId: string, name: string) => s.deleteActionGroup.run(tenantId, name).changes > 0,
-    alertRules: (tenantId: string) => (s.alertRules.all(tenantId) as any[]).map((r) => ({
-      name: r.name as string, condition: r.condition as string, serverName: (r.server_name ?? undefined) as string | undefined,
-      actionGroup: r.action_group as string, enabled: !!r.enabled,
-    })),
-    putAlertRule: (tenantId: string, r: { name: string; condition: string; serverName?: string; actionGroup: string; enabled: boolean }) =>
-      void s.putAlertRule.run(tenantId, r.name, r.condition, r.serverName ?? null, r.actionGroup, r.enabled ? 1 : 0),
-    deleteAlertRule: (tenantId: string, name: string) => s.deleteAlertRule.run(tenantId, name).changes > 0,
 
     /** The server parameters a user set (see src/postgres/parameters.ts), with whether each awaits a restart. */
     parameters: (serverId: string) => (s.parameters.all(serverId) as { name: string; value: string; pending_restart: number }[])

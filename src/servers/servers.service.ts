@@ -291,9 +291,6 @@ export function createServersService(d: ServersDeps) {
       return { state, reason, serverState: s.state, primaryEncryptionKeyStatus: s.keyStatus, checkedAt: new Date(d.clock.now()).toISOString() };
     },
 
-    activity: (tenantId: string, resource: string | undefined, top?: number) =>
-      d.monitoring.activity(tenantId, resource ? (resource.startsWith('/') ? resource : serverResourceId(tenantId, resource)) : undefined, top),
-
     onVaultEvents: (events: Parameters<typeof monitor.onVaultEvents>[0]) => monitor.onVaultEvents(events),
 
     /** After a restart of the platform: servers converge, open operations resume, the monitor and the schedule start. */

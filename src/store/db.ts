@@ -349,6 +349,11 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (tenant_id, resource_type, resource_name, name)
   );
   `,
+  `
+  -- Azure Monitor's tables (the migration before) hold action groups and alerts now; the older ones go.
+  DROP TABLE action_groups;
+  DROP TABLE alert_rules;
+  `,
 ];
 
 export function openDb(path: string): Db {
