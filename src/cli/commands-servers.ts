@@ -6,7 +6,6 @@ import { action, parseIntArg } from './run.js';
 import { armOf, withGroup, withResourceGroup, type ScopeOptions } from './arm.js';
 import { serverAddress } from './servers-address.js';
 
-const FS = 'providers/Microsoft.DBforPostgreSQL/flexibleServers';
 const INSIGHTS = 'providers/Microsoft.Insights';
 const enc = encodeURIComponent;
 
