@@ -5,6 +5,8 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { eventually, MGMT_RESOURCE, startPgbyok, vaultName, type Pgbyok } from './harness.js';
 
 const API = 'api-version=2022-12-01';
@@ -110,14 +112,26 @@ test('a CMK server through ARM paths: ARM identity id, async-operation polling, 
   assert.ok((await arm('GET', `${server}/databases`)).json.value.some((x: any) => x.name === 'flexibleserverdb'));
   assert.equal((await arm('PUT', `${server}/databases/latin`, { properties: { charset: 'latin1' } })).status, 400);
 
-  // A firewall rule: stored and returned.
+  // A firewall rule: stored, returned and enforced.
   const rule = await arm('PUT', `${server}/firewallRules/office`, { properties: { startIpAddress: '10.0.0.1', endIpAddress: '10.0.0.9' } });
   assert.equal(rule.status, 201, rule.text);
   assert.equal(rule.json.id, `${server}/firewallRules/office`);
   assert.deepEqual((await arm('GET', `${server}/firewallRules/office`)).json.properties, { startIpAddress: '10.0.0.1', endIpAddress: '10.0.0.9' });
   assert.equal((await arm('PUT', `${server}/firewallRules/bad`, { properties: { startIpAddress: '10.0.0.9', endIpAddress: '10.0.0.1' } })).status, 400);
   assert.equal((await arm('GET', `${server}/firewallRules`)).json.value.length, 1);
+  // Enforced at the server's port: a rule that does not cover this machine refuses psql, with PostgreSQL's own words.
+  const port = (await arm('GET', server)).json.properties.port as number;
+  const psql = () => spawnSync('psql', [`host=localhost port=${port} dbname=postgres user=dbadmin sslmode=verify-full sslrootcert=${join(p.home, 'tls', 'ca.pem')}`, '-XAtc', 'SELECT 1'], { env: { ...process.env, PGPASSWORD: 'Passw0rd!x' }, encoding: 'utf8', timeout: 30_000 });
+  const refused = psql();
+  assert.notEqual(refused.status, 0, 'no rule admits 127.0.0.1');
+  assert.match(refused.stderr, /no pg_hba\.conf entry for host "127\.0\.0\.1"/);
+  assert.equal((await arm('PUT', `${server}/firewallRules/here`, { properties: { startIpAddress: '127.0.0.1', endIpAddress: '127.0.0.1' } })).status, 201);
+  const admitted = psql();
+  assert.equal(admitted.status, 0, admitted.stderr);
+  assert.equal(admitted.stdout.trim(), '1');
+  assert.equal((await arm('DELETE', `${server}/firewallRules/here`)).status, 200);
   assert.equal((await arm('DELETE', `${server}/firewallRules/office`)).status, 200);
+  assert.equal(psql().status, 0, 'no rule left: the port admits every address that reaches it again');
   assert.equal((await arm('GET', `${server}/firewallRules/office`)).status, 404);
 
   // A configuration: a dynamic parameter is applied by an operation.

@@ -23,7 +23,7 @@ type Mode = { kind: 'pipe'; port: number } | { kind: 'refuse'; refusal: () => Re
 const NOT_LISTENING: Refusal = { message: 'the database system is starting up' };
 
 /** Listens on the server's public port on each of `hosts` (IPv6 loopback may be absent; IPv4 is required). */
-export async function openFrontDoor(port: number, hosts: string[], tls: ResponderTls | undefined, onError: (e: Error) => void): Promise<FrontDoor> {
+export async function openFrontDoor(port: number, hosts: string[], tls: ResponderTls | undefined, onError: (e: Error) => void, admit: (address: string | undefined) => Refusal | undefined = () => undefined): Promise<FrontDoor> {
   let mode: Mode = { kind: 'refuse', refusal: () => ({ message: 'the server is starting up' }) };
   const piped = new Set<Socket>();
 
@@ -88,7 +88,12 @@ export async function openFrontDoor(port: number, hosts: string[], tls: Responde
 
   const onConnection = (client: Socket) => {
     const m = mode;
-    if (m.kind === 'pipe') return pipeTo(client, m.port);
+    if (m.kind === 'pipe') {
+      // The server's firewall rules, read at each connection (a rule changed takes effect on the next one).
+      const no = admit(client.remoteAddress);
+      if (no) return refuse(client, () => errorResponse(no), tls);
+      return pipeTo(client, m.port);
+    }
     refuse(client, () => errorResponse(m.refusal()), tls);
   };
 
@@ -134,12 +139,12 @@ export async function openFrontDoor(port: number, hosts: string[], tls: Responde
  * The front doors of all servers, by name: opened on a server's public port the first time it is served or
  * refused, closed when it stops or goes away. Refusals name the reason the key failed, in words.
  */
-export function createFrontDoors(d: { hosts: string[]; tls: ResponderTls | undefined; log: (server: string, message: string, e: unknown) => void }) {
+export function createFrontDoors(d: { hosts: string[]; tls: ResponderTls | undefined; log: (server: string, message: string, e: unknown) => void; admission?: (server: string, address: string | undefined) => Refusal | undefined }) {
   const doors = new Map<string, Promise<FrontDoor | undefined>>();
   const doorOf = (name: string, port: number): Promise<FrontDoor | undefined> => {
     let door = doors.get(name);
     if (!door) {
-      door = openFrontDoor(port, d.hosts, d.tls, (e) => d.log(name, 'front door error', e)).catch((e) => {
+      door = openFrontDoor(port, d.hosts, d.tls, (e) => d.log(name, 'front door error', e), d.admission && ((address) => d.admission!(name, address))).catch((e) => {
         d.log(name, 'could not open the front door', e);
         doors.delete(name);
         return undefined;

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { KeyFailure } from '../keyaccess/key-access.js';
 import { createFrontDoors } from './front-door.js';
+import { firewallRefusal } from './firewall-rules.js';
 import type { Custody } from './custody.js';
 import type { Server } from './model/server.js';
 import { freePort } from '../lib/ports.js';
@@ -28,7 +29,10 @@ const LOOPBACK = ['127.0.0.1', '::1'];
 const describe = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 export function createInstances(d: InstancesDeps) {
-  const fronts = createFrontDoors({ hosts: LOOPBACK, tls: d.responderTls, log: (server, message, e) => d.logger.error({ server, err: describe(e) }, message) });
+  const fronts = createFrontDoors({
+    hosts: LOOPBACK, tls: d.responderTls, log: (server, message, e) => d.logger.error({ server, err: describe(e) }, message),
+    admission: (name, address) => { const s = d.repo.byName(name); return s ? firewallRefusal(d.repo.firewallRules(s.id), address) : undefined; },
+  });
   /** Why each locked server's key failed, for the refusal at its front door. */
   const lockFailures = new Map<string, KeyFailure>();
   /** Servers whose front door pipes to PostgreSQL now. */

@@ -19,12 +19,14 @@ export const REFUSAL_SQLSTATE = '57P03';
 
 export interface Refusal {
   message: string;
+  /** The SQLSTATE (default 57P03, cannot connect now). */
+  code?: string;
   detail?: string;
   hint?: string;
 }
 
 export function errorResponse(r: Refusal): Buffer {
-  const fields: [string, string][] = [['S', 'FATAL'], ['V', 'FATAL'], ['C', REFUSAL_SQLSTATE], ['M', r.message]];
+  const fields: [string, string][] = [['S', 'FATAL'], ['V', 'FATAL'], ['C', r.code ?? REFUSAL_SQLSTATE], ['M', r.message]];
   if (r.detail) fields.push(['D', r.detail]);
   if (r.hint) fields.push(['H', r.hint]);
   const body = Buffer.concat([...fields.map(([t, v]) => Buffer.concat([Buffer.from(t), Buffer.from(v, 'utf8'), Buffer.from([0])])), Buffer.from([0])]);
