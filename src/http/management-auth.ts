@@ -38,14 +38,18 @@ export function installManagementAuth(scope: FastifyInstance, d: { identity: Ide
     if ((duty === 'manageTenants' || duty === 'managePlatformSettings') && caller.principal.tenantId !== d.platformTenantId()) {
       throw errors.authorizationFailed('Tenants and platform settings are managed from the platform tenant only.');
     }
-    // The scope the path addresses; a resource on the older tenant path is at its placement (or tenant-wide when it has none yet).
-    const at = addressedScope(req.url);
+    // The scope the route addresses, from its declared pattern and the router's decoded parameters (never the
+    // raw URL, whose spelling varies); a resource on the older tenant path is at its placement (or tenant-wide
+    // when it has none yet).
+    const params = (req.params ?? {}) as Record<string, string>;
+    const addressed = (req.routeOptions.url ?? '').replace(/:(\w+)/g, (_, k: string) => encodeURIComponent(params[k] ?? ''));
+    const at = addressedScope(addressed);
     let scope = at.scope;
     if (at.tenantResource) {
       const p = d.arm.findPlacement(caller.principal.tenantId, at.tenantResource.type, at.tenantResource.name);
       if (p) scope = resourceId(p);
     }
-    d.identity.requireDuty(caller, duty, { scope, action: actionOf(req.method, req.url) });
+    d.identity.requireDuty(caller, duty, { scope, action: actionOf(req.method, addressed) });
   });
 }
 
