@@ -18,7 +18,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { eventually, startPgbyok, type Pgbyok } from './harness.js';
 import { boundariesOf, CRASH_ENV, crashPoint, OPEN, platformSteps, WORKFLOW_STEPS } from './crash/contract.js';
-import { assertBackupKeysUnder, KINDS, lifeKeys, trimPool, verifyCase, type Ctx } from './crash/cases.js';
+import { assertBackupKeysUnder, caseEnded, KINDS, lifeKeys, trimPool, verifyCase, type Ctx } from './crash/cases.js';
 import { checkInvariants, settle, storeIdOf } from './crash/invariants.js';
 import { commitRows, createServer, deleteServer, EAST, FS, operation, run, setupWorld, type World } from './crash/world.js';
 
@@ -151,6 +151,7 @@ test('crash matrix: a kill after every step of every workflow, then a restart', 
       const nextPoint = next ? crashPoint(next.kind, next.boundary) : undefined;
       await p.restart(undefined, { env: nextPoint ? { [CRASH_ENV]: nextPoint } : {} });
       armed = nextPoint;
+      await caseEnded(w, c.kind, ctx);
       await settle(w);
       await verifyCase(w, c.kind, ctx);
       await checkInvariants(w, true);

@@ -282,13 +282,21 @@ export const KINDS: Record<string, Kind> = {
   },
 };
 
-/** Every check a case ends with, besides the invariants: its operation has ended with the contract's steps. */
-export async function verifyCase(w: World, kind: string, ctx: Ctx, engine = true): Promise<void> {
-  // A resumed operation takes its time after the restart: it must end, not merely have ended already.
-  const op = await eventually(async () => {
+/**
+ * Waits for the case's operation to end. A resumed operation takes its time after the restart: it must end,
+ * not merely have ended already; until it has, its server may still show the state the kill left (a resumed
+ * Revalidate's server is Inaccessible until its bring-up), so this comes before the servers are settled.
+ */
+export async function caseEnded(w: World, kind: string, ctx: Ctx): Promise<OperationResource> {
+  return eventually(async () => {
     const o = await caseOperation(w, kind, ctx);
     return !OPEN.includes(o.status) && o;
   }, `the ${kind} operation to end`, 180_000, 300);
+}
+
+/** Every check a case ends with, besides the invariants: its operation has ended with the contract's steps. */
+export async function verifyCase(w: World, kind: string, ctx: Ctx, engine = true): Promise<void> {
+  const op = await caseEnded(w, kind, ctx);
   if (engine) {
     assert.deepEqual(op.steps.map((s) => s.name), WORKFLOW_STEPS[kind], `the ${kind} operation runs the contract's steps`);
     for (const s of op.steps) assert.ok(s.attempts >= (s.status === 'Pending' || s.status === 'Skipped' ? 0 : 1), `step ${s.name} counts its attempts`);
