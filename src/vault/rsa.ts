@@ -147,7 +147,8 @@ export function decrypt(privateKey: KeyObject, alg: EncryptionAlg, ciphertext: B
   }
 }
 
-function sigHash(alg: SignatureAlg) {
+/** The hash, digest length and PKCS#1 v1.5 DigestInfo prefix of a signature algorithm (the HSM token uses it too). */
+export function sigHash(alg: SignatureAlg) {
   return SIG_HASH[alg.slice(2) as '256' | '384' | '512'];
 }
 
