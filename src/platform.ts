@@ -10,7 +10,7 @@ import { createAuditLog } from './audit/audit.js';
 import { createBarrier, loadOrCreateMasterKey } from './barrier/barrier.js';
 import { createIdentityRepo } from './identity/identity.repo.js';
 import { createIdentityService } from './identity/identity.service.js';
-import { createTokenService, RESOURCES, vaultAudiences } from './identity/tokens.js';
+import { createTokenService, hsmAudiences, RESOURCES, vaultAudiences } from './identity/tokens.js';
 import {
   ensureHomeDirs, homePaths, originOf, readSettings, writeFileAtomic, writeSettings, type HomePaths, type Settings,
 } from './lib/home.js';
@@ -126,7 +126,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     keyRotationSeconds: config.PGBYOK_SIGNING_KEY_ROTATION_SECONDS,
     clockToleranceSeconds: config.PGBYOK_CLOCK_TOLERANCE_SECONDS,
     clock,
-    audiences: [...vaultAudiences(names), RESOURCES.management],
+    audiences: [...vaultAudiences(names), ...hsmAudiences(names), RESOURCES.management],
   });
   await tokens.rotateIfDue();
   const identityRepo = createIdentityRepo(db);

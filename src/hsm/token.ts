@@ -24,8 +24,15 @@ const WRAP_MECH: Record<AesWrapAlg, number> = { A256KW: P.CKM_AES_KEY_WRAP, CKM_
 const attr = (type: number, value: boolean | number | Buffer) => ({ type, value });
 const sessionSecret = [attr(P.CKA_CLASS, P.CKO_SECRET_KEY), attr(P.CKA_KEY_TYPE, P.CKK_GENERIC_SECRET), attr(P.CKA_TOKEN, false),
   attr(P.CKA_EXTRACTABLE, true), attr(P.CKA_SENSITIVE, false)];
-const privateRsaTemplate = (id: Buffer) => [attr(P.CKA_TOKEN, true), attr(P.CKA_ID, id), attr(P.CKA_PRIVATE, true),
-  attr(P.CKA_SENSITIVE, true), attr(P.CKA_EXTRACTABLE, false), attr(P.CKA_DECRYPT, true), attr(P.CKA_UNWRAP, true), attr(P.CKA_SIGN, true)];
+/**
+ * A token private key: sensitive always (its value is never readable). `wrappable`: extractable, but only ever
+ * wrapped by pgbyok under its HSM's security-domain key (a key backup); otherwise not extractable at all.
+ */
+const privateRsaTemplate = (id: Buffer, wrappable = false) => [attr(P.CKA_TOKEN, true), attr(P.CKA_ID, id), attr(P.CKA_PRIVATE, true),
+  attr(P.CKA_SENSITIVE, true), attr(P.CKA_EXTRACTABLE, wrappable), attr(P.CKA_DECRYPT, true), attr(P.CKA_UNWRAP, true), attr(P.CKA_SIGN, true)];
+const aesTemplate = (id: Buffer, wrappable = false) => [attr(P.CKA_CLASS, P.CKO_SECRET_KEY), attr(P.CKA_KEY_TYPE, P.CKK_AES),
+  attr(P.CKA_TOKEN, true), attr(P.CKA_ID, id), attr(P.CKA_PRIVATE, true), attr(P.CKA_SENSITIVE, true), attr(P.CKA_EXTRACTABLE, wrappable),
+  attr(P.CKA_ENCRYPT, true), attr(P.CKA_DECRYPT, true), attr(P.CKA_WRAP, true), attr(P.CKA_UNWRAP, true)];
 const publicRsaTemplate = (id: Buffer) => [attr(P.CKA_TOKEN, true), attr(P.CKA_ID, id), attr(P.CKA_PRIVATE, false),
   attr(P.CKA_ENCRYPT, true), attr(P.CKA_VERIFY, true), attr(P.CKA_WRAP, true)];
 
@@ -76,12 +83,12 @@ export class Token {
     }
   }
 
-  async generateRsa(bits: RsaBits): Promise<{ id: string; publicJwk: RsaPublicJwk }> {
+  async generateRsa(bits: RsaBits, o: { wrappable?: boolean } = {}): Promise<{ id: string; publicJwk: RsaPublicJwk }> {
     if (![2048, 3072, 4096].includes(bits)) throw new TokenError('BadParameter', `RSA keys are 2048, 3072 or 4096 bits; not ${bits}.`);
     const id = randomBytes(16);
     return this.run('RSA key generation', async (s) => {
       const pair = await this.p.C_GenerateKeyPairAsync(s, { mechanism: P.CKM_RSA_PKCS_KEY_PAIR_GEN },
-        [...publicRsaTemplate(id), attr(P.CKA_MODULUS_BITS, bits), attr(P.CKA_PUBLIC_EXPONENT, Buffer.from([1, 0, 1]))], privateRsaTemplate(id));
+        [...publicRsaTemplate(id), attr(P.CKA_MODULUS_BITS, bits), attr(P.CKA_PUBLIC_EXPONENT, Buffer.from([1, 0, 1]))], privateRsaTemplate(id, o.wrappable));
       return { id: id.toString('hex'), publicJwk: this.jwkOf(s, pair.publicKey) };
     });
   }
@@ -90,13 +97,105 @@ export class Token {
     return this.run('Reading a public key', (s) => this.jwkOf(s, this.find(s, id, P.CKO_PUBLIC_KEY)));
   }
 
-  async generateAes256(): Promise<{ id: string }> {
+  async generateAes256(o: { wrappable?: boolean } = {}): Promise<{ id: string }> {
     const id = randomBytes(16);
     return this.run('AES key generation', async (s) => {
-      await this.p.C_GenerateKeyAsync(s, { mechanism: P.CKM_AES_KEY_GEN }, [attr(P.CKA_CLASS, P.CKO_SECRET_KEY), attr(P.CKA_KEY_TYPE, P.CKK_AES),
-        attr(P.CKA_VALUE_LEN, 32), attr(P.CKA_TOKEN, true), attr(P.CKA_ID, id), attr(P.CKA_PRIVATE, true), attr(P.CKA_SENSITIVE, true),
-        attr(P.CKA_EXTRACTABLE, false), attr(P.CKA_ENCRYPT, true), attr(P.CKA_DECRYPT, true), attr(P.CKA_WRAP, true), attr(P.CKA_UNWRAP, true)]);
+      await this.p.C_GenerateKeyAsync(s, { mechanism: P.CKM_AES_KEY_GEN }, [...aesTemplate(id, o.wrappable), attr(P.CKA_VALUE_LEN, 32)]);
       return { id: id.toString('hex') };
+    });
+  }
+
+  /**
+   * An AES-256 token key from its value (a Managed HSM's security-domain key, made from the secret that its
+   * download splits): sensitive and not extractable from then on. The caller wipes `value`.
+   */
+  async importAes256(value: Buffer): Promise<{ id: string }> {
+    if (value.length !== 32) throw new TokenError('BadParameter', `An AES-256 key is 32 bytes; this one is ${value.length}.`);
+    const id = randomBytes(16);
+    return this.run('AES key import', (s) => {
+      this.p.C_CreateObject(s, [...aesTemplate(id), attr(P.CKA_VALUE, value)]);
+      return { id: id.toString('hex') };
+    });
+  }
+
+  /** RSA-OAEP unwrap, in the token, of an AES-256 key into a new token key (a security-domain upload). */
+  async unwrapAesWithRsa(rsaId: string, wrapped: Buffer): Promise<{ id: string }> {
+    const id = randomBytes(16);
+    return this.run('RSA-OAEP unwrapping of an AES key', async (s) => {
+      await this.p.C_UnwrapKeyAsync(s, OAEP_SHA1, this.find(s, rsaId, P.CKO_PRIVATE_KEY), wrapped, aesTemplate(id));
+      return { id: id.toString('hex') };
+    }, 'DecryptionFailed');
+  }
+
+  /** An AES key's check value: the first 8 bytes of AES-256-GCM(key, 12 zero bytes IV, 16 zero bytes), base64url. */
+  async keyCheckValue(aesId: string): Promise<string> {
+    const { ciphertext } = await this.aesGcmEncrypt(aesId, Buffer.alloc(16), Buffer.alloc(12));
+    return ciphertext.subarray(0, 8).toString('base64url');
+  }
+
+  /**
+   * Wraps a wrappable token key (an RSA private key or an AES key) under an AES token key with
+   * CKM_AES_KEY_WRAP_PAD: a Managed HSM key backup, under the HSM's security-domain key.
+   */
+  async wrapUnder(wrappingId: string, keyId: string, kind: 'rsa' | 'aes'): Promise<Buffer> {
+    return this.run('Wrapping a key for backup', async (s) => {
+      const key = this.find(s, keyId, kind === 'rsa' ? P.CKO_PRIVATE_KEY : P.CKO_SECRET_KEY);
+      return this.p.C_WrapKeyAsync(s, { mechanism: P.CKM_AES_KEY_WRAP_PAD }, this.find(s, wrappingId, P.CKO_SECRET_KEY), key, Buffer.alloc(8192));
+    });
+  }
+
+  /** The reverse of wrapUnder: a new wrappable token key (with its public half, for RSA). */
+  async unwrapUnder(wrappingId: string, wrapped: Buffer, kind: 'rsa' | 'aes'): Promise<{ id: string; publicJwk?: RsaPublicJwk }> {
+    const id = randomBytes(16);
+    return this.run('Restoring a key from its backup', async (s) => {
+      const unwrapping = this.find(s, wrappingId, P.CKO_SECRET_KEY);
+      if (kind === 'aes') {
+        await this.p.C_UnwrapKeyAsync(s, { mechanism: P.CKM_AES_KEY_WRAP_PAD }, unwrapping, wrapped, aesTemplate(id, true));
+        return { id: id.toString('hex') };
+      }
+      const key = await this.p.C_UnwrapKeyAsync(s, { mechanism: P.CKM_AES_KEY_WRAP_PAD }, unwrapping, wrapped,
+        [attr(P.CKA_CLASS, P.CKO_PRIVATE_KEY), attr(P.CKA_KEY_TYPE, P.CKK_RSA), ...privateRsaTemplate(id, true)]);
+      return { id: id.toString('hex'), publicJwk: this.addPublicHalf(s, id, key) };
+    }, 'DecryptionFailed');
+  }
+
+  /** Creates the public half of an unwrapped private key from its modulus and exponent. */
+  private addPublicHalf(s: Handle, id: Buffer, privateKey: Handle): RsaPublicJwk {
+    const publicJwk = this.jwkOf(s, privateKey);
+    this.p.C_CreateObject(s, [attr(P.CKA_CLASS, P.CKO_PUBLIC_KEY), attr(P.CKA_KEY_TYPE, P.CKK_RSA), ...publicRsaTemplate(id),
+      attr(P.CKA_MODULUS, Buffer.from(publicJwk.n, 'base64url')), attr(P.CKA_PUBLIC_EXPONENT, Buffer.from(publicJwk.e, 'base64url'))]);
+    return publicJwk;
+  }
+
+  /** RSA-OAEP encryption with the token's public key object (a wrapKey done by the HSM). */
+  async rsaEncrypt(id: string, alg: 'RSA-OAEP' | 'RSA-OAEP-256', data: Buffer): Promise<Buffer> {
+    if (alg !== 'RSA-OAEP') {
+      throw new TokenError('AlgorithmNotSupportedByModule', `This token's PKCS#11 module does not offer ${String(alg)}; use RSA-OAEP (SHA-1), or a module that offers it.`);
+    }
+    return this.run(`${alg} encryption`, (s) => {
+      this.p.C_EncryptInit(s, OAEP_SHA1, this.find(s, id, P.CKO_PUBLIC_KEY));
+      return this.p.C_EncryptAsync(s, data, Buffer.alloc(MAX_RSA_BYTES));
+    });
+  }
+
+  /** Verifies a digest signature with the token's public key object. */
+  async rsaVerify(id: string, alg: SignatureAlg, digest: Buffer, signature: Buffer): Promise<boolean> {
+    const bits = alg.slice(2) as '256' | '384' | '512';
+    const h = /^(RS|PS)(256|384|512)$/.test(alg) ? sigHash(alg) : null;
+    if (!h) throw new TokenError('BadParameter', `The token verifies RS256/384/512 or PS256/384/512; not ${String(alg)}.`);
+    if (digest.length !== h.len) return false;
+    const pss = alg.startsWith('PS');
+    const mech = pss
+      ? { mechanism: P.CKM_RSA_PKCS_PSS, parameter: { type: P.CK_PARAMS_RSA_PSS, hashAlg: PSS_HASH[bits][0], mgf: PSS_HASH[bits][1], saltLen: h.len } }
+      : { mechanism: P.CKM_RSA_PKCS };
+    return this.run(`${alg} verification`, (s) => {
+      this.p.C_VerifyInit(s, mech, this.find(s, id, P.CKO_PUBLIC_KEY));
+      try {
+        return this.p.C_Verify(s, pss ? digest : Buffer.concat([h.digestInfo, digest]), signature);
+      } catch (e) {
+        if (ckrOf(e) === 'CKR_SIGNATURE_INVALID' || ckrOf(e) === 'CKR_SIGNATURE_LEN_RANGE') return false;
+        throw e;
+      }
     });
   }
 
@@ -219,7 +318,7 @@ export class Token {
    * The module has no CKM_RSA_AES_KEY_WRAP, so: C_UnwrapKey(CKM_RSA_PKCS_OAEP) into a session AES key (sensitive,
    * not extractable), C_UnwrapKey(CKM_AES_KEY_WRAP_PAD) into the token key, and the session key destroyed.
    */
-  async importByok(kekId: string, blob: Buffer): Promise<{ id: string; publicJwk: RsaPublicJwk }> {
+  async importByok(kekId: string, blob: Buffer, o: { wrappable?: boolean } = {}): Promise<{ id: string; publicJwk: RsaPublicJwk }> {
     const id = randomBytes(16);
     return this.run('BYOK import', async (s) => {
       const kek = this.find(s, kekId, P.CKO_PRIVATE_KEY);
@@ -230,14 +329,11 @@ export class Token {
       let key: Handle;
       try {
         key = await this.p.C_UnwrapKeyAsync(s, { mechanism: P.CKM_AES_KEY_WRAP_PAD }, tmp, blob.subarray(k),
-          [attr(P.CKA_CLASS, P.CKO_PRIVATE_KEY), attr(P.CKA_KEY_TYPE, P.CKK_RSA), ...privateRsaTemplate(id)]);
+          [attr(P.CKA_CLASS, P.CKO_PRIVATE_KEY), attr(P.CKA_KEY_TYPE, P.CKK_RSA), ...privateRsaTemplate(id, o.wrappable)]);
       } finally {
         this.p.C_DestroyObject(s, tmp);
       }
-      const publicJwk = this.jwkOf(s, key);
-      this.p.C_CreateObject(s, [attr(P.CKA_CLASS, P.CKO_PUBLIC_KEY), attr(P.CKA_KEY_TYPE, P.CKK_RSA), ...publicRsaTemplate(id),
-        attr(P.CKA_MODULUS, Buffer.from(publicJwk.n, 'base64url')), attr(P.CKA_PUBLIC_EXPONENT, Buffer.from(publicJwk.e, 'base64url'))]);
-      return { id: id.toString('hex'), publicJwk };
+      return { id: id.toString('hex'), publicJwk: this.addPublicHalf(s, id, key) };
     }, 'DecryptionFailed');
   }
 

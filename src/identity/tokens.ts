@@ -20,6 +20,10 @@ export const RESOURCES = {
 export const vaultAudiences = (names: Pick<Names, 'vaultResource' | 'vaultChallengeResource'>): string[] =>
   [...new Set([names.vaultResource, names.vaultChallengeResource, RESOURCES.azureVault])];
 
+/** The audiences a Managed HSM accepts: its resource and its challenge's (with the port). */
+export const hsmAudiences = (names: Pick<Names, 'hsmResource' | 'hsmChallengeResource'>): string[] =>
+  [...new Set([names.hsmResource, names.hsmChallengeResource])];
+
 export interface AccessClaims {
   tid: string;
   oid: string;

@@ -31,6 +31,9 @@ export const ConfigSchema = Type.Object({
   PGBYOK_KEY_MONITOR_INTERVAL_MS: Type.Optional(int(100, 3_600_000, 30_000, 'key monitor interval (overrides the platform setting)')),
   PGBYOK_CRASH_AFTER_STEP: Type.Optional(Type.String({ pattern: '^[A-Za-z]+:[a-z-]+$', description: 'tests only: SIGKILL the platform right after this operation step (<Kind>:<step> or <Kind>:accepted)' })),
   PGBYOK_VAULT_GRACE_MS: Type.Optional(int(0, 86_400_000, 60_000, 'grace period for an unreachable vault (overrides the platform setting)')),
+  PGBYOK_PKCS11_MODULE: Type.Optional(Type.String({ pattern: '^/.+', accepts: 'an absolute path to a PKCS#11 module (.so)', description: "the Managed HSMs' PKCS#11 module (unset: a SoftHSM2 token of pgbyok's own under $PGBYOK_HOME/hsm)" })),
+  PGBYOK_PKCS11_TOKEN_LABEL: Type.Optional(Type.String({ minLength: 1, maxLength: 32, accepts: 'a token label of 1 to 32 characters', description: 'the label of the PKCS#11 token that holds the Managed HSMs\' keys (with PGBYOK_PKCS11_MODULE)' })),
+  PGBYOK_PKCS11_PIN_FILE: Type.Optional(Type.String({ pattern: '^/.+', accepts: 'an absolute path to a file holding the PIN', description: "the token user's PIN, read at the first start with PGBYOK_PKCS11_MODULE and then kept sealed in the barrier" })),
 });
 
 export type Config = Readonly<Static<typeof ConfigSchema>>;

@@ -354,6 +354,38 @@ const MIGRATIONS: string[] = [
   DROP TABLE action_groups;
   DROP TABLE alert_rules;
   `,
+  `
+  -- Managed HSMs are vaults of another kind (keys, versions and soft-delete are shared); their own state
+  -- (initial administrators, activation, the token ids of the security-domain and transfer keys) is JSON.
+  ALTER TABLE vaults ADD COLUMN kind TEXT NOT NULL DEFAULT 'vault';
+  ALTER TABLE vaults ADD COLUMN hsm TEXT;
+  -- An HSM key's material is in the PKCS#11 token, named by its CKA_ID; sealed_private is empty then.
+  ALTER TABLE key_versions ADD COLUMN token_key_id TEXT;
+  CREATE TABLE hsm_role_assignments (
+    vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    role_definition_id TEXT NOT NULL,
+    principal_id TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (vault_id, name)
+  );
+  CREATE TABLE hsm_role_definitions (
+    vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (vault_id, name)
+  );
+  -- The platform's PKCS#11 token: module path, label, and the PIN sealed by the barrier.
+  CREATE TABLE hsm_token (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    module_path TEXT NOT NULL,
+    token_label TEXT NOT NULL,
+    sealed_pin BLOB NOT NULL,
+    created INTEGER NOT NULL
+  );
+  `,
 ];
 
 export function openDb(path: string): Db {

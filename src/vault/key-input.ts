@@ -59,10 +59,17 @@ export function shown(v: unknown): string {
   return text.length > 100 ? `${text.slice(0, 100)}...` : text;
 }
 
+/** What a key may do unless its key_ops say otherwise ('import' is only ever asked for: a key-exchange key). */
+export const DEFAULT_KEY_OPS = KEY_OPS.filter((o) => o !== 'import');
+
 export function checkKeyOps(ops: string[] | undefined): KeyOp[] {
-  if (ops === undefined) return [...KEY_OPS];
+  if (ops === undefined) return [...DEFAULT_KEY_OPS];
   const bad = ops.filter((o) => !(KEY_OPS as readonly string[]).includes(o));
   if (bad.length) throw errors.badParameter(`Unknown key_ops ${bad.join(', ')}. RSA keys support: ${KEY_OPS.join(', ')}.`);
+  // As Azure's BYOK specification fixes it: a key-exchange key does nothing but import.
+  if (ops.includes('import') && ops.some((o) => o !== 'import')) {
+    throw errors.badParameter("A key-exchange key's key_ops are exactly ['import'] (BYOK); a key with other operations cannot also import.");
+  }
   return [...new Set(ops)] as KeyOp[];
 }
 

@@ -18,6 +18,7 @@ import {
 import { checkJwkImport } from './jwk-import.js';
 import { openKeyBackup, sealKeyBackup } from './key-backup.js';
 import { schedulerPass } from './key-scheduler.js';
+import type { HsmKeys, TokenMaterial } from '../hsm/hsm-keys.js';
 
 const DAY = 86400;
 
@@ -31,13 +32,20 @@ export interface KeyServiceDeps {
   rsaPool?: RsaPool;
   /** The source of "now" for nbf/exp, soft-delete dates, rotation and expiry events (the system clock by default). */
   clock?: Clock;
+  /** A Managed HSM's key material, in the PKCS#11 token (vaults of kind managedHsm). */
+  hsm?: HsmKeys;
 }
 
 /**
  * The key domain: versioned RSA keys per vault, soft-delete, backup/restore, rotation and the cryptographic
  * operations. Authorization and network checks happen before any of this is called.
  */
-export function createKeyService({ repo, barrier, events, rsaPool, clock = systemClock }: KeyServiceDeps) {
+export function createKeyService({ repo, barrier, events, rsaPool, clock = systemClock, hsm }: KeyServiceDeps) {
+  const isHsm = (vault: Vault) => vault.kind === 'managedHsm';
+  const hsmKeys = (): HsmKeys => {
+    if (!hsm) throw errors.serviceUnavailable('Managed HSM keys are not available on this platform.');
+    return hsm;
+  };
   const now = () => nowSeconds(clock);
   const sealAad = (vaultId: string, name: string, version: string) => `key:${vaultId}/${name}/${version}`;
   const privateCache = new Map<string, KeyObject>();
@@ -79,10 +87,14 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
     for (const k of privateCache.keys()) if (k.startsWith(`${vaultId}/${name}/`)) privateCache.delete(k);
   };
 
-  /** Adds a version (creating the key record for a new name) and raises KeyNewVersionCreated. */
-  const addVersion = (vault: Vault, name: string, key: KeyObject, v: Omit<KeyVersion, 'vaultId' | 'name' | 'version' | 'seq' | 'n' | 'e' | 'keySize' | 'kty'>) => {
-    const pub = rsa.publicParts(key);
-    if (!(RSA_SIZES as readonly number[]).includes(pub.size)) {
+  /**
+   * Adds a version (creating the key record for a new name) and raises KeyNewVersionCreated: a software key
+   * (sealed under the master key) or a key in the HSM's token (named by its CKA_ID only).
+   */
+  const addVersion = (vault: Vault, name: string, key: KeyObject | TokenMaterial, v: Omit<KeyVersion, 'vaultId' | 'name' | 'version' | 'seq' | 'n' | 'e' | 'keySize' | 'kty'>) => {
+    const inToken = !(key instanceof Object && 'asymmetricKeyType' in key);
+    const pub = inToken ? { n: (key as TokenMaterial).n, e: (key as TokenMaterial).e, size: (key as TokenMaterial).keySize } : rsa.publicParts(key as KeyObject);
+    if (!inToken && !(RSA_SIZES as readonly number[]).includes(pub.size)) {
       throw errors.badParameter(`RSA keys must be ${RSA_SIZES.join(', ')} bits; this one is ${pub.size}.`);
     }
     const version = newVersionId();
@@ -96,9 +108,10 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
       }
       if (!existing) repo.insertKey(vault.id, name, v.created);
       const kv: KeyVersion = {
-        ...v, vaultId: vault.id, name, version, seq: repo.nextSeq(vault.id, name), kty: 'RSA', keySize: pub.size, n: pub.n, e: pub.e,
+        ...v, vaultId: vault.id, name, version, seq: repo.nextSeq(vault.id, name), kty: inToken ? (key as TokenMaterial).kty : 'RSA', keySize: pub.size, n: pub.n, e: pub.e,
+        ...(inToken ? { tokenKeyId: (key as TokenMaterial).tokenKeyId } : {}),
       };
-      repo.insertVersion(kv, barrier.seal(rsa.privateDer(key), sealAad(vault.id, name, version)));
+      repo.insertVersion(kv, inToken ? null : barrier.seal(rsa.privateDer(key as KeyObject), sealAad(vault.id, name, version)));
       return kv;
     });
     events.emit(vault, 'Microsoft.KeyVault.KeyNewVersionCreated', {
@@ -110,7 +123,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
   const rotate = async (vault: Vault, name: string): Promise<KeyVersion> => {
     const k = liveKey(vault, name);
     const latest = versionOf(vault, name);
-    const key = await generateRsaKey(latest.keySize);
+    const key = isHsm(vault) ? await hsmKeys().generate(latest.kty, latest.keySize) : await generateRsaKey(latest.keySize);
     const t = now();
     const expirySeconds = k.rotationPolicy?.expiryTime ? parseDurationSeconds(k.rotationPolicy.expiryTime) : undefined;
     return addVersion(vault, name, key, {
@@ -121,11 +134,47 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
 
   const backupKeyFor = (tenantId: string) => barrier.deriveKey('key-backup', tenantId);
 
+  /** Restores an HSM key backup: the token unwraps each version under the security domain; the rows follow. */
+  const restoreHsm = async (vault: Vault, blob: string): Promise<KeyVersion> => {
+    const payload = await hsmKeys().restore(vault, blob);
+    const name = payload.name;
+    try {
+      repo.transaction(() => {
+        if (repo.key(vault.id, name)) {
+          throw errors.conflict(`Key ${name} already exists in this HSM (or is soft-deleted); delete and purge it before restoring.`, 'KeyAlreadyExists');
+        }
+        repo.insertKey(vault.id, name, payload.created);
+        if (payload.rotationPolicy) repo.setRotationPolicy(vault.id, name, payload.rotationPolicy);
+        for (const v of payload.versions) repo.insertVersion(v, null);
+      });
+    } catch (e) {
+      await hsmKeys().destroy(payload.versions.map((v) => v.tokenKeyId!));
+      throw e;
+    }
+    const latest = repo.latestVersion(vault.id, name)!;
+    events.emit(vault, 'Microsoft.KeyVault.KeyNewVersionCreated', { objectType: 'Key', objectName: name, version: latest.version });
+    return latest;
+  };
+
   return {
     versionOf,
 
     async createKey(vault: Vault, name: string, input: CreateKeyInput): Promise<KeyVersion> {
       assertKeyName(name);
+      if (isHsm(vault)) {
+        const keyOps = checkKeyOps(input.key_ops);
+        checkWindow(input.attributes?.nbf, input.attributes?.exp);
+        if (repo.key(vault.id, name)?.deletedAt != null) {
+          throw errors.conflict(`Key ${name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged.`, 'ObjectIsDeletedButRecoverable');
+        }
+        const material = await hsmKeys().generate(input.kty, input.key_size);
+        const t = now();
+        return addVersion(vault, name, material, {
+          keyOps: material.kty === 'oct-HSM' ? keyOps.filter((o) => o !== 'sign' && o !== 'verify') : keyOps,
+          enabled: input.attributes?.enabled ?? true, nbf: input.attributes?.nbf ?? undefined,
+          exp: input.attributes?.exp ?? undefined, created: t, updated: t, tags: input.tags,
+        });
+      }
       if (input.kty === 'RSA-HSM') {
         throw errors.badParameter('HSM-protected keys (RSA-HSM) are not available: pgbyok vaults keep keys in software, sealed under the vault master key.');
       }
@@ -153,6 +202,9 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
 
     importKey(vault: Vault, name: string, input: ImportKeyInput): KeyVersion {
       assertKeyName(name);
+      if (isHsm(vault)) {
+        throw errors.badParameter('A managed HSM imports keys only as a BYOK key transfer blob (key.key_hsm, made for one of its key-exchange keys); plaintext key material never enters it.');
+      }
       const { jwk, keyOps } = checkJwkImport(input);
       checkWindow(input.attributes?.nbf, input.attributes?.exp);
       const key = rsa.privateFromJwk(jwk, RSA_SIZES);
@@ -232,6 +284,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
 
     purgeKey(vault: Vault, name: string, force = false): void {
       const k = repo.key(vault.id, name);
+      const tokenIds = isHsm(vault) ? repo.keyTokenIds(vault.id, name) : [];
       if (!k || k.deletedAt == null) throw errors.keyNotFound(`Deleted Key not found: ${name}`);
       if (vault.purgeProtection && !force) {
         throw errors.forbidden(
@@ -241,6 +294,8 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
       }
       repo.purgeKey(vault.id, name);
       dropCached(vault.id, name);
+      // The rows go first: a token object left behind by a crash holds nothing any version names.
+      if (tokenIds.length) void hsmKeys().destroy(tokenIds).catch(() => undefined);
       events.emit(vault, 'Microsoft.KeyVault.KeyPurged', { objectType: 'Key', objectName: name });
     },
 
@@ -248,8 +303,9 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
      * An opaque, integrity-protected blob holding every version of the key, encrypted under a per-tenant
      * subkey of the master key: it restores into any vault of the same tenant of this installation, nowhere else.
      */
-    backupKey(vault: Vault, name: string): string {
+    backupKey(vault: Vault, name: string): Promise<string> | string {
       const k = liveKey(vault, name);
+      if (isHsm(vault)) return hsmKeys().backup(vault, k, repo.allVersions(vault.id, name));
       const versions = repo.allVersions(vault.id, name).map((v) => {
         const der = barrier.unseal(repo.sealedPrivate(vault.id, name, v.version)!, sealAad(vault.id, name, v.version));
         const { vaultId: _vid, ...rest } = v;
@@ -258,7 +314,8 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
       return sealKeyBackup(backupKeyFor(vault.tenantId), vault.tenantId, { name, created: k.created, rotationPolicy: k.rotationPolicy, versions });
     },
 
-    restoreKey(vault: Vault, blob: string): KeyVersion {
+    async restoreKey(vault: Vault, blob: string): Promise<KeyVersion> {
+      if (isHsm(vault)) return restoreHsm(vault, blob);
       const payload = openKeyBackup(blob, vault.tenantId, backupKeyFor);
       const name = payload.name;
       repo.transaction(() => {
@@ -306,7 +363,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
      * Runs one cryptographic operation. Outside the key's nbf/exp window only the "new protection"
      * operations (encrypt, wrapKey, sign) are refused; decrypt, unwrapKey and verify keep working, as Azure documents.
      */
-    async crypto(vault: Vault, name: string, version: string | undefined, op: CryptoOp, body: Record<string, unknown>): Promise<{ version: KeyVersion; out: Buffer | boolean }> {
+    async crypto(vault: Vault, name: string, version: string | undefined, op: CryptoOp, body: Record<string, unknown>): Promise<{ version: KeyVersion; out: Buffer | boolean; iv?: Buffer; tag?: Buffer }> {
       const v = versionOf(vault, name, version);
       if (!v.enabled) throw errors.forbidden(`Operation ${op} is not allowed on a disabled key.`, 'KeyDisabled');
       if (!v.keyOps.includes(op)) throw errors.badParameter(`Operation ${op} is not permitted by this key's key_ops (${v.keyOps.join(', ')}).`, 'OperationNotAllowed');
@@ -319,6 +376,13 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
       const modulusBytes = v.keySize / 8;
       // From the crypto routes' parser the value arrives as bytes already (never a string); else decode it.
       const value = (body as WithSecretValue)[SECRET_VALUE] ?? decodeB64url(body.value, 'value');
+      if (isHsm(vault)) {
+        try {
+          return { version: v, ...(await hsmKeys().crypto(v, op, body, value)) };
+        } finally {
+          if (op === 'encrypt' || op === 'wrapKey') value.fill(0);
+        }
+      }
       const privateKey = privateKeyOf(v);
       const result = (out: Buffer | boolean) => ({ version: v, out });
       switch (op) {

@@ -1,12 +1,14 @@
 import type { Db } from '../store/db.js';
 import type {
-  AccessPolicy, EventSubscription, KeyRecord, KeyVersion, RotationPolicy, Vault,
+  AccessPolicy, EventSubscription, KeyRecord, KeyVersion, RotationPolicy, Vault, VaultKind,
 } from './vault.types.js';
 
 const json = <T>(s: string | null): T | undefined => (s == null ? undefined : (JSON.parse(s) as T));
 const opt = (n: number | null): number | undefined => (n == null ? undefined : n);
 
 const toVault = (r: any): Vault => ({
+  kind: r.kind ?? 'vault',
+  hsm: json(r.hsm),
   id: r.id,
   tenantId: r.tenant_id,
   name: r.name,
@@ -47,9 +49,10 @@ const toVersion = (r: any): KeyVersion => ({
   tags: json(r.tags),
   n: r.n,
   e: r.e,
+  tokenKeyId: r.token_key_id ?? undefined,
 });
 
-const VERSION_COLUMNS = 'vault_id, name, version, seq, kty, key_size, key_ops, enabled, nbf, exp, created, updated, tags, n, e';
+const VERSION_COLUMNS = 'vault_id, name, version, seq, kty, key_size, key_ops, enabled, nbf, exp, created, updated, tags, n, e, token_key_id';
 
 /** SQL for vaults, policies, keys and versions. Sealed private keys are read only through `sealedPrivate`. */
 export function createVaultRepo(db: Db) {
@@ -57,16 +60,16 @@ export function createVaultRepo(db: Db) {
     vaultById: db.prepare('SELECT * FROM vaults WHERE id = ?'),
     // Vault names are DNS labels: case-insensitive (a vault is found by the Host header naming it).
     vaultByName: db.prepare('SELECT * FROM vaults WHERE name = ? COLLATE NOCASE'),
-    vaults: db.prepare('SELECT * FROM vaults WHERE tenant_id = ? AND deleted_at IS NULL ORDER BY name'),
-    deletedVaults: db.prepare('SELECT * FROM vaults WHERE tenant_id = ? AND deleted_at IS NOT NULL ORDER BY name'),
+    vaults: db.prepare('SELECT * FROM vaults WHERE tenant_id = ? AND kind = ? AND deleted_at IS NULL ORDER BY name'),
+    deletedVaults: db.prepare('SELECT * FROM vaults WHERE tenant_id = ? AND kind = ? AND deleted_at IS NOT NULL ORDER BY name'),
     allVaults: db.prepare('SELECT * FROM vaults'),
     // The port column is from when each vault had its own listener (UNIQUE NOT NULL, and migrations are
     // append-only): a new vault stores a unique negative placeholder, never read.
     insertVault: db.prepare(`INSERT INTO vaults (id, tenant_id, name, location, port, retention_days, purge_protection,
-      public_network_access, default_action, bypass, ip_rules, enable_rbac_authorization, created, updated)
-      VALUES (?,?,?,?,(SELECT MIN(0, COALESCE(MIN(port), 0)) - 1 FROM vaults),?,?,?,?,?,?,?,?,?)`),
+      public_network_access, default_action, bypass, ip_rules, enable_rbac_authorization, created, updated, kind, hsm)
+      VALUES (?,?,?,?,(SELECT MIN(0, COALESCE(MIN(port), 0)) - 1 FROM vaults),?,?,?,?,?,?,?,?,?,?,?)`),
     updateVault: db.prepare(`UPDATE vaults SET purge_protection = ?, public_network_access = ?, default_action = ?, bypass = ?,
-      ip_rules = ?, enable_rbac_authorization = ?, updated = ?, deleted_at = ?, scheduled_purge = ? WHERE id = ?`),
+      ip_rules = ?, enable_rbac_authorization = ?, updated = ?, deleted_at = ?, scheduled_purge = ?, hsm = ? WHERE id = ?`),
     deleteVault: db.prepare('DELETE FROM vaults WHERE id = ?'),
     policies: db.prepare('SELECT * FROM access_policies WHERE vault_id = ? ORDER BY object_id'),
     policy: db.prepare('SELECT key_permissions FROM access_policies WHERE vault_id = ? AND object_id = ?'),
@@ -88,13 +91,15 @@ export function createVaultRepo(db: Db) {
     allVersions: db.prepare(`SELECT ${VERSION_COLUMNS} FROM key_versions WHERE vault_id = ? AND name = ? ORDER BY seq`),
     maxSeq: db.prepare('SELECT COALESCE(MAX(seq), 0) AS m FROM key_versions WHERE vault_id = ? AND name = ?'),
     insertVersion: db.prepare(`INSERT INTO key_versions (vault_id, name, version, seq, kty, key_size, key_ops, enabled, nbf, exp,
-      created, updated, tags, n, e, sealed_private) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`),
+      created, updated, tags, n, e, sealed_private, token_key_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`),
     // A changed expiry re-arms the near-expiry and expired events (SQLite evaluates every SET against the old row).
     updateVersion: db.prepare(`UPDATE key_versions SET
       near_expiry_notified = CASE WHEN exp IS ? THEN near_expiry_notified ELSE 0 END,
       expired_notified = CASE WHEN exp IS ? THEN expired_notified ELSE 0 END,
       key_ops = ?, enabled = ?, nbf = ?, exp = ?, tags = ?, updated = ?
       WHERE vault_id = ? AND name = ? AND version = ?`),
+    keyTokenIds: db.prepare('SELECT token_key_id FROM key_versions WHERE vault_id = ? AND name = ? AND token_key_id IS NOT NULL'),
+    tokenKeyIds: db.prepare('SELECT token_key_id FROM key_versions WHERE vault_id = ? AND token_key_id IS NOT NULL'),
     sealedPrivate: db.prepare('SELECT sealed_private FROM key_versions WHERE vault_id = ? AND name = ? AND version = ?'),
     expiryWatch: db.prepare(`SELECT v.vault_id, v.name, v.version, v.exp, v.near_expiry_notified, v.expired_notified
       FROM key_versions v JOIN keys k ON k.vault_id = v.vault_id AND k.name = v.name
@@ -116,16 +121,18 @@ export function createVaultRepo(db: Db) {
 
     vault: (id: string) => { const r = s.vaultById.get(id); return r ? toVault(r) : undefined; },
     vaultByName: (name: string) => { const r = s.vaultByName.get(name); return r ? toVault(r) : undefined; },
-    vaults: (tenantId: string) => s.vaults.all(tenantId).map(toVault),
-    deletedVaults: (tenantId: string) => s.deletedVaults.all(tenantId).map(toVault),
+    vaults: (tenantId: string, kind: VaultKind = 'vault') => s.vaults.all(tenantId, kind).map(toVault),
+    deletedVaults: (tenantId: string, kind: VaultKind = 'vault') => s.deletedVaults.all(tenantId, kind).map(toVault),
     allVaults: () => s.allVaults.all().map(toVault),
     insertVault: (v: Vault) => void s.insertVault.run(
       v.id, v.tenantId, v.name, v.location, v.retentionDays, v.purgeProtection ? 1 : 0, v.publicNetworkAccess,
       v.networkAcls.defaultAction, v.networkAcls.bypass, JSON.stringify(v.networkAcls.ipRules), v.enableRbacAuthorization ? 1 : 0, v.created, v.updated,
+      v.kind, v.hsm ? JSON.stringify(v.hsm) : null,
     ),
     saveVault: (v: Vault) => void s.updateVault.run(
       v.purgeProtection ? 1 : 0, v.publicNetworkAccess, v.networkAcls.defaultAction, v.networkAcls.bypass,
-      JSON.stringify(v.networkAcls.ipRules), v.enableRbacAuthorization ? 1 : 0, v.updated, v.deletedAt ?? null, v.scheduledPurge ?? null, v.id,
+      JSON.stringify(v.networkAcls.ipRules), v.enableRbacAuthorization ? 1 : 0, v.updated, v.deletedAt ?? null, v.scheduledPurge ?? null,
+      v.hsm ? JSON.stringify(v.hsm) : null, v.id,
     ),
     deleteVault: (id: string) => void s.deleteVault.run(id),
 
@@ -159,14 +166,19 @@ export function createVaultRepo(db: Db) {
     versions: (vaultId: string, name: string, limit: number, offset: number) => s.versions.all(vaultId, name, limit, offset).map(toVersion),
     allVersions: (vaultId: string, name: string) => s.allVersions.all(vaultId, name).map(toVersion),
     nextSeq: (vaultId: string, name: string) => (s.maxSeq.get(vaultId, name) as { m: number }).m + 1,
-    insertVersion: (v: KeyVersion, sealedPrivate: Buffer) => void s.insertVersion.run(
+    /** A version with its sealed private key (a vault key), or with none and its token key id (an HSM key). */
+    insertVersion: (v: KeyVersion, sealedPrivate: Buffer | null) => void s.insertVersion.run(
       v.vaultId, v.name, v.version, v.seq, v.kty, v.keySize, JSON.stringify(v.keyOps), v.enabled ? 1 : 0, v.nbf ?? null,
-      v.exp ?? null, v.created, v.updated, v.tags ? JSON.stringify(v.tags) : null, v.n, v.e, sealedPrivate,
+      v.exp ?? null, v.created, v.updated, v.tags ? JSON.stringify(v.tags) : null, v.n, v.e, sealedPrivate ?? Buffer.alloc(0), v.tokenKeyId ?? null,
     ),
     saveVersion: (v: KeyVersion) => void s.updateVersion.run(
       v.exp ?? null, v.exp ?? null, JSON.stringify(v.keyOps), v.enabled ? 1 : 0, v.nbf ?? null, v.exp ?? null, v.tags ? JSON.stringify(v.tags) : null,
       v.updated, v.vaultId, v.name, v.version,
     ),
+    /** The token key ids (CKA_ID) of every version of every key of an HSM. */
+    tokenKeyIds: (vaultId: string): string[] => (s.tokenKeyIds.all(vaultId) as { token_key_id: string }[]).map((r) => r.token_key_id),
+    /** The token key ids of one key's versions (its purge destroys them). */
+    keyTokenIds: (vaultId: string, name: string): string[] => (s.keyTokenIds.all(vaultId, name) as { token_key_id: string }[]).map((r) => r.token_key_id),
     sealedPrivate: (vaultId: string, name: string, version: string) =>
       (s.sealedPrivate.get(vaultId, name, version) as { sealed_private: Buffer } | undefined)?.sealed_private,
     expiryWatch: () => s.expiryWatch.all() as {

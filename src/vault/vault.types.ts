@@ -12,7 +12,28 @@ export interface NetworkAcls {
   ipRules: string[];
 }
 
+/** A Managed HSM's own state (a vault of kind 'managedHsm'). */
+export interface HsmState {
+  initialAdminObjectIds: string[];
+  sku: string;
+  /** NotActivated until the security domain is downloaded (or uploaded). */
+  activation: 'NotActivated' | 'Active';
+  /** The security domain: its id, its key in the token (CKA_ID), and that key's check value. */
+  domainId?: string;
+  domainKeyId?: string;
+  domainKcv?: string;
+  /** The RSA transfer key in the token for a security-domain upload (made on first ask). */
+  transferKeyId?: string;
+  /** When the domain was downloaded or uploaded (seconds). */
+  activatedAt?: number;
+}
+
+export type VaultKind = 'vault' | 'managedHsm';
+
 export interface Vault {
+  /** 'managedHsm': a Managed HSM, whose keys live in the PKCS#11 token and whose data plane answers to local RBAC. */
+  kind: VaultKind;
+  hsm?: HsmState;
   id: string;
   tenantId: string;
   name: string;
@@ -35,7 +56,7 @@ export interface AccessPolicy {
   keyPermissions: KeyPermission[];
 }
 
-export const KEY_OPS = ['encrypt', 'decrypt', 'sign', 'verify', 'wrapKey', 'unwrapKey'] as const;
+export const KEY_OPS = ['encrypt', 'decrypt', 'sign', 'verify', 'wrapKey', 'unwrapKey', 'import'] as const;
 export type KeyOp = (typeof KEY_OPS)[number];
 export const RSA_SIZES = [2048, 3072, 4096] as const;
 
@@ -44,8 +65,11 @@ export interface KeyVersion {
   name: string;
   version: string;
   seq: number;
-  kty: 'RSA';
+  /** 'RSA' in a vault; 'RSA-HSM' or 'oct-HSM' (AES-256) in a Managed HSM. */
+  kty: 'RSA' | 'RSA-HSM' | 'oct-HSM';
   keySize: number;
+  /** An HSM key's CKA_ID in the PKCS#11 token (its material never leaves the token). */
+  tokenKeyId?: string;
   keyOps: KeyOp[];
   enabled: boolean;
   nbf?: number;

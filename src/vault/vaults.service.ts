@@ -5,7 +5,7 @@ import { nowSeconds, systemClock, type Clock } from '../lib/clock.js';
 import type { EventBus } from './events.js';
 import type { VaultRepo } from './vault.repo.js';
 import {
-  KEY_PERMISSIONS, VAULT_EVENT_TYPES, type AccessPolicy, type KeyPermission, type NetworkAcls, type Vault,
+  KEY_PERMISSIONS, VAULT_EVENT_TYPES, type AccessPolicy, type HsmState, type KeyPermission, type NetworkAcls, type Vault, type VaultKind,
 } from './vault.types.js';
 
 const VAULT_NAME_RE = /^[a-zA-Z][a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$/;
@@ -22,6 +22,8 @@ export interface CreateVaultInput {
   enableRbacAuthorization?: boolean;
   /** The whole access-policy list (ARM's PUT), checked with the rest and written with the vault. */
   policies?: { objectId: string; tenantId?: string; keyPermissions: string[] }[];
+  /** A Managed HSM's own state (the service's kind is managedHsm). */
+  hsm?: HsmState;
 }
 
 export interface UpdateVaultInput {
@@ -75,22 +77,42 @@ export interface VaultServiceDeps {
   principalExists: (tenantId: string, objectId: string) => boolean;
   /** The source of "now" for soft-delete and purge dates (the system clock by default). */
   clock?: Clock;
+  /**
+   * Which kind of vault this service keeps: 'vault' (Key Vault) or 'managedHsm' (Managed HSM, the same
+   * lifecycle: soft-delete, recover, purge, firewall, events). Each service sees only its own kind.
+   */
+  kind?: VaultKind;
+  /** Called once a vault's rows are purged, with the vault as it was (an HSM destroys its token keys). */
+  purged?: (v: Vault, tokenKeyIds: string[]) => void;
 }
 
 /**
  * Vault resources: creation, network rules, access policies, soft-delete, events. Every live vault is served
  * by the one vault listener under its DNS name; nothing here opens or closes a port.
  */
-export function createVaultService({ repo, events, principalExists, clock = systemClock }: VaultServiceDeps) {
+export function createVaultService({ repo, events, principalExists, clock = systemClock, kind = 'vault', purged }: VaultServiceDeps) {
   const now = () => nowSeconds(clock);
   const firewallCache = new Map<string, { rules: string; list: BlockList }>();
+  const noun = kind === 'vault' ? 'vault' : 'managed HSM';
+  /** A vault of this service's kind by name, live or soft-deleted. */
+  const named = (name: string): Vault | undefined => {
+    const v = repo.vaultByName(name);
+    return v && v.kind === kind ? v : undefined;
+  };
 
   const get = (tenantId: string, name: string): Vault => {
-    const v = repo.vaultByName(name);
+    const v = named(name);
     if (!v || v.tenantId !== tenantId || v.deletedAt != null) {
-      throw errors.notFound('ResourceNotFound', `The vault '${name}' was not found in this tenant.`);
+      throw errors.notFound('ResourceNotFound', `The ${noun} '${name}' was not found in this tenant.`);
     }
     return v;
+  };
+
+  /** Removes a vault's rows; the purged hook learns which token keys its versions held. */
+  const purgeRows = (v: Vault) => {
+    const tokenKeyIds = repo.tokenKeyIds(v.id);
+    repo.deleteVault(v.id);
+    purged?.(v, tokenKeyIds);
   };
 
   const save = (v: Vault) => {
@@ -128,25 +150,31 @@ export function createVaultService({ repo, events, principalExists, clock = syst
 
   return {
     get,
-    list: (tenantId: string) => repo.vaults(tenantId),
-    listDeleted: (tenantId: string) => repo.deletedVaults(tenantId),
+    kind,
+    list: (tenantId: string) => repo.vaults(tenantId, kind),
+    listDeleted: (tenantId: string) => repo.deletedVaults(tenantId, kind),
     /** A vault by name (case-insensitive), live or soft-deleted, in any tenant (the vault listener and trusted routes). */
-    byName: (name: string) => repo.vaultByName(name),
+    byName: named,
     /** A live vault by name, in any tenant (for public name resolution only). */
     lookup: (name: string) => {
-      const v = repo.vaultByName(name);
+      const v = named(name);
       return v && v.deletedAt == null ? v : undefined;
     },
-    byId: (id: string) => repo.vault(id),
+    byId: (id: string) => {
+      const v = repo.vault(id);
+      return v && v.kind === kind ? v : undefined;
+    },
+    /** Saves a changed vault (an HSM's own state). */
+    save,
     policies: (v: Vault) => repo.policies(v.id),
     permissionsOf: (v: Vault, objectId: string) => repo.permissionsOf(v.id, objectId),
 
     async create(tenantId: string, input: CreateVaultInput, creatorObjectId?: string): Promise<Vault> {
       if (!VAULT_NAME_RE.test(input.name)) {
-        throw errors.badParameter(`The vault name '${input.name}' is invalid: 3-24 letters, digits and '-', starting with a letter and not ending with '-'.`, 'VaultNameNotValid');
+        throw errors.badParameter(`The ${noun} name '${input.name}' is invalid: 3-24 letters, digits and '-', starting with a letter and not ending with '-'.`, kind === 'vault' ? 'VaultNameNotValid' : 'InvalidResourceName');
       }
       if (repo.vaultByName(input.name)) {
-        throw errors.conflict(`The vault name '${input.name}' is already in use (vault names are unique, including soft-deleted vaults).`, 'VaultAlreadyExists');
+        throw errors.conflict(`The name '${input.name}' is already in use (vault and managed HSM names are unique, including soft-deleted ones).`, kind === 'vault' ? 'VaultAlreadyExists' : 'ConflictError');
       }
       const retentionDays = input.retentionDays ?? 90;
       if (!Number.isInteger(retentionDays) || retentionDays < 7 || retentionDays > 90) {
@@ -159,7 +187,7 @@ export function createVaultService({ repo, events, principalExists, clock = syst
       const publicNetworkAccess = checkNetworkAccess(input.publicNetworkAccess) ?? 'Enabled';
       const t = now();
       const vault: Vault = {
-        id: randomUUID(), tenantId, name: input.name, location: input.location, retentionDays,
+        kind, hsm: input.hsm, id: randomUUID(), tenantId, name: input.name, location: input.location, retentionDays,
         purgeProtection: !!input.purgeProtection, publicNetworkAccess, networkAcls, enableRbacAuthorization: !!input.enableRbacAuthorization, created: t, updated: t,
       };
       const policies = input.policies?.map((p) => checkPolicy(vault, p, 'replace')).filter((p) => p.keyPermissions.length > 0);
@@ -228,9 +256,9 @@ export function createVaultService({ repo, events, principalExists, clock = syst
     },
 
     async recover(tenantId: string, name: string): Promise<Vault> {
-      const v = repo.vaultByName(name);
+      const v = named(name);
       if (!v || v.tenantId !== tenantId || v.deletedAt == null) {
-        throw errors.notFound('ResourceNotFound', `No deleted vault '${name}' exists in this tenant.`);
+        throw errors.notFound('ResourceNotFound', `No deleted ${noun} '${name}' exists in this tenant.`);
       }
       v.deletedAt = undefined;
       v.scheduledPurge = undefined;
@@ -240,20 +268,20 @@ export function createVaultService({ repo, events, principalExists, clock = syst
     },
 
     purge(tenantId: string, name: string, force = false): void {
-      const v = repo.vaultByName(name);
+      const v = named(name);
       if (!v || v.tenantId !== tenantId || v.deletedAt == null) {
-        throw errors.notFound('ResourceNotFound', `No deleted vault '${name}' exists in this tenant.`);
+        throw errors.notFound('ResourceNotFound', `No deleted ${noun} '${name}' exists in this tenant.`);
       }
       if (v.purgeProtection && !force) {
-        throw errors.conflict(`Vault '${name}' has purge protection; it will be purged automatically on ${new Date(v.scheduledPurge! * 1000).toISOString()}.`, 'PurgeProtectionEnabled');
+        throw errors.conflict(`The ${noun} '${name}' has purge protection; it will be purged automatically on ${new Date(v.scheduledPurge! * 1000).toISOString()}.`, 'PurgeProtectionEnabled');
       }
-      repo.deleteVault(v.id);
+      purgeRows(v);
     },
 
-    /** Purges vaults whose retention has run out. */
+    /** Purges vaults of this kind whose retention has run out. */
     purgeExpired(): void {
       const t = now();
-      for (const v of repo.allVaults()) if (v.deletedAt != null && v.scheduledPurge! <= t) repo.deleteVault(v.id);
+      for (const v of repo.allVaults()) if (v.kind === kind && v.deletedAt != null && v.scheduledPurge! <= t) purgeRows(v);
     },
 
     /**
