@@ -44,6 +44,12 @@ import { createRoleAssignmentService } from './arm/role-assignments.service.js';
 import { createDataPlaneAuthz } from './vault/data-plane-authz.js';
 import { VAULT_TYPE } from './api/vault-resources.routes.js';
 import type { Vault } from './vault/vault.types.js';
+import { createTokenProvider } from './hsm/token-provider.js';
+import { createHsmKeys } from './hsm/hsm-keys.js';
+import { createHsmRbacRepo } from './hsm/hsm-rbac.repo.js';
+import { createLocalRbac } from './hsm/local-rbac.js';
+import { createHsmService } from './hsm/hsms.service.js';
+import { createHsmDataPlane } from './hsm/hsm-data-plane.js';
 
 const HOST = '127.0.0.1';
 /** The vault listener answers on both loopback addresses: names under `localhost` resolve to ::1 first. */
@@ -206,7 +212,27 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   // RSA private operations run on worker threads (one per core by default; 0 runs them on the event loop).
   const rsaWorkers = config.PGBYOK_RSA_WORKERS ?? Math.min(availableParallelism(), 8);
   const rsaPool = rsaWorkers > 0 ? createRsaPool(rsaWorkers, (problem) => logger.error(problem)) : undefined;
-  const keys = createKeyService({ repo: vaultRepo, barrier, events, rsaPool, clock });
+  // Managed HSMs: their keys in the PKCS#11 token (opened on first use), their data plane under local RBAC.
+  const hsmToken = createTokenProvider({
+    db, barrier, dir: join(paths.root, 'hsm'), clock,
+    module: config.PGBYOK_PKCS11_MODULE, label: config.PGBYOK_PKCS11_TOKEN_LABEL, pinFile: config.PGBYOK_PKCS11_PIN_FILE,
+  });
+  const hsmKeys = createHsmKeys({ tokens: hsmToken });
+  const localRbac = createLocalRbac(createHsmRbacRepo(db), clock);
+  const hsms = createHsmService({
+    vaults: createVaultService({
+      repo: vaultRepo, events, clock, kind: 'managedHsm',
+      principalExists: (tenantId, objectId) => identityRepo.principal(objectId)?.tenantId === tenantId,
+      purged: (v, ids) => {
+        const own = [v.hsm?.domainKeyId, v.hsm?.transferKeyId].filter((x): x is string => !!x);
+        void hsmKeys.destroy([...ids, ...own]).catch((e) => logger.error({ err: e, hsm: v.name }, 'destroying a purged HSM\'s token keys failed'));
+      },
+    }),
+    rbac: localRbac, tokens: hsmToken, clock, hsmUri: names.hsmUri,
+    principalExists: (tenantId, objectId) => identityRepo.principal(objectId)?.tenantId === tenantId,
+  });
+  const hsmDataPlane = createHsmDataPlane({ hsms, rbac: localRbac });
+  const keys = createKeyService({ repo: vaultRepo, barrier, events, rsaPool, clock, hsm: hsmKeys });
 
   const arm = createArmService({ repo: createArmRepo(db), clock });
   // The vault data plane's authorization: access policies, or role assignments at the vault's scope and above.
@@ -214,6 +240,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   const dataPlane = createDataPlaneAuthz({ vaults, assignmentsOf: identity.assignmentsOf, vaultScope });
   const vaultApp = buildVaultApp({
     logger, identity, vaults, keys, audit, dataPlane, platformOrigin: origin, names,
+    hsm: { hsms, hsmKeys, rbac: localRbac, dataPlane: hsmDataPlane },
     serverFactory: (handler) => {
       vaultHandler = handler;
       return createHttpServer();
@@ -255,7 +282,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     identity, arm, onDataRoleChanged: dataPlane.onAssignmentChanged,
   });
   const platformApp = buildPlatformApp({
-    logger, tls, audit, identity, tokens, vaults, servers, monitoring, insights, arm, roleAssignments, settings: serversRepo, origin, names,
+    logger, tls, audit, identity, tokens, vaults, hsms, servers, monitoring, insights, arm, roleAssignments, settings: serversRepo, origin, names,
     platformTenantId: () => settings!.defaultTenantId, hookCode,
   });
   await platformApp.listen({ port, host: HOST });
@@ -291,6 +318,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
       await tokens.rotateIfDue();
       await keys.tick((id) => vaultRepo.vault(id));
       vaults.purgeExpired();
+      hsms.purgeExpired();
     } catch (e) {
       logger.error({ err: e }, 'scheduler pass failed');
     }
@@ -328,6 +356,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
       await closeVaults();
       await vaultApp.close();
       await rsaPool?.close();
+      await hsmToken.close();
       db.close();
       logger.flush?.();
       releaseLock();

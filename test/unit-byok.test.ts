@@ -20,111 +20,8 @@ const ORIGIN = 'https://kv1.vault.localhost:8443';
 const VERSION = 'eba63d27e4e34e028839b53fac905621';
 const kidOf = (name: string, origin = ORIGIN, version = VERSION) => `${origin}/keys/${name}/${version}`;
 
-/**
- * A 4096-bit KEK and a 3072-bit target made once for this test (they protect nothing): generating them takes
- * seconds on a slow machine, more than the whole test may. The 2048-bit keys are generated fresh.
- */
-const KEK_4096_PEM = [
-  '-----BEGIN PRIVATE KEY-----',
-  'MIIJQgIBADANBgkqhkiG9w0BAQEFAASCCSwwggkoAgEAAoICAQCwTvndThzbu0vY',
-  '1wx7vONinsmnCgKBhuM8OEVPNCzvvuUvjoBeJ2j+OLbGbbPdXh5+QeGzGMgpVeiw',
-  'g3o4CvOaFcYbI2s0HZLdx+/OuuAscQaJXE9g3vBHVx3ds1TSxu0n30dxYw+xnuRO',
-  'oYMTjS1QlWUQdVszabaACw8p7mGCBCn1ic7CfDuu5gVXk4RUBwDcN975La+4Z2W0',
-  'TF/lT13kQTexS9EVeeTLBvrQFO6qkDzUmqUriICuO6aQ7m+S9R6ob2s7jFIdoYJo',
-  'earmqcrcPSpfPvaLyjs8jw6VYkKEG+ipBtMAM3UHXFkIsZQXYcbqPOzL37yUsvcM',
-  'L2ICl6Skcdj0OZcZIhGC5eaGZoHT2dHQ92uHDQiqqBl6avyjOX8PfoInhMRrs8H8',
-  'Oalq3A2nVLO0CltJRc2g9LTyEwR0EGXeENYxHn7nl2h3dZwyYF3vBI3j0h7rO1bm',
-  'YaQjQydtq0CAtgkaoxggn1pB15T1vY+pOYXSsX1FiGt+c/jABAOsx00iP7bvMYV9',
-  'yXiMDxqLA85VvF2AdcdEJeX4Q6DU5H/wQOHcmKExbevfWAi8MipmiY1QVaQCoC5a',
-  'RIkIQ7yQCNJFLKD5L1c4YdIPKXCMLE6WIjsUC7TmPo0Pvz2PcWA4HGYDSe0HBtvk',
-  'mV05OOgUFMEcZHBf25XKqncRMgkJNQIDAQABAoIB/3A3WkV+Pmwi2T8hoQQ5RI0u',
-  'ZUlvMP53Cee7Gc/rH34XQnkj9AQqPAHDu86utRKhcJx4AxQowQzjhboQbtVneGIX',
-  'QuTML37atWvzrjfRIWoDVajIs7EP64PF2bl8KtleyeK4bkmntDPuuirkRoZS0hQH',
-  'fFUe7z+oegM8Q7a4wyyM+erpo+nKLul7hFKLrVuphy7UC3vpM67Agl/OwszSm86c',
-  '5LpALvuqEJ0074DpDsJic2F85+cHUykYi1yVWhMmG3KlqMJ+CmRqD5/XPnJ/paem',
-  'qDYJfrgrfHZC1HYt7LRsP9EktINKtxB7WDwU4wWRIO6/D0HMciWs21pW2m+I6plM',
-  'zJNMMB1l6jYIvC4lY32zqFDf173btXoTgTVcinhHV9/WWY/amoXRI3P6xzz3NQvq',
-  'lhzFcig+T53/TQgNu+nkaQIgbdxJIa5EUKRiJZ55s8THfgXxlDv09JPHUEZKrhND',
-  'tlwq4UfUFSgCvWa14b0TTQqu90OANpZVA56tqOe6CGA1EFd8jMSZKsWjmfkDB8Vo',
-  'D9vjtuaZP2VXTz+UN10O2nZf5Uu3feJm2ZJkZ3jIUqSznxy1CIAe7+VB52O5FO66',
-  'nyC4Q9ywm/3x7ihVKqNJWpL1fVExxPa6oqIEFptSmwopkejVCVy0w/+cz8S1/Hdq',
-  'nWWjU+jBCf4xIFW00YkCggEBAPiKjfvHh0cdJfxgCMN7Z2fv2ZzgZell9E3BRTWg',
-  'cp507PacbtpLGNdDyyvy5rpM4ZZvhSblnd3bTWhVML9lmYJyQR6r50+G/VOIwYMM',
-  'KE9Zu/kONc+rdKq2s6MFstCRpjOHzB4x6gHLinnhMYlPaB2zTfakI8bw+2X98S04',
-  'VRWPB11sLbd8eIkfXBhUkdBHRCquuVB2wgZ1f9Sx0idwvXjFCl6gbv7G9W584J32',
-  'CxEBsv4PLhO1CTpt6xdhbBHrZ5uWXJ21GVG9lXr6SQe+zZmYi3xlPR4xX15HhXSV',
-  'MuijuyqKRlOsZuMOB24XKen6Gl+z6KUv/ChorkdN/cL/iYkCggEBALWZfEp9ZDt1',
-  'D6bbFpjMTRE7GYzoKtR70v1SWvBJqFA37Ld25A6F0xuSLGEMpF5AnOyciFRlRDMo',
-  'd/xG8jQ2CE/B56D1K7aNuteQ/4jq+Uit7X7do+9v1e+Mou/ekPBr3fZOcKmRnkgI',
-  '4jyavPbo/jIQIcCsAulZjqaBTcrPgut8XAQ+P3lqtmRrPFmsmiKdc4mTiDkGENHh',
-  'TyEEibcOMmjm1rZRlR0raysAPBaGy3h0ZnJLO97WIJCDaknOZ6Sl1quLjNJi3vHw',
-  'Uttxgh9juIMM5aC0PmhuPIfVa/DUrxVRU0gZFg15T5zJLzoy0EJ3MGHI+5y+vB2S',
-  'BeXYGi/bk00CggEBAKhwRj9Pfxer4nWCpA3PUUo4W9OcpJSkGwijJgNtBKDs/zc2',
-  '102rvV8OO+BCEypJNk1csPGmhfG4UWKW8Z2U/o9QXV+rAu17v61gLj1g/OSiHOly',
-  'PvfJ7BxSC7Y9A22kd+3OZ4BDNaMXzXZCLu8u2JHgVcMEhJar9MSvcEbEOa2NrGEd',
-  'EnKasZnEngaDMfrkgYcnuMGWanI0KXj9Nj6ygkYZy6hLtE2IiwbhLN0AxYk2DJdv',
-  'tDt44pMtsTi8NqCCWEoygfwDovApuueIPfw4zF/+6PFaLyyKK2bas9BJ2SGe7Ras',
-  'dXL5kRTqChELM8W1UTBw3gctWQgNwabjbUo9InkCggEAGsaRs+3/HGErOJ/vGgJt',
-  'jo/XOZZ10jSbrGw7KljB72n/hiGKiLWkpdkMoBacGaWPPbfqxf7UanKaFmFjjt00',
-  'poXhoDLmChmlpekkNEzpCpVSgjUt2bz0n0huMc3wMvLEnG9+XxIwc1CUAvmRyRob',
-  'eMg2IdF68GsbBGPmU3P7SrtgWePPuhhI4k+Ja3NumpH6mhtdp4LEch21bBneMFZw',
-  'ilUW7XTj9pQTThjPw0aGs7D99fYv0rBhxs0Jm+5KC9XD7DE8Rzz6wFN99Astc3Fh',
-  'oDkDlolc9kris+h87Np/IjaGgAfq33u2iFiFlSAu4s3uHUzkBH1/ASEpq3UMj2fh',
-  'tQKCAQEAjamVyDDeahTqeK6Xw3UXW2evIfxwrKKrLiuz1OuTsDowqQjfeE19ycik',
-  'RoLA+MO1KFF06MKneBmK4fDqUacyey4g+cIKTq7OOvK39mz4o+pjIsoNDapINUI4',
-  'N1S+1dbDxxjefCXTapexEjyisO8OTUC363UbbQlEq/S1/mVSTD6mMzXOykaNMvTK',
-  '8oXbilUi5meQOljAwdp6R/li1iuGk8K/KB39j+qyscbxWrRwMKtgle/5q9X0+p83',
-  '4OZnHMD7a25QVXWP35ol1tyd219be53LEPys0jyaJNOMT68NyiQPVLMU/r/HZbSz',
-  'QtXLmwCnuZIAd4HTNKcY0w2LKFVOBw==',
-  '-----END PRIVATE KEY-----',
-].join('\n');
-
-const TARGET_3072_PEM = [
-  '-----BEGIN PRIVATE KEY-----',
-  'MIIG/QIBADANBgkqhkiG9w0BAQEFAASCBucwggbjAgEAAoIBgQDHJoYCF6ZHAPmQ',
-  'eh+syIB40LjS6Tg7iNYSjXyCVJEF2PZS7wDoINxElfY3oeu17ehj5wurPctNAoph',
-  'd/ml/0+uTrzchCLBUMXueZSiSj4b1+j3PV6UXEBD7a0r6CitR7ahS23crvWWNhkq',
-  'sXfFfxuwsaJ5pO4oxcSlzFsAxlYOkGyJMUwJzh7aPmhnzCVsfwB1jRSmoynL2g1a',
-  'iwHz6lsc7tPYrAqw4H8jH7TLDHNEeymHIn/UcCU00SgItZhxB53znlrovfHG5An/',
-  '8VjEvpgqhOfAp/BPGHByGUjORMlNPk7Ov5VDjhGPsPN/PwnJ5NvArQUoxZ4vtqKc',
-  '0UV8wx85Z4dWROm2M+V2mIUimio04Qit0nwO0aldZejNqJU2KFlodxW+OV96MGQA',
-  'bMsOvmF4fqKebNdlPswxh0aYpd51htSCSvJGUu5zWrWvHvWMC6V9HCng1n2/UYDg',
-  'J+e0/tXFjoi7B0LpFHxw1OYh0h/I4wChrqIfcY0ii0axGxpFrIUCAwEAAQKCAYBR',
-  '0kQQrALG/WGLuIE3DhGqkaa+EM/ntequKK9VJMWIr4FUxZmLxaR6EVrdtIsRbjOi',
-  'iBTFQFg8xaRxM0fAqcrlBLiXqTpWTodj2VP18abe7bBrlC09q0FEJ2yUs4ey2dnx',
-  'Hvp+Ruvj0Uo5vjxFSlnoGLN2YwrueYK30+Q3x0UoKrJNE5H4HVWTuTxQGRHvJ6ba',
-  'pSIs7LCJboc6Ag7FVi4lDwK+7MBft3zEw4wWOIFLS4beXJBEiebfcmeOXH3LQqMq',
-  '2euD/yaNiAzGoe23amizrj/CTsiBFTXPE4CY2PxP17zEoUIPBmEQ99JS8vlYzppL',
-  'Bvhouh0LExwp7X8dY15/2Bd/DRxt2rmIE0SUXcxcbQLNgTGi881bisFcNhZXJf4m',
-  'J/+2Oq6eWOkm+Lxexxh5+Vn3OqUEnuvyoWhT6WayY/WT4ML7hNfRl3KI0XBX+wXR',
-  'cM6SYFHkOcfs6GBykYX86L7yvnHCDphrMdRgFxmMrX46A2fDKipgU/zYRgCcpSkC',
-  'gcEA7nnMvsocdhKFEJM707/PgtGtFzbNNw1+zAbhCFOqycQxq4P4slwaHlDiiSyx',
-  'DZqQHC/eKRgSiL7FP17Ho0DB2gy4QfPYNimy+SYnPfq/TZlELn8ohKF2S/WOjK67',
-  'D/dZ4aqTi0Ng7lNegifyh2umJSIuF+27/Zjl6Ug6xntxQPwOTp2KODbWu6+ohhcJ',
-  'LQaxz+EfLM0sV7q5UTKf9yg3oGumjAzWJ2pnuBbfPcHpQELvQjxoW4Dd5hSvxHn/',
-  '7nTfAoHBANXI7+vS6bZfSvOZ7mEzuH3NBNgK8TzW8r+19QhsLHtWjMCtbebHI5VE',
-  'bNDT6tSXixSSHMCjUU17V5pkz1Ii5B7tD2WBWkL9jtuQVAv2GbT48DomD0FYyzHq',
-  'YfvXqGTcp2jFzCphoXBQo0ztBXwg3L50qXU0vJpJKFhIOKo8lIfIqyn5+NVQOCJP',
-  'y/46b3KXhaHL78RETNrXrTJtiahonDht+bXDS5vDk10zi1AJMyuOOR55pMbegq3d',
-  'nwDVk3rHGwKBwQCpztz19eCySpmppc1yCCDw2/DOmN0jmF5zVWqjjUANj8B2ivBp',
-  'wJ9wetP0LXidYTPAfm1JAbUg3gaCCzFIk/H1HB2QCNwqJSMluf8zaPsTfFFKco0d',
-  'dANSLzYkAr98rPq5b8bD4WSCD6c6MsvFleemhWIg881q1JbRt/byIjAQv+pIHHGx',
-  'eYsJ9hif8oM8JooypfCW7Dno9jLDGLNDQMXrWvwquXE8e84DDXZE+XDnq0HG/lCo',
-  '52gaTxyhYOXWnC0CgcBy6YYk8YLUl5Y3KKecsetaG4ieBAu1kyh6afji5Rpn1Zbk',
-  'vpQTdzkmM9h1y2MvkKGelgdEeMTr6/+jqspRsRWDlhMvkX8OATL3zDWRFGCvCRw/',
-  'dVO/4VWfaAfxEfOe+4g05hUfNslLEN0mLUVEenmNGjI4IPe7ytUX1wI2Z0fDUNbI',
-  'QmhBaNQzhUb2STy8kLuww2kGy1uwSjv7nitfTZOjNWIDFI2glVixwVIB3GAX6mPD',
-  'gMlUaChAAp9EGIkkdr8CgcB/Rug3RqvDlksInOGxwCSaw26yld6jYt/d+N8GLayg',
-  'Dp7ESmPy5hGA0lyNkcHZ18DdQxSEtL+RHeQk7o1t5H8SbOC9QdewyrfrfDvywKjt',
-  'hp5X7Zu3QxUyA8DHxNhKPoLoyJi0ysZ+AUuOHkqv0vkHnhBwkHUuRCw/zuBiiRmx',
-  'aOwdSEKcdN5TBbFpv7MrMzuFyE+6C3JCRSNFxHgISKX7OCP0Iy4UJrkf3IV7BMxY',
-  'EUoHowxBQSmC+0Q2nLZx/ik=',
-  '-----END PRIVATE KEY-----',
-].join('\n');
-
-const kek4096 = createPrivateKey(KEK_4096_PEM);
-const target3072 = createPrivateKey(TARGET_3072_PEM);
-const [kek2048, target2048] = await Promise.all([generateRsaKey(2048), generateRsaKey(2048)]);
+// Keys are generated for each run (never embedded): a 3072-bit KEK stands for the larger sizes.
+const [kek2048, target2048, kekLarge, target3072] = await Promise.all([generateRsaKey(2048), generateRsaKey(2048), generateRsaKey(3072), generateRsaKey(3072)]);
 /** Another 2048-bit key of the vault, as a wrong KEK. */
 const otherKek = target2048;
 
@@ -158,8 +55,8 @@ const fileWith = (text: string, change: (f: Record<string, any>) => void) => {
   return keyHsmOf(JSON.stringify(f));
 };
 
-test('RSA 2048 and 3072 targets round-trip under 2048- and 4096-bit KEKs', () => {
-  for (const [kekName, kek] of [['kek2048', kek2048], ['kek4096', kek4096]] as const) {
+test('RSA 2048 and 3072 targets round-trip under 2048- and 3072-bit KEKs', () => {
+  for (const [kekName, kek] of [['kek2048', kek2048], ['kek3072', kekLarge]] as const) {
     for (const [targetName, target] of [['rsa2048', target2048], ['rsa3072', target3072]] as const) {
       const what = `${targetName} under ${kekName}`;
       for (const kekKey of [publicJwk(kek), kek, createPublicKey(kek)]) {
@@ -224,7 +121,7 @@ test('a blob for another KEK of the vault is refused', () => {
   const text = makeByok({ kid: kidOf('kek'), key: kek2048 }, target2048);
   refused(() => importOf(keyHsmOf(text), otherKek), ['could not be unwrapped with key-exchange key'], 'other 2048-bit KEK');
   // A KEK of another size: the ciphertext does not have that KEK's shape.
-  refused(() => importOf(keyHsmOf(text), kek4096), ['ciphertext'], '4096-bit KEK');
+  refused(() => importOf(keyHsmOf(text), kekLarge), ['ciphertext'], '3072-bit KEK');
   const kid = kidOf('kek');
   refused(() => unwrapByokSoftware(otherKek, byokCiphertext(parseByok(text), 256), kid), [`'${kid}'`], 'named KEK');
   refused(() => unwrapByokSoftware(createPublicKey(kek2048), byokCiphertext(parseByok(text), 256)), ['private RSA key'], 'public key');

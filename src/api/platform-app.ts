@@ -19,6 +19,8 @@ import type { ArmService } from '../arm/arm.service.js';
 import { registerResourceRoutes, type GroupMember } from '../arm/resources.routes.js';
 import { registerIdentityResourceRoutes } from './identities.routes.js';
 import { registerVaultResourceRoutes, VAULT_TYPE } from './vault-resources.routes.js';
+import { registerHsmResourceRoutes } from './hsm-resources.routes.js';
+import type { HsmService } from '../hsm/hsms.service.js';
 import { resourceId } from '../arm/arm.service.js';
 import type { Vault } from '../vault/vault.types.js';
 import type { Names } from '../lib/names.js';
@@ -34,6 +36,7 @@ export interface PlatformAppDeps {
   identity: IdentityService;
   tokens: TokenService;
   vaults: VaultService;
+  hsms: HsmService;
   servers: ServersService;
   monitoring: Monitoring;
   insights: Insights;
@@ -115,6 +118,7 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
     const members: GroupMember[] = [
       registerIdentityResourceRoutes(scope, { identity: d.identity, arm: d.arm }),
       registerVaultResourceRoutes(scope, { identity: d.identity, vaults: d.vaults, arm: d.arm, names: d.names }),
+      registerHsmResourceRoutes(scope, { identity: d.identity, hsms: d.hsms, arm: d.arm, names: d.names }),
       registerServerRoutes(scope, { servers: d.servers, arm: d.arm, names: d.names }),
     ];
     registerResourceRoutes(scope, { arm: d.arm, identity: d.identity, members: () => members });

@@ -185,9 +185,5 @@ export function registerVaultResourceRoutes(app: FastifyInstance, d: { identity:
     return {};
   });
 
-  // Managed HSMs are not offered yet: their lists are empty (az keyvault list and list-deleted ask for both kinds).
-  armRoute(app, 'GET', `${KV}/managedHSMs`, LIST_LEVELS, { config: { operation: 'ManagedHsmList', duty: 'readPlatform' } }, async () => ({ value: [] }));
-  armRoute(app, 'GET', `${KV}/deletedManagedHSMs`, ['tenant', 'subscription'], { config: { operation: 'DeletedManagedHsmList', duty: 'manageVaults' } }, async () => ({ value: [] }));
-
   return { type: VAULT_TYPE, duty: 'manageVaults', remove: async (req, name) => { await vaults.delete(req.arm.tenantId, name); } };
 }

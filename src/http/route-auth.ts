@@ -18,6 +18,10 @@ declare module 'fastify' {
     signedIn?: true;
     /** A vault data-plane token of the vault's tenant and this key permission in its access policies. */
     permission?: KeyPermission;
+    /** A managed HSM data-plane token of the HSM's tenant and a local role assignment granting this data action. */
+    hsmAction?: string;
+    /** An HSM route that answers before activation (the security domain's own). */
+    beforeActivation?: true;
     /** The platform's trusted-service client certificate. */
     trustedService?: true;
     /** The secret code given to the vault's event subscription. */
@@ -40,7 +44,7 @@ declare module 'fastify' {
   }
 }
 
-export const AUTH_KINDS = ['duty', 'signedIn', 'permission', 'trustedService', 'hookCode', 'public'] as const;
+export const AUTH_KINDS = ['duty', 'signedIn', 'permission', 'hsmAction', 'trustedService', 'hookCode', 'public'] as const;
 export type AuthKind = (typeof AUTH_KINDS)[number];
 
 export class RouteDeclarationError extends Error {}

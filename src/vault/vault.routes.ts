@@ -10,7 +10,7 @@ import { bearerToken, isTrustedService, queryOf, sourceAddress } from '../http/r
 import { requireSecuredRoutes, secureScope } from '../http/route-auth.js';
 import type { AuditLog } from '../audit/audit.js';
 import type { Caller, IdentityService } from '../identity/identity.service.js';
-import { TokenError, vaultAudiences } from '../identity/tokens.js';
+import { hsmAudiences, TokenError, vaultAudiences } from '../identity/tokens.js';
 import type { Names } from '../lib/names.js';
 import type { CryptoOp, KeyService } from './keys.service.js';
 import {
@@ -21,6 +21,9 @@ import type { KeyPermission, Vault } from './vault.types.js';
 import { installSecretJsonParser } from './secret-body.js';
 import type { DataPlaneAuthz } from './data-plane-authz.js';
 import type { FastifyInstance as Scope } from 'fastify';
+import type { HsmService } from '../hsm/hsms.service.js';
+import type { HsmDataPlane } from '../hsm/hsm-data-plane.js';
+import { authorizeHsmRoute, registerHsmRoutes, type HsmRoutesDeps } from '../hsm/hsm.routes.js';
 
 /** Every api-version the official SDKs send (Python 4.8.0b3 and az 2.45 default to 7.4-preview.1). */
 const API_VERSIONS = new Set(['7.0', '7.1', '7.2', '7.3', '7.4-preview.1', '7.4', '7.5-preview.1', '7.5', '7.6', '2025-07-01']);
@@ -46,6 +49,8 @@ export interface VaultAppDeps {
   platformOrigin: string;
   /** The vaults' DNS names: the Host header names the vault; the challenge names `names.vaultChallengeResource`. */
   names: Names;
+  /** Managed HSMs: served on the same listener under `NAME.managedhsm.<domain>`, authorized by local RBAC. */
+  hsm: HsmRoutesDeps & { hsms: HsmService; dataPlane: HsmDataPlane };
   /** Receives Fastify's request handler; the platform attaches it to the one vault listener. */
   serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) => Server;
 }
@@ -98,7 +103,8 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
       const q = url.indexOf('?');
       const path = q < 0 ? url : url.slice(0, q);
       const rest = q < 0 ? '' : url.slice(q);
-      const fixed = path.replace(/^\/keys\/([^/]+)\/(?=\/|$)/, `/keys/$1/${LATEST}`);
+      // A managed HSM's role routes at scope '/' arrive as `///providers/...` from the SDKs.
+      const fixed = path.replace(/^\/{2,}(?=providers\/)/, '/').replace(/^\/keys\/([^/]+)\/(?=\/|$)/, `/keys/$1/${LATEST}`);
       return fixed + rest;
     },
   });
@@ -108,31 +114,39 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
   app.decorateRequest('caller', undefined);
   app.decorateRequest('origin', '');
 
-  const challenge = (v: Vault) => `Bearer authorization="${d.platformOrigin}/${v.tenantId}", resource="${d.names.vaultChallengeResource}"`;
-  const audiences = vaultAudiences(d.names);
+  const challenge = (v: Vault) => `Bearer authorization="${d.platformOrigin}/${v.tenantId}", resource="${v.kind === 'managedHsm' ? d.names.hsmChallengeResource : d.names.vaultChallengeResource}"`;
+  const audiences = { vault: vaultAudiences(d.names), managedHsm: hsmAudiences(d.names) };
+  /** What a host name names: a vault (`NAME.vault.<domain>`), a managed HSM (`NAME.managedhsm.<domain>`), or nothing. */
+  const named = (host: string | undefined) => {
+    const hsm = d.names.hsmNameOf(host);
+    if (hsm !== undefined) return `managedhsm:${hsm}`;
+    const vault = d.names.vaultNameOf(host);
+    return vault === undefined ? undefined : `vault:${vault}`;
+  };
 
   const authenticate = async (req: FastifyRequest) => {
     const host = req.headers.host;
-    const name = d.names.vaultNameOf(host);
+    const target = named(host);
     // TLS server name and Host must name the same vault (a connection is not reused across vaults).
     const sni = (req.raw.socket as TLSSocket).servername;
-    const sniName = typeof sni === 'string' ? d.names.vaultNameOf(sni) : undefined;
-    if (sniName !== undefined && sniName !== name) {
-      throw errors.misdirected(`This connection was opened for vault '${sniName}' (TLS server name ${sni}); the request names ${host ? `'${host}'` : 'no host'}. Open a connection to the vault's own host name.`);
+    const sniTarget = typeof sni === 'string' ? named(sni) : undefined;
+    if (sniTarget !== undefined && sniTarget !== target) {
+      throw errors.misdirected(`This connection was opened for '${sniTarget.split(':')[1]}' (TLS server name ${sni}); the request names ${host ? `'${host}'` : 'no host'}. Open a connection to the vault's own host name.`);
     }
-    const vault = name === undefined ? undefined : d.vaults.byName(name);
+    const [kind, name] = target === undefined ? [undefined, undefined] : target.split(':');
+    const vault = name === undefined ? undefined : kind === 'managedhsm' ? d.hsm.hsms.byName(name) : d.vaults.byName(name);
     if (!vault || vault.deletedAt != null) {
-      throw errors.notFound('VaultNotFound', name === undefined
-        ? `The host '${host ?? ''}' names no vault: vaults are served as https://NAME.vault.${d.names.domain}${d.names.vaultPort === 443 ? '' : `:${d.names.vaultPort}`}/.`
-        : `No vault named '${name}' is served here.`);
+      throw errors.notFound(kind === 'managedhsm' ? 'ManagedHsmNotFound' : 'VaultNotFound', name === undefined
+        ? `The host '${host ?? ''}' names no vault: vaults are served as https://NAME.vault.${d.names.domain}${d.names.vaultPort === 443 ? '' : `:${d.names.vaultPort}`}/, managed HSMs as https://NAME.managedhsm.${d.names.domain}${d.names.vaultPort === 443 ? '' : `:${d.names.vaultPort}`}/.`
+        : `No ${kind === 'managedhsm' ? 'managed HSM' : 'vault'} named '${name}' is served here.`);
     }
     req.vault = vault;
     // Ids (kid, nextLink) name the vault as its vaultUri does, whatever case or form the Host header used.
-    req.origin = d.names.vaultOrigin(vault.name);
+    req.origin = vault.kind === 'managedHsm' ? d.names.hsmOrigin(vault.name) : d.names.vaultOrigin(vault.name);
     const token = bearerToken(req);
     if (!token) throw errors.unauthorized('AKV10000: Request is missing a Bearer or PoP token.', challenge(vault));
     try {
-      req.caller = await d.identity.authenticate(token, audiences);
+      req.caller = await d.identity.authenticate(token, audiences[vault.kind]);
     } catch (e) {
       if (e instanceof TokenError) throw errors.unauthorized(`AKV10022: ${e.message}`, challenge(vault));
       throw e;
@@ -159,7 +173,9 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
   const authorize = async (req: FastifyRequest) => {
     const perm = req.routeOptions.config.permission!;
     const { vault, caller } = req as Required<Pick<FastifyRequest, 'vault' | 'caller'>> & FastifyRequest;
-    d.dataPlane.authorize(vault, caller, { permission: perm, operation: req.routeOptions.config.operation, keyName: (req.params as Partial<Params>)?.name });
+    const keyName = (req.params as Partial<Params>)?.name;
+    if (vault.kind === 'managedHsm') d.hsm.dataPlane.authorizeKeys(vault, caller, perm, req.routeOptions.config.operation, keyName);
+    else d.dataPlane.authorize(vault, caller, { permission: perm, operation: req.routeOptions.config.operation, keyName });
   };
 
   const describe = (req: FastifyRequest) => {
@@ -185,6 +201,11 @@ export function buildVaultApp(d: VaultAppDeps): FastifyInstance {
     hooks: (scope) => scope.addHook('preHandler', authorize),
     beforeHandler: auditAttempt(d.audit, 'vault', describe),
   }, (scope) => registerKeyRoutes(scope, d));
+  secureScope(app, {
+    name: 'managed-hsm', enforces: ['hsmAction'], surface: 'vault',
+    hooks: (scope) => scope.addHook('preHandler', authorizeHsmRoute(d.hsm)),
+    beforeHandler: auditAttempt(d.audit, 'vault', describe),
+  }, (scope) => registerHsmRoutes(scope, d.hsm));
   return app;
 }
 
@@ -254,9 +275,9 @@ function registerKeyRoutes(app: Scope, d: VaultAppDeps): void {
     d.keys.purgeKey(req.vault, req.params.name);
     reply.code(204).send();
   });
-  route('POST', '/keys/:name/backup', 'KeyBackup', 'backup', (req) => ({ value: d.keys.backupKey(req.vault, req.params.name) }));
-  route('POST', '/keys/restore', 'KeyRestore', 'restore', (req) =>
-    keyBundle(req.origin, req.vault, d.keys.restoreKey(req.vault, (req.body as { value: string }).value)),
+  route('POST', '/keys/:name/backup', 'KeyBackup', 'backup', async (req) => ({ value: await d.keys.backupKey(req.vault, req.params.name) }));
+  route('POST', '/keys/restore', 'KeyRestore', 'restore', async (req) =>
+    keyBundle(req.origin, req.vault, await d.keys.restoreKey(req.vault, (req.body as { value: string }).value)),
   { type: 'object', required: ['value'], properties: { value: { type: 'string' } } });
   route('POST', '/keys/:name/rotate', 'KeyRotate', 'rotate', async (req) =>
     keyBundle(req.origin, req.vault, await d.keys.rotateKey(req.vault, req.params.name)));
@@ -285,11 +306,12 @@ function registerKeyRoutes(app: Scope, d: VaultAppDeps): void {
     app.route<{ Params: Params; Body: Record<string, unknown> }>({
       method: 'POST', url: `/keys/:name/:version/${path}`, config: { operation, permission: op, readOnly: true }, schema: { body: cryptoSchema },
       handler: async (req, reply) => {
-        const { version, out } = await d.keys.crypto(req.vault!, req.params.name, ver(req.params.version), op, req.body);
+        const { version, out, iv, tag } = await d.keys.crypto(req.vault!, req.params.name, ver(req.params.version), op, req.body);
         if (typeof out === 'boolean') return { value: out };
         // The result (an unwrapped DEK, for unwrapKey) goes out as bytes, never as a string, and every copy is
         // wiped once the reply has been handed to TLS.
-        const body = secretJsonBody({ kid: keyId(req.origin, req.params.name, version.version) }, 'value', out);
+        const gcm: Record<string, string> = iv && tag ? { iv: iv.toString('base64url'), tag: tag.toString('base64url') } : {};
+        const body = secretJsonBody({ kid: keyId(req.origin, req.params.name, version.version), ...gcm }, 'value', out);
         out.fill(0);
         const wipe = () => body.fill(0);
         reply.raw.once('finish', wipe).once('close', wipe);

@@ -160,6 +160,8 @@ export function createVaultService({ repo, events, principalExists, clock = syst
       const v = named(name);
       return v && v.deletedAt == null ? v : undefined;
     },
+    /** Whether a vault or managed HSM (live or soft-deleted) has this name: the two share one namespace here. */
+    nameTaken: (name: string) => repo.vaultByName(name) !== undefined,
     byId: (id: string) => {
       const v = repo.vault(id);
       return v && v.kind === kind ? v : undefined;
