@@ -7,13 +7,14 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { constants, createPublicKey, publicEncrypt, randomBytes, randomUUID, X509Certificate } from 'node:crypto';
+import { constants, createPublicKey, generateKeyPairSync, publicEncrypt, randomBytes, randomUUID, X509Certificate } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MANAGEMENT_SCOPE, startInProc, type InProc } from './inproc.js';
 import { parseSecurityDomain, recoverSecret, restoreBlob } from '../src/hsm/security-domain.js';
 import { httpCall } from '../src/lib/http-client.js';
+import { keyHsmOf, makeByok } from '../src/vault/byok.js';
 
 const skip = existsSync('/usr/lib/softhsm/libsofthsm2.so') ? false : 'SoftHSM2 is not installed (apt-get install softhsm2)';
 const API = 'api-version=2024-11-01';
@@ -220,4 +221,37 @@ test('soft-delete with purge protection: a deleted HSM is listed, recovered, and
   assert.equal(back.status, 200, JSON.stringify(back.body));
   const name = await arm('POST', `/subscriptions/${sub}/providers/Microsoft.KeyVault/checkMhsmNameAvailability`, { name: 'hsm-del' });
   assert.equal(name.body.nameAvailable, false);
+});
+
+test('BYOK (.byok key transfer blob): imported into a vault under a software key-exchange key and into an HSM under one generated in the token', { skip }, async () => {
+  const customer = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const n = (customer.export({ format: 'jwk' }) as { n: string }).n;
+  const vaultUri = await p.createVault('kv-byok', { enablePurgeProtection: true });
+  const vaultToken = await p.token();
+  const hsmUri = (await arm('GET', `${group()}/hsm-one`)).body.properties.hsmUri;
+  for (const [where, call] of [
+    ['vault', (m: string, path: string, body?: unknown) => p.call(m, `${vaultUri}${path}${path.includes('?') ? '&' : '?'}${KV}`, { token: vaultToken, body })],
+    ['hsm', (m: string, path: string, body?: unknown) => data(hsmUri, m, path, body)],
+  ] as const) {
+    const kek = await call('POST', '/keys/kek-byok/create', { kty: where === 'vault' ? 'RSA' : 'RSA-HSM', key_size: 2048, key_ops: ['import'] });
+    assert.equal(kek.status, 200, `${where}: ${JSON.stringify(kek.body)}`);
+    assert.deepEqual(kek.body.key.key_ops, ['import']);
+    const blob = makeByok({ kid: kek.body.key.kid, key: { kty: 'RSA', n: kek.body.key.n, e: kek.body.key.e } }, customer);
+    const imported = await call('PUT', '/keys/byok-key', { key: { kty: 'RSA-HSM', key_hsm: keyHsmOf(blob) }, Hsm: true });
+    assert.equal(imported.status, 200, `${where}: ${JSON.stringify(imported.body)}`);
+    assert.equal(imported.body.key.n, n, `${where}: the customer's key`);
+    const dek = randomBytes(32);
+    const wrapped = publicEncrypt({ key: createPublicKey(customer), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha1' }, dek);
+    const un = await call('POST', `/keys/byok-key/${imported.body.key.kid.split('/').pop()}/unwrapkey`, { alg: 'RSA-OAEP', value: wrapped.toString('base64url') });
+    assert.equal(un.status, 200, `${where}: ${JSON.stringify(un.body)}`);
+    assert.deepEqual(Buffer.from(un.body.value, 'base64url'), dek);
+    // A key-exchange key does nothing but import; a blob made for another KEK is refused, naming it.
+    assert.equal((await call('POST', '/keys/kek-byok//wrapkey', { alg: 'RSA-OAEP', value: dek.toString('base64url') })).status, 400);
+    const foreign = makeByok({ kid: `https://elsewhere.vault.localhost/keys/kek/${'0'.repeat(32)}`, key: { kty: 'RSA', n: kek.body.key.n, e: kek.body.key.e } }, customer);
+    const refused = await call('PUT', '/keys/byok-foreign', { key: { kty: 'RSA-HSM', key_hsm: keyHsmOf(foreign) }, Hsm: true });
+    assert.equal(refused.status, 400);
+    assert.match(refused.body.error.message, /another vault or HSM/);
+  }
+  const plain = await data(hsmUri, 'PUT', '/keys/plain', { key: customer.export({ format: 'jwk' }) });
+  assert.equal(plain.status, 400, 'plaintext key material never enters an HSM');
 });

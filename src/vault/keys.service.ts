@@ -19,6 +19,7 @@ import { checkJwkImport } from './jwk-import.js';
 import { openKeyBackup, sealKeyBackup } from './key-backup.js';
 import { schedulerPass } from './key-scheduler.js';
 import type { HsmKeys, TokenMaterial } from '../hsm/hsm-keys.js';
+import { byokCiphertext, byokKek, parseByok, unwrapByokSoftware } from './byok.js';
 
 const DAY = 86400;
 
@@ -200,8 +201,37 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
       });
     },
 
-    importKey(vault: Vault, name: string, input: ImportKeyInput): KeyVersion {
+    /**
+     * An import: a BYOK key transfer blob (`key.key_hsm`, wrapped to one of this vault's or HSM's key-exchange
+     * keys) unwrapped by the HSM's token, or by OpenSSL with the vault's software KEK; or, into a vault only, a
+     * plaintext JWK. `origin` is the vault's own, which the blob's KEK kid must name.
+     */
+    async importKey(vault: Vault, name: string, input: ImportKeyInput, origin: string): Promise<KeyVersion> {
       assertKeyName(name);
+      const attrs = () => {
+        checkWindow(input.attributes?.nbf, input.attributes?.exp);
+        const t = now();
+        return {
+          enabled: input.attributes?.enabled ?? true, nbf: input.attributes?.nbf ?? undefined, exp: input.attributes?.exp ?? undefined,
+          created: t, updated: t, tags: input.tags,
+        };
+      };
+      if (typeof input.key?.key_hsm === 'string') {
+        const file = parseByok(input.key.key_hsm);
+        const ref = byokKek(file, origin);
+        const kek = versionOf(vault, ref.name, ref.version);
+        if (!kek.keyOps.includes('import')) throw errors.badParameter(`Key '${ref.name}' is not a key-exchange key: its key_ops must be exactly ['import'].`, 'OperationNotAllowed');
+        if (!kek.enabled) throw errors.forbidden('Operation import is not allowed with a disabled key-exchange key.', 'KeyDisabled');
+        const keyOps = checkKeyOps(input.key.key_ops as string[] | undefined);
+        const ciphertext = byokCiphertext(file, kek.keySize / 8);
+        if (isHsm(vault)) return addVersion(vault, name, await hsmKeys().importByok(kek, ciphertext), { keyOps, ...attrs() });
+        const der = unwrapByokSoftware(privateKeyOf(kek), ciphertext, file.header.kid);
+        try {
+          return addVersion(vault, name, rsa.privateFromDer(der), { keyOps, ...attrs() });
+        } finally {
+          der.fill(0);
+        }
+      }
       if (isHsm(vault)) {
         throw errors.badParameter('A managed HSM imports keys only as a BYOK key transfer blob (key.key_hsm, made for one of its key-exchange keys); plaintext key material never enters it.');
       }

@@ -28,7 +28,8 @@ function attributes(v: KeyVersion, vault: Vault) {
 
 export function keyBundle(origin: string, vault: Vault, v: KeyVersion) {
   return {
-    key: { kid: keyId(origin, v.name, v.version), kty: v.kty, key_ops: v.keyOps, n: v.n, e: v.e },
+    // An oct-HSM key shows no key material at all (its value never leaves the HSM).
+    key: { kid: keyId(origin, v.name, v.version), kty: v.kty, key_ops: v.keyOps, ...(v.kty === 'oct-HSM' ? {} : { n: v.n, e: v.e }) },
     attributes: attributes(v, vault),
     ...(v.tags ? { tags: v.tags } : {}),
   };

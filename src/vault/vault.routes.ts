@@ -233,8 +233,8 @@ function registerKeyRoutes(app: Scope, d: VaultAppDeps): void {
     type: 'object', required: ['kty'],
     properties: { kty: { type: 'string' }, key_size: { type: 'integer' }, public_exponent: { type: 'integer' }, key_ops: keyOpsSchema, attributes: attributesSchema, tags: tagsSchema },
   });
-  route('PUT', '/keys/:name', 'KeyImport', 'import', (req) =>
-    keyBundle(req.origin, req.vault, d.keys.importKey(req.vault, req.params.name, req.body as any)),
+  route('PUT', '/keys/:name', 'KeyImport', 'import', async (req) =>
+    keyBundle(req.origin, req.vault, await d.keys.importKey(req.vault, req.params.name, req.body as any, req.origin)),
   { type: 'object', required: ['key'], properties: { key: { type: 'object' }, Hsm: { type: 'boolean' }, attributes: attributesSchema, tags: tagsSchema } });
   route('GET', '/keys', 'KeyList', 'list', (req) => {
     const p = paging(req);
