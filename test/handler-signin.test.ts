@@ -88,7 +88,8 @@ test('ADFS discovery: MSAL\'s {authority}/.well-known/openid-configuration names
   assert.equal(r.body.token_endpoint, `${o}/adfs/oauth2/token`);
   assert.equal(r.body.authorization_endpoint, `${o}/adfs/oauth2/authorize`);
   assert.equal(r.body.jwks_uri, `${o}/adfs/discovery/keys`);
-  assert.deepEqual(r.body.scopes_supported, ['https://vault.localhost/.default', `https://vault.localhost:${p.platform.settings.vaultPort}/.default`, 'https://vault.azure.net/.default', 'https://management.azure.com/.default']);
+  assert.deepEqual(r.body.scopes_supported, ['https://vault.localhost/.default', `https://vault.localhost:${p.platform.settings.vaultPort}/.default`, 'https://vault.azure.net/.default',
+    'https://managedhsm.localhost/.default', `https://managedhsm.localhost:${p.platform.settings.vaultPort}/.default`, 'https://management.azure.com/.default']);
   const jwks = await p.call('GET', '/adfs/discovery/keys');
   assert.deepEqual(jwks.body, (await p.call('GET', `/${p.admin.tenantId}/discovery/v2.0/keys`)).body);
 });
