@@ -16,7 +16,7 @@ import {
   type CreateKeyInput, type ImportKeyInput, type UpdateKeyInput,
 } from './key-input.js';
 import { checkJwkImport } from './jwk-import.js';
-import { openKeyBackup, sealKeyBackup } from './key-backup.js';
+import { createKeyBackups } from './key-backups.js';
 import { schedulerPass } from './key-scheduler.js';
 import type { HsmKeys, TokenMaterial } from '../hsm/hsm-keys.js';
 import { byokCiphertext, byokKek, parseByok, unwrapByokSoftware } from './byok.js';
@@ -133,29 +133,7 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
     });
   };
 
-  const backupKeyFor = (tenantId: string) => barrier.deriveKey('key-backup', tenantId);
-
-  /** Restores an HSM key backup: the token unwraps each version under the security domain; the rows follow. */
-  const restoreHsm = async (vault: Vault, blob: string): Promise<KeyVersion> => {
-    const payload = await hsmKeys().restore(vault, blob);
-    const name = payload.name;
-    try {
-      repo.transaction(() => {
-        if (repo.key(vault.id, name)) {
-          throw errors.conflict(`Key ${name} already exists in this HSM (or is soft-deleted); delete and purge it before restoring.`, 'KeyAlreadyExists');
-        }
-        repo.insertKey(vault.id, name, payload.created);
-        if (payload.rotationPolicy) repo.setRotationPolicy(vault.id, name, payload.rotationPolicy);
-        for (const v of payload.versions) repo.insertVersion(v, null);
-      });
-    } catch (e) {
-      await hsmKeys().destroy(payload.versions.map((v) => v.tokenKeyId!));
-      throw e;
-    }
-    const latest = repo.latestVersion(vault.id, name)!;
-    events.emit(vault, 'Microsoft.KeyVault.KeyNewVersionCreated', { objectType: 'Key', objectName: name, version: latest.version });
-    return latest;
-  };
+  const backups = createKeyBackups({ repo, barrier, events, hsm: hsmKeys, sealAad, liveKey });
 
   return {
     versionOf,
@@ -329,42 +307,9 @@ export function createKeyService({ repo, barrier, events, rsaPool, clock = syste
       events.emit(vault, 'Microsoft.KeyVault.KeyPurged', { objectType: 'Key', objectName: name });
     },
 
-    /**
-     * An opaque, integrity-protected blob holding every version of the key, encrypted under a per-tenant
-     * subkey of the master key: it restores into any vault of the same tenant of this installation, nowhere else.
-     */
-    backupKey(vault: Vault, name: string): Promise<string> | string {
-      const k = liveKey(vault, name);
-      if (isHsm(vault)) return hsmKeys().backup(vault, k, repo.allVersions(vault.id, name));
-      const versions = repo.allVersions(vault.id, name).map((v) => {
-        const der = barrier.unseal(repo.sealedPrivate(vault.id, name, v.version)!, sealAad(vault.id, name, v.version));
-        const { vaultId: _vid, ...rest } = v;
-        return { ...rest, pkcs8: der.toString('base64') };
-      });
-      return sealKeyBackup(backupKeyFor(vault.tenantId), vault.tenantId, { name, created: k.created, rotationPolicy: k.rotationPolicy, versions });
-    },
-
-    async restoreKey(vault: Vault, blob: string): Promise<KeyVersion> {
-      if (isHsm(vault)) return restoreHsm(vault, blob);
-      const payload = openKeyBackup(blob, vault.tenantId, backupKeyFor);
-      const name = payload.name;
-      repo.transaction(() => {
-        if (repo.key(vault.id, name)) {
-          throw errors.conflict(`Key ${name} already exists in this vault (or is soft-deleted); delete and purge it before restoring.`, 'KeyAlreadyExists');
-        }
-        repo.insertKey(vault.id, name, payload.created);
-        if (payload.rotationPolicy) repo.setRotationPolicy(vault.id, name, payload.rotationPolicy);
-        for (const v of payload.versions) {
-          const { pkcs8, ...fields } = v;
-          const der = Buffer.from(pkcs8, 'base64');
-          repo.insertVersion({ ...fields, vaultId: vault.id }, barrier.seal(der, sealAad(vault.id, name, v.version)));
-          der.fill(0);
-        }
-      });
-      const latest = repo.latestVersion(vault.id, name)!;
-      events.emit(vault, 'Microsoft.KeyVault.KeyNewVersionCreated', { objectType: 'Key', objectName: name, version: latest.version });
-      return latest;
-    },
+    /** An opaque, integrity-protected blob of every version of the key (see key-backups.ts for where it restores). */
+    backupKey: (vault: Vault, name: string) => backups.backup(vault, name),
+    restoreKey: (vault: Vault, blob: string) => backups.restore(vault, blob),
 
     rotateKey: rotate,
 
