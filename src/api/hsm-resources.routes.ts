@@ -1,12 +1,13 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { errors } from '../lib/errors.js';
 import type { IdentityService } from '../identity/identity.service.js';
 import type { Vault } from '../vault/vault.types.js';
 import type { HsmService } from '../hsm/hsms.service.js';
-import { armErrors, resourceId, type ArmService } from '../arm/arm.service.js';
+import { resourceId, type ArmService } from '../arm/arm.service.js';
 import { armRoute, LIST_LEVELS, RESOURCE_LEVELS } from '../arm/routing.js';
 import type { GroupMember } from '../arm/resources.routes.js';
 import type { Names } from '../lib/names.js';
+import { keyVaultLookups, networkAclsOf, type NetworkAclsBody } from './keyvault-arm.js';
 
 /**
  * Microsoft.KeyVault/managedHSMs in the management plane (api-version 2021-10-01 to 2025-05-01 shapes): PUT
@@ -32,7 +33,7 @@ interface HsmBody {
     enableSoftDelete?: boolean | null;
     enablePurgeProtection?: boolean | null;
     publicNetworkAccess?: 'Enabled' | 'Disabled';
-    networkAcls?: { defaultAction?: 'Allow' | 'Deny'; bypass?: 'AzureServices' | 'None'; ipRules?: { value: string }[] } | null;
+    networkAcls?: NetworkAclsBody | null;
   };
 }
 
@@ -112,23 +113,10 @@ export function deletedHsmWire(v: Vault, subscriptionId: string, hsmId: string) 
 
 export function registerHsmResourceRoutes(app: FastifyInstance, d: { identity: IdentityService; hsms: HsmService; arm: ArmService; names: Names }): GroupMember {
   const { arm, hsms } = d;
-  const placed = (v: Vault) => arm.placementOf(v.tenantId, HSM_TYPE, v.name, v.location);
+  const { placed, find, deletedAt } = keyVaultLookups({ arm, type: HSM_TYPE, noun: 'managed HSM', list: hsms.list, listDeleted: hsms.listDeleted });
   const out = (v: Vault) => hsmWire(v, d.names, resourceId(placed(v)));
   const deletedOut = (v: Vault) => { const p = placed(v); return deletedHsmWire(v, p.subscriptionId, resourceId(p)); };
-  const find = (req: FastifyRequest, name: string) => {
-    const v = hsms.list(req.arm.tenantId).find((x) => x.name.toLowerCase() === name.toLowerCase());
-    if (!v || !arm.inScope(req.arm, placed(v))) throw armErrors.resourceNotFound(HSM_TYPE, name, req.arm.resourceGroup);
-    return v;
-  };
-  const aclsOf = (b: HsmBody) => {
-    const n = b.properties?.networkAcls;
-    if (!n) return undefined;
-    return {
-      ...(n.defaultAction !== undefined ? { defaultAction: n.defaultAction } : {}),
-      ...(n.bypass !== undefined ? { bypass: n.bypass } : {}),
-      ...(n.ipRules ? { ipRules: n.ipRules.map((r) => r.value) } : {}),
-    };
-  };
+  const aclsOf = (b: HsmBody) => networkAclsOf(b.properties?.networkAcls);
   const update = (v: Vault, b: HsmBody) => {
     const p = b.properties ?? {};
     if (p.initialAdminObjectIds && JSON.stringify([...p.initialAdminObjectIds].map((x) => x.toLowerCase()).sort()) !== JSON.stringify([...(v.hsm?.initialAdminObjectIds ?? [])].sort())) {
@@ -199,13 +187,6 @@ export function registerHsmResourceRoutes(app: FastifyInstance, d: { identity: I
   armRoute(app, 'GET', `${KV}/deletedManagedHSMs`, ['tenant', 'subscription'], { config: { operation: 'DeletedManagedHsmList', duty: 'manageVaults' } }, async (req) => ({
     value: hsms.listDeleted(req.arm.tenantId).filter((v) => req.arm.tenantPath || placed(v).subscriptionId === req.arm.subscriptionId).map(deletedOut),
   }));
-  const deletedAt = (req: FastifyRequest, name: string, location?: string) => {
-    const v = hsms.listDeleted(req.arm.tenantId).find((x) => x.name.toLowerCase() === name.toLowerCase() && (!location || x.location === location.toLowerCase()));
-    if (!v || (!req.arm.tenantPath && placed(v).subscriptionId !== req.arm.subscriptionId)) {
-      throw errors.notFound('ResourceNotFound', `No soft-deleted managed HSM '${name}'${location ? ` in ${location}` : ''} exists in this subscription.`);
-    }
-    return v;
-  };
   const purge = (v: Vault) => {
     hsms.purge(v.tenantId, v.name);
     arm.unplace(v.tenantId, HSM_TYPE, v.name);

@@ -3,10 +3,11 @@ import { errors } from '../lib/errors.js';
 import type { IdentityService } from '../identity/identity.service.js';
 import type { VaultService } from '../vault/vaults.service.js';
 import type { Vault } from '../vault/vault.types.js';
-import { armErrors, resourceId, type ArmService } from '../arm/arm.service.js';
+import { resourceId, type ArmService } from '../arm/arm.service.js';
 import { armRoute, LIST_LEVELS, RESOURCE_LEVELS } from '../arm/routing.js';
 import type { GroupMember } from '../arm/resources.routes.js';
 import { deletedVaultWire, vaultWire } from './arm.wire.js';
+import { keyVaultLookups, networkAclsOf } from './keyvault-arm.js';
 import type { Names } from '../lib/names.js';
 
 /**
@@ -70,23 +71,10 @@ const vaultBodySchema = {
 
 export function registerVaultResourceRoutes(app: FastifyInstance, d: { identity: IdentityService; vaults: VaultService; arm: ArmService; names: Names }): GroupMember {
   const { arm, vaults } = d;
-  const placed = (v: Vault) => arm.placementOf(v.tenantId, VAULT_TYPE, v.name, v.location);
+  const { placed, find, deletedAt } = keyVaultLookups({ arm, type: VAULT_TYPE, noun: 'vault', list: vaults.list, listDeleted: vaults.listDeleted });
   const out = (v: Vault) => vaultWire(v, vaults.policies(v), d.names, resourceId(placed(v)));
   const deletedOut = (v: Vault) => { const p = placed(v); return deletedVaultWire(v, p.subscriptionId, resourceId(p)); };
-  const find = (req: FastifyRequest, name: string) => {
-    const v = vaults.list(req.arm.tenantId).find((x) => x.name.toLowerCase() === name.toLowerCase());
-    if (!v || !arm.inScope(req.arm, placed(v))) throw armErrors.resourceNotFound(VAULT_TYPE, name, req.arm.resourceGroup);
-    return v;
-  };
-  const aclsOf = (b: VaultBody) => {
-    const n = b.properties?.networkAcls;
-    if (!n) return undefined;
-    return {
-      ...(n.defaultAction !== undefined ? { defaultAction: n.defaultAction } : {}),
-      ...(n.bypass !== undefined ? { bypass: n.bypass } : {}),
-      ...(n.ipRules ? { ipRules: n.ipRules.map((r) => r.value) } : {}),
-    };
-  };
+  const aclsOf = (b: VaultBody) => networkAclsOf(b.properties?.networkAcls);
   const policiesOf = (req: FastifyRequest, list: PolicyBody[]) => list.map((p) => ({
     objectId: d.identity.findPrincipalIdOr(req.arm.tenantId, p.objectId), tenantId: p.tenantId, keyPermissions: p.permissions.keys ?? [],
   }));
@@ -160,13 +148,6 @@ export function registerVaultResourceRoutes(app: FastifyInstance, d: { identity:
   armRoute(app, 'GET', `${KV}/deletedVaults`, ['tenant', 'subscription'], { config: { operation: 'DeletedVaultList', duty: 'manageVaults' } }, async (req) => ({
     value: vaults.listDeleted(req.arm.tenantId).filter((v) => req.arm.tenantPath || placed(v).subscriptionId === req.arm.subscriptionId).map(deletedOut),
   }));
-  const deletedAt = (req: FastifyRequest, name: string, location?: string) => {
-    const v = vaults.listDeleted(req.arm.tenantId).find((x) => x.name.toLowerCase() === name.toLowerCase() && (!location || x.location === location.toLowerCase()));
-    if (!v || (!req.arm.tenantPath && placed(v).subscriptionId !== req.arm.subscriptionId)) {
-      throw errors.notFound('ResourceNotFound', `No soft-deleted vault '${name}'${location ? ` in ${location}` : ''} exists in this subscription.`);
-    }
-    return v;
-  };
   armRoute<Named & { loc: string }>(app, 'GET', `${KV}/locations/:loc/deletedVaults/:name`, ['tenant', 'subscription'], { config: { operation: 'DeletedVaultGet', duty: 'manageVaults' } }, async (req) =>
     deletedOut(deletedAt(req, req.params.name, req.params.loc)));
   armRoute<Named & { loc: string }>(app, 'POST', `${KV}/locations/:loc/deletedVaults/:name/purge`, ['tenant', 'subscription'], { config: { operation: 'VaultPurge', duty: 'manageVaults' } }, async (req, reply) => {
