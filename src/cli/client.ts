@@ -55,6 +55,21 @@ export class CliContext {
     return s.domain && s.vaultPort ? createNames(s.domain, s.vaultPort).vaultResource : RESOURCES.azureVault;
   }
 
+  /** A managed HSM's URI, as az builds it from --hsm-name: `https://NAME.managedhsm.<domain>[:port]/`. */
+  hsmUri(name: string): string {
+    const s = this.settings;
+    if (!s.domain || !s.vaultPort) throw new CliError(`The platform of home ${this.paths.root} serves no managed HSMs; restart it with 'pgbyok up'.`);
+    return createNames(s.domain, s.vaultPort).hsmUri(name);
+  }
+
+  /** The audience of a data-plane URI: a managed HSM's (`https://managedhsm.<domain>`), else the vaults'. */
+  dataResource(uri: string): string {
+    const s = this.settings;
+    if (!s.domain || !s.vaultPort) return this.vaultResource;
+    const names = createNames(s.domain, s.vaultPort);
+    return names.hsmNameOf(new URL(uri).host) !== undefined ? names.hsmResource : names.vaultResource;
+  }
+
   get ca(): string {
     if (!existsSync(this.paths.caCert)) throw new CliError(`No CA certificate at ${this.paths.caCert}; run 'pgbyok up' first.`);
     return readFileSync(this.paths.caCert, 'utf8');
@@ -159,11 +174,11 @@ export class CliContext {
     return this.call(RESOURCES.management, method, this.mgmtUrl(path), body);
   }
 
-  /** A Key Vault data-plane call, exactly as an SDK makes it (token for the vault resource). */
+  /** A Key Vault (or managed HSM) data-plane call, exactly as an SDK makes it (token for the URI's resource). */
   vault(vaultUri: string, method: string, path: string, body?: unknown): Promise<any> {
     const base = vaultUri.replace(/\/$/, '');
     const sep = path.includes('?') ? '&' : '?';
-    return this.call(this.vaultResource, method, `${base}${path}${sep}api-version=${API_VERSION}`, body);
+    return this.call(this.dataResource(vaultUri), method, `${base}${path}${sep}api-version=${API_VERSION}`, body);
   }
 
   /** Resolves a vault name to its URI through the public discovery endpoint (Azure's DNS does this). */
@@ -180,7 +195,7 @@ export class CliContext {
     let page = await this.vault(vaultUri, 'GET', path);
     out.push(...page.value);
     while (page.nextLink) {
-      const token = await this.token(this.vaultResource);
+      const token = await this.token(this.dataResource(vaultUri));
       const res = await this.raw({ method: 'GET', url: page.nextLink, headers: { authorization: `Bearer ${token}` } });
       page = parseJson(res.text);
       if (res.status !== 200) throw new CliError(page?.error?.message ?? `HTTP ${res.status}`);

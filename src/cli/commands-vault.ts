@@ -11,14 +11,20 @@ const VAULT = TYPES.vault;
 const KV_API = API_VERSIONS.keyVault;
 const enc = encodeURIComponent;
 
-async function resolveVault(ctx: CliContext, o: { vaultName?: string; vaultUri?: string }): Promise<string> {
+type Target = { vaultName?: string; vaultUri?: string; hsmName?: string };
+
+/** The data-plane URI a key command addresses: a vault (found by name, or its URI) or a managed HSM (by name). */
+async function resolveVault(ctx: CliContext, o: Target): Promise<string> {
+  if ([o.vaultName, o.vaultUri, o.hsmName].filter((x) => x !== undefined).length > 1) throw new CliError('Name one of --vault-name, --vault-uri or --hsm-name.');
+  if (o.hsmName) return ctx.hsmUri(o.hsmName);
   if (o.vaultUri) return o.vaultUri;
-  if (!o.vaultName) throw new CliError('Name the vault with --vault-name (or --vault-uri).');
+  if (!o.vaultName) throw new CliError('Name the vault with --vault-name (or --vault-uri), or the managed HSM with --hsm-name.');
   return ctx.vaultUri(o.vaultName);
 }
 
 function vaultOptions(cmd: Command): Command {
-  return cmd.option('--vault-name <name>', 'the vault').option('--vault-uri <uri>', 'the vault URI, instead of --vault-name');
+  return cmd.option('--vault-name <name>', 'the vault').option('--vault-uri <uri>', 'the vault URI, instead of --vault-name')
+    .option('--hsm-name <name>', 'a managed HSM, instead of a vault');
 }
 
 /** Reads a private key from PEM (optionally encrypted) or PKCS#12, as a JWK for the import API. */
@@ -184,19 +190,22 @@ export function registerVaultCommands(program: Command): void {
 
   // Keys: data-plane calls with a vault token, as any Key Vault client makes them.
   const key = program.command('key').description('keys in a vault (data plane)');
-  type KeyOpts = { vaultName?: string; vaultUri?: string; name: string; version?: string };
+  type KeyOpts = Target & { name: string; version?: string };
   const keyCmd = (name: string, description: string) => vaultOptions(key.command(name).description(description)).requiredOption('--name <name>', 'key name');
 
-  keyCmd('create', 'create an RSA key (or a new version of it)')
-    .option('--kty <kty>', 'key type', 'RSA').option('--size <bits>', '2048, 3072 or 4096', '2048')
+  keyCmd('create', 'create a key (or a new version of it): RSA in a vault; RSA-HSM or oct-HSM in a managed HSM')
+    .option('--kty <kty>', 'key type (default: RSA in a vault, RSA-HSM in a managed HSM)')
+    .option('--size <bits>', 'RSA: 2048, 3072 or 4096 (default 2048); oct-HSM: 256')
     .option('--ops <ops...>', 'permitted operations (default: all six)')
     .option('--disabled', 'create it disabled').option('--expires <iso>').option('--not-before <iso>').option('--tags <k=v...>')
-    .action(action<KeyOpts & { kty: string; size: string; ops?: string[]; disabled?: boolean; expires?: string; notBefore?: string; tags?: string[] }>(async (ctx, o) =>
-      ctx.vault(await resolveVault(ctx, o), 'POST', `/keys/${enc(o.name)}/create`, {
-        kty: o.kty, key_size: parseIntArg(o.size, '--size'), ...(o.ops ? { key_ops: o.ops } : {}),
+    .action(action<KeyOpts & { kty?: string; size?: string; ops?: string[]; disabled?: boolean; expires?: string; notBefore?: string; tags?: string[] }>(async (ctx, o) => {
+      const kty = o.kty ?? (o.hsmName ? 'RSA-HSM' : 'RSA');
+      return ctx.vault(await resolveVault(ctx, o), 'POST', `/keys/${enc(o.name)}/create`, {
+        kty, key_size: parseIntArg(o.size, '--size') ?? (kty.startsWith('oct') ? 256 : 2048), ...(o.ops ? { key_ops: o.ops } : {}),
         attributes: { ...(o.disabled ? { enabled: false } : {}), ...(o.expires ? { exp: parseTime(o.expires, '--expires') } : {}), ...(o.notBefore ? { nbf: parseTime(o.notBefore, '--not-before') } : {}) },
         ...(o.tags ? { tags: parseTags(o.tags) } : {}),
-      })));
+      });
+    }));
   keyCmd('import', 'import an RSA private key from PEM or PKCS#12 (.pfx)')
     .option('--pem-file <file>').option('--pem-password <password>').option('--pfx-file <file>').option('--pfx-password <password>')
     .option('--ops <ops...>').option('--disabled').option('--expires <iso>').option('--not-before <iso>').option('--tags <k=v...>')
@@ -271,16 +280,22 @@ export function registerVaultCommands(program: Command): void {
       return { file: o.file, bytes: r.value.length };
     }));
   vaultOptions(key.command('restore').description('restore a key backup into a vault of the same tenant')).requiredOption('--file <path>')
-    .action(action<{ vaultName?: string; vaultUri?: string; file: string }>(async (ctx, o) =>
+    .action(action<Target & { file: string }>(async (ctx, o) =>
       ctx.vault(await resolveVault(ctx, o), 'POST', '/keys/restore', { value: readFileSync(o.file, 'utf8').trim() })));
   for (const [verb, path] of [['encrypt', 'encrypt'], ['decrypt', 'decrypt'], ['wrap', 'wrapkey'], ['unwrap', 'unwrapkey']] as const) {
-    keyCmd(verb, `${verb} a base64 value with the key (always in the vault)`).option('--version <version>')
-      .requiredOption('--value <base64>').option('--algorithm <alg>', 'RSA-OAEP-256 or RSA-OAEP', 'RSA-OAEP-256')
-      .action(action<KeyOpts & { value: string; algorithm: string }>(async (ctx, o) => {
+    keyCmd(verb, `${verb} a base64 value with the key (always in the vault or HSM)`).option('--version <version>')
+      .requiredOption('--value <base64>')
+      .option('--algorithm <alg>', 'RSA-OAEP-256 or RSA-OAEP (default: RSA-OAEP-256 in a vault, RSA-OAEP in a managed HSM); A256GCM or A256KW for oct-HSM keys')
+      .option('--iv <base64>', 'decrypt with A256GCM: the iv encrypt printed').option('--tag <base64>', 'decrypt with A256GCM: the tag encrypt printed')
+      .action(action<KeyOpts & { value: string; algorithm?: string; iv?: string; tag?: string }>(async (ctx, o) => {
+        // The HSM's token has no OAEP with SHA-256 (SoftHSM2): RSA-OAEP is what it does.
+        const algorithm = o.algorithm ?? (o.hsmName ? 'RSA-OAEP' : 'RSA-OAEP-256');
+        const b64url = (v: string | undefined) => (v === undefined ? undefined : Buffer.from(v, 'base64').toString('base64url'));
         const r = await ctx.vault(await resolveVault(ctx, o), 'POST', `/keys/${enc(o.name)}/${o.version ?? ''}/${path}`, {
-          alg: o.algorithm, value: Buffer.from(o.value, 'base64').toString('base64url'),
+          alg: algorithm, value: b64url(o.value), ...(o.iv ? { iv: b64url(o.iv) } : {}), ...(o.tag ? { tag: b64url(o.tag) } : {}),
         });
-        return { kid: r.kid, result: Buffer.from(r.value, 'base64url').toString('base64'), algorithm: o.algorithm };
+        const b64 = (v: string) => Buffer.from(v, 'base64url').toString('base64');
+        return { kid: r.kid, result: b64(r.value), algorithm, ...(r.iv ? { iv: b64(r.iv) } : {}), ...(r.tag ? { tag: b64(r.tag) } : {}) };
       }));
   }
 }

@@ -4,6 +4,7 @@ import { registerPlatformCommands } from './commands-platform.js';
 import { registerVaultCommands } from './commands-vault.js';
 import { registerServerCommands } from './commands-servers.js';
 import { registerArmCommands } from './commands-arm.js';
+import { registerHsmCommands } from './commands-hsm.js';
 
 /** `pgbyok`: a CLI shaped like `az`, acting as the signed-in principal against the platform over HTTPS. */
 export async function main(argv: string[]): Promise<void> {
@@ -17,6 +18,7 @@ export async function main(argv: string[]): Promise<void> {
   registerPlatformCommands(program);
   registerArmCommands(program);
   registerVaultCommands(program);
+  registerHsmCommands(program);
   registerServerCommands(program);
   try {
     await program.parseAsync(argv);
