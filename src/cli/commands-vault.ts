@@ -206,13 +206,17 @@ export function registerVaultCommands(program: Command): void {
         ...(o.tags ? { tags: parseTags(o.tags) } : {}),
       });
     }));
-  keyCmd('import', 'import an RSA private key from PEM or PKCS#12 (.pfx)')
+  keyCmd('import', 'import a key: from a BYOK key transfer blob (--byok-file, HSM-protected: the only way into a managed HSM), or an RSA private key from PEM or PKCS#12 (.pfx) into a vault')
+    .option('--byok-file <file>', "a .byok file wrapped to one of the vault's or HSM's key-exchange keys (key_ops ['import'])").option('--kty <kty>', 'with --byok-file: RSA (default)')
     .option('--pem-file <file>').option('--pem-password <password>').option('--pfx-file <file>').option('--pfx-password <password>')
     .option('--ops <ops...>').option('--disabled').option('--expires <iso>').option('--not-before <iso>').option('--tags <k=v...>')
-    .action(action<KeyOpts & { pemFile?: string; pemPassword?: string; pfxFile?: string; pfxPassword?: string; ops?: string[]; disabled?: boolean; expires?: string; notBefore?: string; tags?: string[] }>(async (ctx, o) => {
-      const jwk = privateJwkFromFile(o);
+    .action(action<KeyOpts & { byokFile?: string; kty?: string; pemFile?: string; pemPassword?: string; pfxFile?: string; pfxPassword?: string; ops?: string[]; disabled?: boolean; expires?: string; notBefore?: string; tags?: string[] }>(async (ctx, o) => {
+      // As az does: the .byok file's bytes travel verbatim (base64url) in key_hsm, with kty + '-HSM'.
+      const jwk = o.byokFile
+        ? { kty: `${(o.kty ?? 'RSA').replace(/-HSM$/, '')}-HSM`, key_hsm: readFileSync(o.byokFile).toString('base64url') }
+        : privateJwkFromFile(o);
       return ctx.vault(await resolveVault(ctx, o), 'PUT', `/keys/${enc(o.name)}`, {
-        key: { ...jwk, ...(o.ops ? { key_ops: o.ops } : {}) },
+        key: { ...jwk, ...(o.ops ? { key_ops: o.ops } : {}) }, ...(o.byokFile ? { Hsm: true } : {}),
         attributes: { ...(o.disabled ? { enabled: false } : {}), ...(o.expires ? { exp: parseTime(o.expires, '--expires') } : {}), ...(o.notBefore ? { nbf: parseTime(o.notBefore, '--not-before') } : {}) },
         ...(o.tags ? { tags: parseTags(o.tags) } : {}),
       });
