@@ -6,17 +6,14 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { constants, createPublicKey, generateKeyPairSync, publicEncrypt, randomBytes, randomUUID, X509Certificate } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { constants, createPublicKey, generateKeyPairSync, publicEncrypt, randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { MANAGEMENT_SCOPE, startInProc, type InProc } from './inproc.js';
+import { downloadCertificates, hsmSkip as skip, securityDomainHolders, type SecurityDomainHolder } from './hsm-fixtures.js';
 import { parseSecurityDomain, recoverSecret, restoreBlob } from '../src/hsm/security-domain.js';
 import { httpCall } from '../src/lib/http-client.js';
 import { keyHsmOf, makeByok } from '../src/vault/byok.js';
 
-const skip = existsSync('/usr/lib/softhsm/libsofthsm2.so') ? false : 'SoftHSM2 is not installed (apt-get install softhsm2)';
 const API = 'api-version=2024-11-01';
 const KV = 'api-version=7.5';
 const CSEU = '33413926-3206-4cdd-b39a-83574fe37a17';
@@ -24,8 +21,7 @@ const CRYPTO_USER = '21dbd100-6940-42c2-9190-5d6cb909625b';
 
 let p: InProc;
 let sub = '';
-let certDir = '';
-const holders: { privateKeyPem: string; certificatePem: string }[] = [];
+let holders: SecurityDomainHolder[] = [];
 let app: { objectId: string; clientId: string; secret: string };
 
 const arm = async (method: string, path: string, body?: unknown) =>
@@ -51,13 +47,8 @@ async function createHsm(name: string, extra: Record<string, unknown> = {}) {
   assert.equal(r.status, 201, JSON.stringify(r.body));
   return r.body;
 }
-const certificates = () => holders.map(({ certificatePem }) => {
-  const x = new X509Certificate(certificatePem);
-  const jwk = x.publicKey.export({ format: 'jwk' }) as { n: string; e: string };
-  return { kty: 'RSA', n: jwk.n, e: jwk.e, x5c: [x.raw.toString('base64')], key_ops: ['verify', 'encrypt', 'wrapKey'], alg: 'RSA-OAEP-256' };
-});
 async function activate(hsmUri: string): Promise<string> {
-  const r = await data(hsmUri, 'POST', '/securitydomain/download', { certificates: certificates(), required: 2 });
+  const r = await data(hsmUri, 'POST', '/securitydomain/download', { certificates: downloadCertificates(holders), required: 2 });
   assert.equal(r.status, 202, JSON.stringify(r.body));
   assert.match(String(r.headers['azure-asyncoperation']), /\/securitydomain\/download\/pending$/);
   const status = await data(hsmUri, 'GET', '/securitydomain/download/pending');
@@ -70,17 +61,12 @@ before(async () => {
   p = await startInProc();
   sub = (await p.call('GET', '/subscriptions?api-version=2022-12-01', { token: await p.token(MANAGEMENT_SCOPE) })).body.value[0].subscriptionId;
   assert.equal((await arm('PUT', `/subscriptions/${sub}/resourcegroups/rg-hsm`, { location: 'eastus' })).status, 201);
-  certDir = mkdtempSync(join(tmpdir(), 'pgbyok-sd-'));
-  for (const i of [1, 2, 3]) {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(certDir, `sd${i}.key`), '-out', join(certDir, `sd${i}.cer`), '-subj', `/CN=sd${i}`, '-days', '2'], { stdio: 'pipe' });
-    holders.push({ privateKeyPem: readFileSync(join(certDir, `sd${i}.key`), 'utf8'), certificatePem: readFileSync(join(certDir, `sd${i}.cer`), 'utf8') });
-  }
+  holders = securityDomainHolders();
   const sp = await p.call('POST', `/tenants/${p.admin.tenantId}/servicePrincipals?api-version=2023-07-01`, { token: await p.token(MANAGEMENT_SCOPE), body: { displayName: 'hsm-app' } });
   assert.equal(sp.status, 200, JSON.stringify(sp.body));
   app = { objectId: sp.body.id, clientId: sp.body.appId, secret: sp.body.password };
 });
 after(async () => {
-  if (certDir) rmSync(certDir, { recursive: true, force: true });
   await p?.stop();
 });
 

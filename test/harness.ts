@@ -2,6 +2,7 @@
  * Test harness: runs the real `bin/pgbyok up` in a child process with its own PGBYOK_HOME, and talks to it
  * over HTTPS exactly as a user or an SDK would. Everything it starts is stopped by `stop()`, also on failure.
  */
+import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -180,10 +181,7 @@ export async function startPgbyok(env: Record<string, string> = {}): Promise<Pgb
       return res.json.access_token;
     },
     http,
-    credential: (cred) =>
-      new ClientSecretCredential(cred.tenantId, cred.clientId, cred.clientSecret, {
-        authorityHost: origin, disableInstanceDiscovery: true, tlsOptions: { ca },
-      }),
+    credential: (cred) => sdkCredential(origin, ca, cred),
     async restart(whileStopped, opts = {}) {
       await stop();
       await whileStopped?.();
@@ -239,9 +237,30 @@ function globRunDirs(home: string): string[] {
   });
 }
 
-/** Client options every SDK client needs against a vault: only our CA (challenge-resource verification stays on). */
-export function sdkOptions(p: Pgbyok) {
+/** An @azure/identity credential for a principal of a platform at `origin` (its token endpoint), trusting its CA. */
+export function sdkCredential(origin: string, ca: string, cred: Cred): ClientSecretCredential {
+  return new ClientSecretCredential(cred.tenantId, cred.clientId, cred.clientSecret, {
+    authorityHost: origin, disableInstanceDiscovery: true, tlsOptions: { ca },
+  });
+}
+
+/** Client options every SDK client needs against a vault or HSM: only our CA (challenge-resource verification stays on). */
+export function sdkOptions(p: { ca: string }) {
   return { tlsOptions: { ca: p.ca } };
+}
+
+/** Awaits a promise that must reject with the SDK's RestError of `status`; returns the error for further checks. */
+export async function rejectsWith(p: Promise<unknown>, status: number, message?: RegExp): Promise<any> {
+  let err: any;
+  try {
+    await p;
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err, `expected a ${status} error, but the call succeeded`);
+  assert.equal(err.statusCode, status, `expected statusCode ${status}, got ${err.statusCode}: ${err.message}`);
+  if (message) assert.match(err.message, message);
+  return err;
 }
 
 /** A fresh vault name (vault names are unique per installation). */

@@ -13,23 +13,9 @@ import type { TokenCredential } from '@azure/identity';
 import {
   CryptographyClient, KeyClient, type KeyVaultKey, type KeyWrapAlgorithm, type SignatureAlgorithm,
 } from '@azure/keyvault-keys';
-import { createIdentity, sdkOptions, startPgbyok, vaultName, type Cred, type Pgbyok } from './harness.js';
+import { createIdentity, rejectsWith, sdkOptions, startPgbyok, vaultName, type Cred, type Pgbyok } from './harness.js';
 
 const POLL = { intervalInMs: 100 };
-
-/** Awaits a promise that must reject with a RestError of `status`; returns the error for further checks. */
-async function rejectsWith(p: Promise<unknown>, status: number, message?: RegExp): Promise<any> {
-  let err: any;
-  try {
-    await p;
-  } catch (e) {
-    err = e;
-  }
-  assert.ok(err, `expected a ${status} error, but the call succeeded`);
-  assert.equal(err.statusCode, status, `expected statusCode ${status}, got ${err.statusCode}: ${err.message}`);
-  if (message) assert.match(err.message, message);
-  return err;
-}
 
 const keyName = (prefix = 'k') => `${prefix}-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
 const b64u = (b: Uint8Array) => Buffer.from(b).toString('base64url');

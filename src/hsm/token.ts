@@ -188,10 +188,13 @@ export class Token {
     const mech = pss
       ? { mechanism: P.CKM_RSA_PKCS_PSS, parameter: { type: P.CK_PARAMS_RSA_PSS, hashAlg: PSS_HASH[bits][0], mgf: PSS_HASH[bits][1], saltLen: h.len } }
       : { mechanism: P.CKM_RSA_PKCS };
-    return this.run(`${alg} verification`, (s) => {
+    return this.run(`${alg} verification`, async (s) => {
       this.p.C_VerifyInit(s, mech, this.find(s, id, P.CKO_PUBLIC_KEY));
       try {
-        return this.p.C_Verify(s, pss ? digest : Buffer.concat([h.digestInfo, digest]), signature);
+        // On the thread pool, as every other operation that can fail on its input: SoftHSM2 runs on this process's
+        // OpenSSL and leaves a failed verification's errors on the calling thread's queue, where Node's TLS would
+        // take them for its own on the next socket read of the event loop (and drop that connection).
+        return await this.p.C_VerifyAsync(s, pss ? digest : Buffer.concat([h.digestInfo, digest]), signature);
       } catch (e) {
         if (ckrOf(e) === 'CKR_SIGNATURE_INVALID' || ckrOf(e) === 'CKR_SIGNATURE_LEN_RANGE') return false;
         throw e;
