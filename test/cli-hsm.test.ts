@@ -9,10 +9,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPgbyok, vaultName, type Pgbyok } from './harness.js';
+import { makeByok } from '../src/vault/byok.js';
 
 const skip = existsSync('/usr/lib/softhsm/libsofthsm2.so') ? false : 'SoftHSM2 is not installed (apt-get install softhsm2)';
 const CRYPTO_USER = '21dbd100-6940-42c2-9190-5d6cb909625b';
@@ -152,4 +154,18 @@ test('hsm delete, list-deleted, purge refused under purge protection (the platfo
   p.cli('hsm', 'purge', '--name', plain);
   assert.ok(!p.cli('hsm', 'list-deleted').some((h: any) => h.name === plain));
   assert.match(refused(['hsm', 'show', '--name', plain]), /ResourceNotFound/);
+});
+
+test('key import --byok-file: a key wrapped outside to a key-exchange key made with --ops import lands in the HSM, and in a vault', { skip }, () => {
+  const mine = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const n = (mine.export({ format: 'jwk' }) as { n: string }).n;
+  const vault = p.cli('vault', 'create', '--name', vaultName('byok'), '--location', 'eastus').name;
+  for (const where of [['--hsm-name', hsmA], ['--vault-name', vault]]) {
+    const kek = p.cli('key', 'create', ...where, '--name', 'kek', '--ops', 'import').key;
+    assert.deepEqual(kek.key_ops, ['import']);
+    writeFileSync(file('mine.byok'), makeByok({ kid: kek.kid, key: { kty: 'RSA', n: kek.n, e: kek.e } }, mine));
+    const imported = p.cli('key', 'import', ...where, '--name', 'mine', '--byok-file', file('mine.byok'));
+    assert.equal(imported.key.n, n, `${where[0]}: the key that was wrapped`);
+    assert.match(refused(['key', 'wrap', ...where, '--name', 'kek', '--value', Buffer.from('x'.repeat(32)).toString('base64')]), /key_ops/);
+  }
 });
