@@ -109,8 +109,8 @@ test('RSA-HSM: wrap/unwrap and encrypt/decrypt with RSA-OAEP, sign/verify RS256;
   bad[0] ^= 1;
   assert.equal((await crypto.verify('RS256', digest, bad)).result, false);
   // No OAEP with SHA-256 in SoftHSM2: the SDK sends it to the HSM, which says so.
-  await rejectsWith(crypto.wrapKey('RSA-OAEP-256', dek), 400, /does not offer RSA-OAEP-256; use RSA-OAEP/);
-  await rejectsWith(crypto.decrypt({ algorithm: 'RSA-OAEP-256', ciphertext: e.result }), 400, /does not offer RSA-OAEP with SHA-256.*use RSA-OAEP \(SHA-1\)/);
+  await rejectsWith(crypto.wrapKey('RSA-OAEP-256', dek), 400, /does not offer RSA-OAEP-256 .*use RSA-OAEP \(SHA-1\)/);
+  await rejectsWith(crypto.decrypt({ algorithm: 'RSA-OAEP-256', ciphertext: e.result }), 400, /does not offer RSA-OAEP-256 .*use RSA-OAEP \(SHA-1\)/);
   // The public key is the token's: what node:crypto encrypts to it, the HSM decrypts.
   const outside = publicEncrypt({ key: publicKeyOf(k), padding: constants.RSA_PKCS1_OAEP_PADDING }, dek);
   assert.deepEqual(Buffer.from((await crypto.unwrapKey('RSA-OAEP', outside)).result), dek);

@@ -18,6 +18,25 @@ export type AesWrapAlg = 'A256KW' | 'CKM_AES_KEY_WRAP_PAD';
 
 const MAX_RSA_BYTES = 512;
 const OAEP_SHA1 = { mechanism: P.CKM_RSA_PKCS_OAEP, parameter: { type: P.CK_PARAMS_RSA_OAEP, hashAlg: P.CKM_SHA_1, mgf: P.CKG_MGF1_SHA1, source: 1 /* CKZ_DATA_SPECIFIED */ } };
+const OAEP_SHA256 = { mechanism: P.CKM_RSA_PKCS_OAEP, parameter: { type: P.CK_PARAMS_RSA_OAEP, hashAlg: P.CKM_SHA256, mgf: P.CKG_MGF1_SHA256, source: 1 } };
+/** The OAEP mechanism of an alg name: SHA-1 (RSA-OAEP) or SHA-256 (RSA-OAEP-256). */
+function oaep(alg: string, verb: string) {
+  if (alg === 'RSA-OAEP') return OAEP_SHA1;
+  if (alg === 'RSA-OAEP-256') return OAEP_SHA256;
+  throw new TokenError('BadParameter', `The token ${verb} with RSA-OAEP or RSA-OAEP-256; not ${String(alg)}.`);
+}
+/** Runs an OAEP *Init; a module without OAEP-SHA256 (SoftHSM2 2.6.1: CKR_ARGUMENTS_BAD) is 'AlgorithmNotSupportedByModule'. */
+function oaepInit(alg: string, init: () => void): void {
+  try {
+    init();
+  } catch (e) {
+    const ckr = ckrOf(e);
+    if (alg === 'RSA-OAEP-256' && (ckr === 'CKR_ARGUMENTS_BAD' || ckr === 'CKR_MECHANISM_PARAM_INVALID' || ckr === 'CKR_MECHANISM_INVALID')) {
+      throw new TokenError('AlgorithmNotSupportedByModule', `This token's PKCS#11 module does not offer RSA-OAEP-256 (RSA-OAEP with SHA-256; it answers ${ckr}); use RSA-OAEP (SHA-1), or a module that offers it.`, ckr);
+    }
+    throw e;
+  }
+}
 const PSS_HASH = { '256': [P.CKM_SHA256, P.CKG_MGF1_SHA256], '384': [P.CKM_SHA384, P.CKG_MGF1_SHA384], '512': [P.CKM_SHA512, P.CKG_MGF1_SHA512] } as const;
 const WRAP_MECH: Record<AesWrapAlg, number> = { A256KW: P.CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD: P.CKM_AES_KEY_WRAP_PAD };
 
@@ -169,11 +188,9 @@ export class Token {
 
   /** RSA-OAEP encryption with the token's public key object (a wrapKey done by the HSM). */
   async rsaEncrypt(id: string, alg: 'RSA-OAEP' | 'RSA-OAEP-256', data: Buffer): Promise<Buffer> {
-    if (alg !== 'RSA-OAEP') {
-      throw new TokenError('AlgorithmNotSupportedByModule', `This token's PKCS#11 module does not offer ${String(alg)}; use RSA-OAEP (SHA-1), or a module that offers it.`);
-    }
+    const mech = oaep(alg, 'encrypts');
     return this.run(`${alg} encryption`, (s) => {
-      this.p.C_EncryptInit(s, OAEP_SHA1, this.find(s, id, P.CKO_PUBLIC_KEY));
+      oaepInit(alg, () => this.p.C_EncryptInit(s, mech, this.find(s, id, P.CKO_PUBLIC_KEY)));
       return this.p.C_EncryptAsync(s, data, Buffer.alloc(MAX_RSA_BYTES));
     });
   }
@@ -207,21 +224,9 @@ export class Token {
    * 2.6.1 answers CKR_ARGUMENTS_BAD) gives 'AlgorithmNotSupportedByModule'.
    */
   async rsaDecrypt(id: string, alg: 'RSA-OAEP' | 'RSA-OAEP-256', data: Buffer): Promise<Buffer> {
-    const mech = alg === 'RSA-OAEP' ? OAEP_SHA1
-      : alg === 'RSA-OAEP-256' ? { mechanism: P.CKM_RSA_PKCS_OAEP, parameter: { type: P.CK_PARAMS_RSA_OAEP, hashAlg: P.CKM_SHA256, mgf: P.CKG_MGF1_SHA256, source: 1 } }
-        : null;
-    if (!mech) throw new TokenError('BadParameter', `The token decrypts with RSA-OAEP or RSA-OAEP-256; not ${String(alg)}.`);
+    const mech = oaep(alg, 'decrypts');
     return this.run(`${alg} decryption`, async (s) => {
-      const key = this.find(s, id, P.CKO_PRIVATE_KEY);
-      try {
-        this.p.C_DecryptInit(s, mech, key);
-      } catch (e) {
-        const ckr = ckrOf(e);
-        if (alg === 'RSA-OAEP-256' && (ckr === 'CKR_ARGUMENTS_BAD' || ckr === 'CKR_MECHANISM_PARAM_INVALID' || ckr === 'CKR_MECHANISM_INVALID')) {
-          throw new TokenError('AlgorithmNotSupportedByModule', `This token's PKCS#11 module does not offer RSA-OAEP with SHA-256 (${ckr}); use RSA-OAEP (SHA-1), or a module that offers it.`, ckr);
-        }
-        throw e;
-      }
+      oaepInit(alg, () => this.p.C_DecryptInit(s, mech, this.find(s, id, P.CKO_PRIVATE_KEY)));
       return this.p.C_DecryptAsync(s, data, Buffer.alloc(MAX_RSA_BYTES));
     }, 'DecryptionFailed');
   }
