@@ -22,6 +22,7 @@ try {
   const trusted = {
     platformOrigin: platform.origin,
     vaultResource: platform.names.vaultResource,
+    hsmResource: platform.names.hsmResource,
     ca: readFileSync(p.caCert, 'utf8'),
     trustedCert: readFileSync(p.trustedServiceCert, 'utf8'),
     trustedKey: readFileSync(p.trustedServiceKey, 'utf8'),

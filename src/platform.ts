@@ -171,7 +171,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
 
   const audit = createAuditLog(db, barrier.deriveKey('audit-hmac'));
   const vaultRepo = createVaultRepo(db);
-  const events = createEventBus({ repo: vaultRepo, logger, ca: tls.ca, vaultOrigin: (v) => names.vaultOrigin(v.name), clock });
+  const events = createEventBus({ repo: vaultRepo, logger, ca: tls.ca, vaultOrigin: (v) => (v.kind === 'managedHsm' ? names.hsmOrigin(v.name) : names.vaultOrigin(v.name)), clock });
 
   // The vault listener: one HTTPS server per loopback address, both feeding the same Fastify handler, which
   // finds the vault by the Host header. Client certificates are asked for (not required) so the platform's
@@ -254,7 +254,7 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     vaultUriOf: (tenantId, name) => { const v = vaults.byName(name); return v && v.tenantId === tenantId ? names.vaultUri(v.name) : undefined; },
   });
   const monitoring = createMonitoring({ insights });
-  const trusted = { platformOrigin: origin, vaultResource: names.vaultResource, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };
+  const trusted = { platformOrigin: origin, vaultResource: names.vaultResource, hsmResource: names.hsmResource, ca: tls.ca, trustedCert: tls.trustedCert, trustedKey: tls.trustedKey, platformCredential: () => platformCredential };
   // Stable across restarts (derived from the master key), so the vaults' subscriptions keep working while the platform is down and back.
   const hookCode = barrier.deriveKey('vault-events-hook-code').subarray(0, 24).toString('base64url');
   // An interval from the environment wins over the platform setting the system administrator keeps.

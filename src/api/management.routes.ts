@@ -11,6 +11,8 @@ import type { Names } from '../lib/names.js';
 export interface ManagementDeps {
   identity: IdentityService;
   vaults: VaultService;
+  /** The Managed HSMs (a vault service of kind managedHsm): they are found by origin and name as vaults are. */
+  hsms: VaultService;
   audit: AuditLog;
   /** The DNS names vaults are served under (their vaultUri). */
   names: Names;
@@ -18,6 +20,8 @@ export interface ManagementDeps {
   platformTenantId: () => string;
   /** A vault's ARM id (from its placement): the topic of its event subscriptions. */
   vaultId: (v: Vault) => string;
+  /** A managed HSM's ARM id, likewise. */
+  hsmId: (v: Vault) => string;
 }
 
 type TenantParams = { tid: string };
@@ -35,11 +39,15 @@ export function registerPublicRoutes(app: FastifyInstance, d: Pick<ManagementDep
 }
 
 /**
- * The platform's own services (trusted-service certificate, no token) subscribe to the vaults their
- * servers use, so that key changes reach them in seconds.
+ * The platform's own services (trusted-service certificate, no token) subscribe to the vaults and managed
+ * HSMs their servers use, so that key changes reach them in seconds.
  */
-export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults' | 'names' | 'vaultId'>) {
-  // The vault an origin names by its host, on the vault listener's port (a soft-deleted one included).
+export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDeps, 'vaults' | 'hsms' | 'names' | 'vaultId' | 'hsmId'>) {
+  const kinds = [
+    { service: d.vaults, nameOf: d.names.vaultNameOf, originOf: d.names.vaultOrigin, idOf: d.vaultId },
+    { service: d.hsms, nameOf: d.names.hsmNameOf, originOf: d.names.hsmOrigin, idOf: d.hsmId },
+  ];
+  // The vault (or HSM) an origin names by its host, on the vault listener's port (a soft-deleted one included).
   const vaultAt = (origin: string) => {
     let url: URL;
     try {
@@ -47,28 +55,30 @@ export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDe
     } catch {
       throw errors.badParameter('vaultOrigin is not a URL.');
     }
-    const name = d.names.vaultNameOf(url.hostname);
-    const v = name === undefined ? undefined : d.vaults.byName(name);
-    if (!v || url.origin !== d.names.vaultOrigin(v.name)) throw errors.notFound('VaultNotFound', `No vault is served at ${origin}.`);
-    return v;
+    for (const k of kinds) {
+      const name = k.nameOf(url.hostname);
+      const v = name === undefined ? undefined : k.service.byName(name);
+      if (v && url.origin === k.originOf(v.name)) return { ...k, v };
+    }
+    throw errors.notFound('VaultNotFound', `No vault or managed HSM is served at ${origin}.`);
   };
   app.put<{ Body: { vaultOrigin: string; name: string; endpoint: string } }>('/trusted/eventSubscriptions', {
     config: { operation: 'TrustedEventSubscriptionPut', trustedService: true },
     schema: { body: { type: 'object', required: ['vaultOrigin', 'name', 'endpoint'], properties: { vaultOrigin: { type: 'string' }, name: { type: 'string' }, endpoint: { type: 'string' } } } },
   }, async (req) => {
-    const v = vaultAt(req.body.vaultOrigin);
-    if (v.deletedAt != null) throw errors.notFound('VaultNotFound', `No vault is served at ${req.body.vaultOrigin}.`);
-    const sub = d.vaults.putSubscription(v.tenantId, v.name, req.body.name, req.body.endpoint, []);
-    return eventSubscriptionWire(d.vaultId(v), sub);
+    const { v, service, idOf } = vaultAt(req.body.vaultOrigin);
+    if (v.deletedAt != null) throw errors.notFound('VaultNotFound', `No vault or managed HSM is served at ${req.body.vaultOrigin}.`);
+    const sub = service.putSubscription(v.tenantId, v.name, req.body.name, req.body.endpoint, []);
+    return eventSubscriptionWire(idOf(v), sub);
   });
   // A deleted server's subscription goes with it (a vault that is gone has none left either).
   app.delete<{ Body: { vaultOrigin: string; name: string } }>('/trusted/eventSubscriptions', {
     config: { operation: 'TrustedEventSubscriptionDelete', trustedService: true },
     schema: { body: { type: 'object', required: ['vaultOrigin', 'name'], properties: { vaultOrigin: { type: 'string' }, name: { type: 'string' } } } },
   }, async (req) => {
-    const v = vaultAt(req.body.vaultOrigin);
+    const { v, service } = vaultAt(req.body.vaultOrigin);
     try {
-      d.vaults.deleteSubscription(v.tenantId, v.name, req.body.name);
+      service.deleteSubscription(v.tenantId, v.name, req.body.name);
     } catch (e) {
       if (!(e instanceof ApiError && e.status === 404)) throw e;
     }
@@ -82,7 +92,7 @@ export function registerTrustedRoutes(app: FastifyInstance, d: Pick<ManagementDe
  * management token of the tenant in the path and the role duty each route declares; handlers are one
  * service call and a wire mapping.
  */
-export function registerManagementRoutes(app: FastifyInstance, d: ManagementDeps) {
+export function registerManagementRoutes(app: FastifyInstance, d: Omit<ManagementDeps, 'hsms' | 'hsmId'>) {
   // Tenants and who am I.
   app.get('/tenants/self', { config: { operation: 'WhoAmI', signedIn: true } }, async (req) => {
     const c = req.caller!;

@@ -19,7 +19,7 @@ import type { ArmService } from '../arm/arm.service.js';
 import { registerResourceRoutes, type GroupMember } from '../arm/resources.routes.js';
 import { registerIdentityResourceRoutes } from './identities.routes.js';
 import { registerVaultResourceRoutes, VAULT_TYPE } from './vault-resources.routes.js';
-import { registerHsmResourceRoutes } from './hsm-resources.routes.js';
+import { HSM_TYPE, registerHsmResourceRoutes } from './hsm-resources.routes.js';
 import type { HsmService } from '../hsm/hsms.service.js';
 import { resourceId } from '../arm/arm.service.js';
 import type { Vault } from '../vault/vault.types.js';
@@ -89,6 +89,7 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
   };
   installAuditOutcome(app, d.audit, 'management', describe);
   const vaultId = (v: Vault) => resourceId(d.arm.placementOf(v.tenantId, VAULT_TYPE, v.name, v.location));
+  const hsmId = (v: Vault) => resourceId(d.arm.placementOf(v.tenantId, HSM_TYPE, v.name, v.location));
   requireSecuredRoutes(app);
   const attempt = auditAttempt(d.audit, 'management', describe);
 
@@ -98,7 +99,7 @@ export function buildPlatformApp(d: PlatformAppDeps): FastifyInstance {
     registerCloudMetadataRoutes(scope, { canonicalOrigin: d.origin, names: d.names });
   });
   secureScope(app, { name: 'trusted', enforces: ['trustedService'], surface: 'identity', hooks: installTrustedServiceAuth, beforeHandler: attempt }, (scope) => {
-    registerTrustedRoutes(scope, { vaults: d.vaults, names: d.names, vaultId });
+    registerTrustedRoutes(scope, { vaults: d.vaults, hsms: d.hsms, names: d.names, vaultId, hsmId });
     registerManagedIdentityRoutes(scope, d.identity, d.tokens);
   });
   secureScope(app, { name: 'hooks', enforces: ['hookCode'], surface: 'management', hooks: (scope) => installHookCodeAuth(scope, d.hookCode), beforeHandler: attempt }, (scope) => {

@@ -96,12 +96,18 @@ export function registerHsmRoutes(app: FastifyInstance, d: HsmRoutesDeps): void 
       return { value: (f.atScope || f.principalId ? all : all.filter((a) => a.scope === scope || scope === '/')).map(roleAssignmentWire) };
     });
     route('GET', `${prefix}${RA}/:assignment`, 'RoleAssignmentGet', `${MH}/roleAssignments/read/action`, (req) => roleAssignmentWire(d.rbac.assignments.get(req.vault, req.params.assignment)));
+    // Who may use the HSM's keys changed: its subscribers (the key monitor) hear it at once, as for a vault.
     route('PUT', `${prefix}${RA}/:assignment`, 'RoleAssignmentCreate', `${MH}/roleAssignments/write/action`, (req, reply) => {
       const a = d.rbac.assignments.create(req.vault, req.params.assignment, { ...req.body.properties, scope: scopeOf(req) });
+      d.hsms.announceAccessChange(req.vault);
       reply.code(201);
       return roleAssignmentWire(a);
     }, { body: assignmentBody });
-    route('DELETE', `${prefix}${RA}/:assignment`, 'RoleAssignmentDelete', `${MH}/roleAssignments/delete/action`, (req) => roleAssignmentWire(d.rbac.assignments.delete(req.vault, req.params.assignment)));
+    route('DELETE', `${prefix}${RA}/:assignment`, 'RoleAssignmentDelete', `${MH}/roleAssignments/delete/action`, (req) => {
+      const a = d.rbac.assignments.delete(req.vault, req.params.assignment);
+      d.hsms.announceAccessChange(req.vault);
+      return roleAssignmentWire(a);
+    });
   }
   route('GET', RD, 'RoleDefinitionList', `${MH}/roleDefinitions/read/action`, (req) => ({ value: d.rbac.definitions.list(req.vault).map(roleDefinitionWire) }));
   route('GET', `${RD}/:name`, 'RoleDefinitionGet', `${MH}/roleDefinitions/read/action`, (req) => roleDefinitionWire(d.rbac.definitions.get(req.vault, req.params.name)));

@@ -1,4 +1,4 @@
-import type { PlatformClientDeps } from './key-access.js';
+import { isHsmOrigin, type PlatformClientDeps } from './key-access.js';
 import { httpCall, keepAliveAgent } from '../lib/http-client.js';
 import { RESOURCES } from '../identity/tokens.js';
 import { errors } from '../lib/errors.js';
@@ -10,7 +10,10 @@ import { errors } from '../lib/errors.js';
  */
 export type DirectoryDeps = PlatformClientDeps;
 
+/** A key's vault or Managed HSM, as its management plane describes it. */
 export interface VaultInfo {
+  /** 'managedHsm': a Managed HSM (local RBAC; its key operations wait for activation). */
+  kind: 'vault' | 'managedHsm';
   name: string;
   location: string;
   tenantId: string;
@@ -18,8 +21,10 @@ export interface VaultInfo {
   softDeleteRetentionInDays: number;
   enableSoftDelete: boolean;
   enablePurgeProtection: boolean;
-  /** The vault's data plane answers to role assignments (Key Vault data roles), not to access policies. */
+  /** The vault's data plane answers to role assignments (Key Vault data roles), not to access policies; an HSM's always does (local RBAC). */
   enableRbacAuthorization: boolean;
+  /** An HSM's security domain is in place (downloaded or uploaded); a vault is always active. */
+  activated: boolean;
 }
 
 export interface IdentityInfo {
@@ -66,15 +71,22 @@ export function createDirectory(d: DirectoryDeps) {
   };
 
   return {
-    /** The vault of the caller's tenant that serves this key URI, or undefined (another tenant, or none). */
+    /**
+     * The vault (or, for an origin under `managedhsm.<domain>`, the Managed HSM) of the caller's tenant that
+     * serves this key URI, or undefined (another tenant, or none). Read with the caller's own token.
+     */
     async vaultForKey(tenantId: string, callerToken: string, origin: string): Promise<VaultInfo | undefined> {
-      const r = await get(`/tenants/${tenantId}/providers/Microsoft.KeyVault/vaults`, callerToken);
-      if (r.status !== 200) throw errors.authorizationFailed(`Could not read the tenant's vaults to validate the key: ${r.body?.error?.message ?? r.status}`);
-      const v = (r.body.value as any[]).find((x) => new URL(x.properties.vaultUri).origin === origin);
+      const hsm = isHsmOrigin(origin, d.hsmResource);
+      const r = await get(`/tenants/${tenantId}/providers/Microsoft.KeyVault/${hsm ? 'managedHSMs' : 'vaults'}`, callerToken);
+      if (r.status !== 200) throw errors.authorizationFailed(`Could not read the tenant's ${hsm ? 'managed HSMs' : 'vaults'} to validate the key: ${r.body?.error?.message ?? r.status}`);
+      const uriOf = (x: any): string => (hsm ? x.properties.hsmUri : x.properties.vaultUri);
+      const v = (r.body.value as any[]).find((x) => new URL(uriOf(x)).origin === origin);
       return v && {
-        name: v.name, location: v.location, tenantId: v.properties.tenantId, vaultUri: v.properties.vaultUri,
+        kind: hsm ? 'managedHsm' : 'vault', name: v.name, location: v.location, tenantId: v.properties.tenantId, vaultUri: uriOf(v),
         softDeleteRetentionInDays: v.properties.softDeleteRetentionInDays, enableSoftDelete: v.properties.enableSoftDelete,
-        enablePurgeProtection: v.properties.enablePurgeProtection, enableRbacAuthorization: v.properties.enableRbacAuthorization === true,
+        enablePurgeProtection: v.properties.enablePurgeProtection,
+        enableRbacAuthorization: hsm || v.properties.enableRbacAuthorization === true,
+        activated: !hsm || v.properties.securityDomainProperties?.activationStatus === 'Active',
       };
     },
 
@@ -97,7 +109,7 @@ export function createDirectory(d: DirectoryDeps) {
       return { ...r.body.properties, id: `/tenants/${r.body.properties.tenantId}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${r.body.name}`, name: r.body.name, location: r.body.location };
     },
 
-    /** Subscribes the control plane to a vault's events (a trusted-service call; events are hints only). */
+    /** Subscribes the control plane to a vault's (or an HSM's) events, by its origin (a trusted-service call; events are hints only). */
     async subscribeVaultEvents(vaultOrigin: string, name: string, endpoint: string): Promise<void> {
       const r = await send('PUT', `${d.platformOrigin}/trusted/eventSubscriptions`, undefined, { vaultOrigin, name, endpoint });
       if (r.status !== 200) throw new Error(`event subscription failed: ${r.body?.error?.message ?? r.status}`);

@@ -29,7 +29,7 @@ export interface EventBusOptions {
   repo: Pick<VaultRepo, 'subscriptions'>;
   logger: Logger;
   ca: string;
-  /** Canonical origin of a vault, for the `Id` of the object in the event. */
+  /** Canonical origin of a vault (an HSM's own, `NAME.managedhsm.<domain>`), for the `Id` of the object in the event. */
   vaultOrigin: (v: Vault) => string;
   retryDelaysMs?: number[];
   /** The time events carry (the platform's clock; the system clock by default). */
@@ -48,7 +48,7 @@ export function createEventBus(opts: EventBusOptions) {
       const objectPath = d.objectType === 'Key' ? `${origin}/keys/${d.objectName}${d.version ? '/' + d.version : ''}` : origin;
       const event: EventGridEvent = {
         id: randomUUID(),
-        topic: `/tenants/${vault.tenantId}/providers/Microsoft.KeyVault/vaults/${vault.name}`,
+        topic: `/tenants/${vault.tenantId}/providers/Microsoft.KeyVault/${vault.kind === 'managedHsm' ? 'managedHSMs' : 'vaults'}/${vault.name}`,
         subject: d.objectName,
         eventType: type,
         eventTime: new Date((opts.clock ?? systemClock).now()).toISOString(),

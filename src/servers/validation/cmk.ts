@@ -16,12 +16,14 @@ export interface Caller {
 const RSA_SIZES = [2048, 3072, 4096];
 /** Key Vault Crypto Service Encryption User: get, wrapKey and unwrapKey, what a server's identity needs on an RBAC vault. */
 const CSEU_ROLE = 'e147488a-f6f5-4113-8e2d-b22465e65bf6';
+/** Managed HSM Crypto Service Encryption User: the same for a key in a Managed HSM (a local role). */
+const HSM_CSEU_ROLE = '33413926-3206-4cdd-b39a-83574fe37a17';
 
 /**
  * A customer key validated as Azure validates it before anything is created: the identity exists, the
- * vault is the tenant's with soft-delete, 90 retention days and purge protection, the key is an enabled,
- * active RSA key of a supported size, and the identity can get, list, wrap and unwrap with it. Every
- * refusal names its rule.
+ * vault (or Managed HSM, which must also be activated) is the tenant's with soft-delete, 90 retention days
+ * and purge protection, the key is an enabled, active RSA key of a supported size, and the identity can
+ * get, list, wrap and unwrap with it. Every refusal names its rule.
  */
 export function createCmkValidation(d: { directory: Directory; keys: KeyAccess; clock: Clock }) {
   return async (caller: Caller, keyUri: string | undefined, identityRef: string | undefined, region: string, sameRegion?: 'replica' | 'geo'): Promise<{ encryption: DataEncryption; identity: IdentityInfo }> => {
@@ -40,17 +42,25 @@ export function createCmkValidation(d: { directory: Directory; keys: KeyAccess; 
     }
     const vault = await d.directory.vaultForKey(caller.tenantId, caller.token, parsed.origin);
     if (!vault) {
-      throw errors.badParameter(`The key's vault ${parsed.origin} is not a vault of tenant ${caller.tenantId}: the vault and the server must be in the same tenant (cross-tenant key vaults are not supported).`, 'CrossTenantKeyVault');
+      throw errors.badParameter(`The key's vault ${parsed.origin} is not a vault or managed HSM of tenant ${caller.tenantId}: the key and the server must be in the same tenant (cross-tenant keys are not supported).`, 'CrossTenantKeyVault');
     }
-    if (!vault.enableSoftDelete) throw errors.badParameter(`Vault '${vault.name}' must have soft-delete enabled.`, 'KeyVaultSoftDeleteDisabled');
+    const hsm = vault.kind === 'managedHsm';
+    const noun = hsm ? 'managed HSM' : 'vault';
+    const Noun = hsm ? 'Managed HSM' : 'Vault';
+    if (!vault.enableSoftDelete) throw errors.badParameter(`${Noun} '${vault.name}' must have soft-delete enabled.`, 'KeyVaultSoftDeleteDisabled');
     if (vault.softDeleteRetentionInDays !== 90) {
-      throw errors.badParameter(`Vault '${vault.name}' keeps deleted keys ${vault.softDeleteRetentionInDays} days; a customer-managed key needs a vault with 90 retention days (it cannot be changed after creation: create a new vault).`, 'KeyVaultRetentionNot90Days');
+      throw errors.badParameter(`${Noun} '${vault.name}' keeps deleted keys ${vault.softDeleteRetentionInDays} days; a customer-managed key needs a ${noun} with 90 retention days (it cannot be changed after creation: create a new ${noun}).`, 'KeyVaultRetentionNot90Days');
     }
     if (!vault.enablePurgeProtection) {
-      throw errors.badParameter(`Vault '${vault.name}' must have purge protection enabled (pgbyok vault update --name ${vault.name} --enable-purge-protection).`, 'KeyVaultPurgeProtectionDisabled');
+      throw errors.badParameter(hsm
+        ? `Managed HSM '${vault.name}' must have purge protection enabled (PATCH the managed HSM with properties.enablePurgeProtection: true).`
+        : `Vault '${vault.name}' must have purge protection enabled (pgbyok vault update --name ${vault.name} --enable-purge-protection).`, 'KeyVaultPurgeProtectionDisabled');
+    }
+    if (!vault.activated) {
+      throw errors.badParameter(`Managed HSM '${vault.name}' is not activated: its key operations are disabled until an administrator downloads its security domain (pgbyok hsm security-domain download --hsm-name ${vault.name} ...).`, 'ManagedHsmNotActivated');
     }
     if (sameRegion && vault.location !== region) {
-      throw errors.badParameter(`A ${sameRegion === 'replica' ? 'read replica' : 'geo-redundant backup'} in ${region} needs its key in a vault of ${region}; vault '${vault.name}' is in ${vault.location}.`, 'KeyVaultRegionMismatch');
+      throw errors.badParameter(`A ${sameRegion === 'replica' ? 'read replica' : 'geo-redundant backup'} in ${region} needs its key in a ${noun} of ${region}; ${noun} '${vault.name}' is in ${vault.location}.`, 'KeyVaultRegionMismatch');
     }
     if (sameRegion && identity.location !== region) {
       throw errors.badParameter(`A ${sameRegion === 'replica' ? 'read replica' : 'geo-redundant backup'} in ${region} needs an identity created in ${region}; '${identity.name}' is in ${identity.location}.`, 'IdentityRegionMismatch');
@@ -61,6 +71,9 @@ export function createCmkValidation(d: { directory: Directory; keys: KeyAccess; 
         return await fn();
       } catch (e) {
         if (e instanceof KeyAccessError) {
+          if (e.reason === 'PermissionDenied' && hsm) {
+            throw errors.badParameter(`The identity '${identity.name}' is not authorized to ${permission} with the key: managed HSM '${vault.name}' uses local role-based access control, and no local role assignment gives the identity the key's data actions. Assign it the 'Managed HSM Crypto Service Encryption User' role (${HSM_CSEU_ROLE}) at the key (pgbyok hsm role assignment create --hsm-name ${vault.name} --role "Managed HSM Crypto Service Encryption User" --assignee ${identity.principalId} --scope /keys/${parsed.name}).`, 'IdentityMissingKeyPermissions');
+          }
           if (e.reason === 'PermissionDenied' && vault.enableRbacAuthorization) {
             throw errors.badParameter(`The identity '${identity.name}' is not authorized to ${permission} with the key: vault '${vault.name}' uses role-based access control, and no role assignment gives the identity the key's data actions. Assign it the 'Key Vault Crypto Service Encryption User' role (${CSEU_ROLE}) at the vault, its resource group or its subscription (PUT {vault id}/providers/Microsoft.Authorization/roleAssignments/{guid} with roleDefinitionId .../roleDefinitions/${CSEU_ROLE} and principalId ${identity.principalId}).`, 'IdentityMissingKeyPermissions');
           }
