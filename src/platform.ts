@@ -204,9 +204,10 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
     server.closeAllConnections();
   })));
 
+  const principalExists = (tenantId: string, objectId: string) => identityRepo.principal(objectId)?.tenantId === tenantId;
   const vaults = createVaultService({
     repo: vaultRepo, events,
-    principalExists: (tenantId, objectId) => identityRepo.principal(objectId)?.tenantId === tenantId,
+    principalExists,
     clock,
   });
   // RSA private operations run on worker threads (one per core by default; 0 runs them on the event loop).
@@ -216,20 +217,21 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   const hsmToken = createTokenProvider({
     db, barrier, dir: join(paths.root, 'hsm'), clock,
     module: config.PGBYOK_PKCS11_MODULE, label: config.PGBYOK_PKCS11_TOKEN_LABEL, pinFile: config.PGBYOK_PKCS11_PIN_FILE,
+    keysExist: () => vaultRepo.anyHsm(),
   });
   const hsmKeys = createHsmKeys({ tokens: hsmToken });
   const localRbac = createLocalRbac(createHsmRbacRepo(db), clock);
   const hsms = createHsmService({
     vaults: createVaultService({
       repo: vaultRepo, events, clock, kind: 'managedHsm',
-      principalExists: (tenantId, objectId) => identityRepo.principal(objectId)?.tenantId === tenantId,
+      principalExists,
       purged: (v, ids) => {
         const own = [v.hsm?.domainKeyId, v.hsm?.transferKeyId].filter((x): x is string => !!x);
         void hsmKeys.destroy([...ids, ...own]).catch((e) => logger.error({ err: e, hsm: v.name }, 'destroying a purged HSM\'s token keys failed'));
       },
     }),
     rbac: localRbac, tokens: hsmToken, clock, hsmUri: names.hsmUri,
-    principalExists: (tenantId, objectId) => identityRepo.principal(objectId)?.tenantId === tenantId,
+    principalExists,
   });
   const hsmDataPlane = createHsmDataPlane({ hsms, rbac: localRbac });
   const keys = createKeyService({ repo: vaultRepo, barrier, events, rsaPool, clock, hsm: hsmKeys });

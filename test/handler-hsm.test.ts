@@ -148,6 +148,20 @@ test('local RBAC: Crypto Service Encryption User at /keys/k may wrap and unwrap 
   assert.ok(list.body.value.some((a: any) => a.name === name));
   assert.equal((await data(hsmUri, 'DELETE', `/keys/k1/providers/Microsoft.Authorization/roleAssignments/${name}`)).status, 200);
   assert.equal((await data(hsmUri, 'POST', '/keys/k1//wrapkey', { alg: 'RSA-OAEP', value: randomBytes(32).toString('base64url') }, token)).status, 403, 'the next request after the delete is refused');
+  // Role management at one key reaches nothing above it: the HSM's Administrator assignment at / stays out of sight and reach.
+  const policyAdmin = await data(hsmUri, 'PUT', `/keys/k1/providers/Microsoft.Authorization/roleAssignments/${randomUUID()}`, {
+    properties: { roleDefinitionId: '4bd23610-cdcf-4971-bdee-bdc562cc28e4', principalId: app.objectId },
+  });
+  assert.equal(policyAdmin.status, 201, JSON.stringify(policyAdmin.body));
+  const top = (await data(hsmUri, 'GET', '/providers/Microsoft.Authorization/roleAssignments')).body.value.find((a: any) => a.properties.scope === '/' && a.properties.principalId === p.admin.objectId);
+  assert.ok(top, 'the administrator holds an assignment at /');
+  const seen = await data(hsmUri, 'GET', `/keys/k1/providers/Microsoft.Authorization/roleAssignments?$filter=${encodeURIComponent(`principalId eq '${p.admin.objectId}'`)}`, undefined, token);
+  assert.equal(seen.status, 200, JSON.stringify(seen.body));
+  assert.ok(seen.body.value.every((a: any) => a.properties.scope.startsWith('/keys/k1')), 'nothing above /keys/k1 is listed there');
+  assert.equal((await data(hsmUri, 'GET', `/keys/k1/providers/Microsoft.Authorization/roleAssignments/${top.name}`, undefined, token)).status, 404);
+  assert.equal((await data(hsmUri, 'DELETE', `/keys/k1/providers/Microsoft.Authorization/roleAssignments/${top.name}`, undefined, token)).status, 404);
+  assert.equal((await data(hsmUri, 'DELETE', `/providers/Microsoft.Authorization/roleAssignments/${top.name}`, undefined, token)).status, 403);
+  assert.equal((await data(hsmUri, 'GET', `/providers/Microsoft.Authorization/roleAssignments/${top.name}`)).status, 200, 'still there');
   const defs = await data(hsmUri, 'GET', '/providers/Microsoft.Authorization/roleDefinitions');
   const names = defs.body.value.map((d: any) => d.properties.roleName);
   for (const r of ['Managed HSM Administrator', 'Managed HSM Crypto Officer', 'Managed HSM Crypto User', 'Managed HSM Crypto Service Encryption User', 'Managed HSM Crypto Auditor', 'Managed HSM Backup']) assert.ok(names.includes(r), r);

@@ -108,7 +108,9 @@ export function createHsmKeys(d: { tokens: TokenProvider }) {
           if (alg !== 'A256GCM') throw errors.badParameter(`Algorithm '${alg}' is not supported for oct-HSM encrypt and decrypt; use A256GCM.`);
           const aad = body.aad === undefined ? Buffer.alloc(0) : decodeB64url(body.aad, 'aad');
           if (op === 'encrypt') {
-            const iv = body.iv === undefined ? await t.random(12) : decodeB64url(body.iv, 'iv');
+            // The IV is the HSM's own, as Managed HSM makes it: a caller never chooses a GCM nonce.
+            if (body.iv !== undefined) throw errors.badParameter('A256GCM encryption takes no iv: the HSM generates it and returns it with the ciphertext.');
+            const iv = await t.random(12);
             const { ciphertext, tag } = await t.aesGcmEncrypt(id, value, iv, aad);
             return { out: ciphertext, iv, tag };
           }

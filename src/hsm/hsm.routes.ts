@@ -13,7 +13,7 @@ import type { Vault } from '../vault/vault.types.js';
 import type { HsmDataPlane } from './hsm-data-plane.js';
 import type { HsmKeys } from './hsm-keys.js';
 import type { HsmService } from './hsms.service.js';
-import { normalizeScope, roleAssignmentWire, roleDefinitionWire, type LocalRbac } from './local-rbac.js';
+import { hsmScopeContains, normalizeScope, roleAssignmentWire, roleDefinitionWire, type LocalRbac } from './local-rbac.js';
 
 const MH = 'Microsoft.KeyVault/managedHsm';
 const RA = '/providers/Microsoft.Authorization/roleAssignments';
@@ -90,12 +90,14 @@ export function registerHsmRoutes(app: FastifyInstance, d: HsmRoutesDeps): void 
   const assignmentBody = { type: 'object', required: ['properties'], properties: { properties: { type: 'object', required: ['roleDefinitionId', 'principalId'], properties: { roleDefinitionId: { type: 'string' }, principalId: { type: 'string' } } } } };
   for (const prefix of ['', '/keys', '/keys/:name']) {
     route('GET', `${prefix}${RA}`, 'RoleAssignmentList', `${MH}/roleAssignments/read/action`, (req) => {
+      // Only what lies at or below the addressed scope (where the caller's read was checked), or, with
+      // atScope(), what applies there (at it or above it, as ARM's filter means).
       const f = filterOf(req);
       const scope = scopeOf(req);
       const all = d.rbac.assignments.list(req.vault, f);
-      return { value: (f.atScope || f.principalId ? all : all.filter((a) => a.scope === scope || scope === '/')).map(roleAssignmentWire) };
+      return { value: (f.atScope ? all : all.filter((a) => hsmScopeContains(scope, a.scope))).map(roleAssignmentWire) };
     });
-    route('GET', `${prefix}${RA}/:assignment`, 'RoleAssignmentGet', `${MH}/roleAssignments/read/action`, (req) => roleAssignmentWire(d.rbac.assignments.get(req.vault, req.params.assignment)));
+    route('GET', `${prefix}${RA}/:assignment`, 'RoleAssignmentGet', `${MH}/roleAssignments/read/action`, (req) => roleAssignmentWire(d.rbac.assignments.get(req.vault, req.params.assignment, scopeOf(req))));
     // Who may use the HSM's keys changed: its subscribers (the key monitor) hear it at once, as for a vault.
     route('PUT', `${prefix}${RA}/:assignment`, 'RoleAssignmentCreate', `${MH}/roleAssignments/write/action`, (req, reply) => {
       const a = d.rbac.assignments.create(req.vault, req.params.assignment, { ...req.body.properties, scope: scopeOf(req) });
@@ -104,7 +106,7 @@ export function registerHsmRoutes(app: FastifyInstance, d: HsmRoutesDeps): void 
       return roleAssignmentWire(a);
     }, { body: assignmentBody });
     route('DELETE', `${prefix}${RA}/:assignment`, 'RoleAssignmentDelete', `${MH}/roleAssignments/delete/action`, (req) => {
-      const a = d.rbac.assignments.delete(req.vault, req.params.assignment);
+      const a = d.rbac.assignments.delete(req.vault, req.params.assignment, scopeOf(req));
       d.hsms.announceAccessChange(req.vault);
       return roleAssignmentWire(a);
     });

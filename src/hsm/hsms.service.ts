@@ -47,7 +47,16 @@ export function createHsmService(d: HsmServiceDeps) {
       throw e;
     }
   };
-  const save = (v: Vault, hsm: NonNullable<Vault['hsm']>) => d.vaults.save({ ...v, hsm });
+  /**
+   * Moves an HSM's own state from what `v` holds to `next`, or, when a concurrent request changed it first,
+   * destroys what this request made in the token (`made`) and refuses: the HSM keeps one security domain.
+   */
+  const swap = async (v: Vault, next: NonNullable<Vault['hsm']>, made: string[]) => {
+    if (d.vaults.swapHsm(v, next)) return;
+    const t = await token();
+    for (const id of made) await t.destroy(id).catch(() => undefined);
+    throw errors.conflict(`The managed HSM '${v.name}' was changed by another request meanwhile (its security domain or transfer key); read it again and retry.`, 'ConflictError');
+  };
 
   return {
     ...d.vaults,
@@ -67,13 +76,13 @@ export function createHsmService(d: HsmServiceDeps) {
       const sku = input.sku ?? 'Standard_B1';
       if (!HSM_SKUS.includes(sku)) throw errors.badParameter(`sku.name '${sku}' is not valid; use one of ${HSM_SKUS.join(', ')}.`, 'InvalidParameter');
       await token();
-      const v = await d.vaults.create(tenantId, {
+      // The administrators' assignments are written in the HSM's own transaction: no HSM exists without them.
+      return d.vaults.create(tenantId, {
         name: input.name, location: input.location, retentionDays: input.retentionDays, purgeProtection: input.purgeProtection ?? true,
         publicNetworkAccess: input.publicNetworkAccess, networkAcls: input.networkAcls, enableRbacAuthorization: true, policies: [],
         hsm: { initialAdminObjectIds: [...new Set(admins.map((a) => a.toLowerCase()))], sku, activation: 'NotActivated' },
+        alsoWrite: (v) => void d.rbac.bootstrapAdmins(v, v.hsm!.initialAdminObjectIds),
       });
-      d.rbac.bootstrapAdmins(v, v.hsm!.initialAdminObjectIds);
-      return v;
     },
 
     /** Key operations (and role management) wait for activation, as in Managed HSM. */
@@ -98,9 +107,9 @@ export function createHsmService(d: HsmServiceDeps) {
         const kcv = keyCheckValue(secret);
         const { id } = await t.importAes256(secret);
         if (await t.keyCheckValue(id) !== kcv) throw errors.serviceUnavailable('The token\'s security-domain key does not match its secret (the PKCS#11 module misbehaves).');
-        const domainId = `${v.name}-${Date.now().toString(36)}-${id.slice(0, 8)}`;
+        const domainId = `${v.name}-${nowSeconds(d.clock).toString(36)}-${id.slice(0, 8)}`;
         const file = await sealSecurityDomain({ secret, certificates, required, domainId, hsmName: v.name });
-        save(v, { ...v.hsm!, activation: 'Active', domainId, domainKeyId: id, domainKcv: kcv, activatedAt: nowSeconds(d.clock) });
+        await swap(v, { ...v.hsm!, activation: 'Active', domainId, domainKeyId: id, domainKcv: kcv, activatedAt: nowSeconds(d.clock) }, [id]);
         return file;
       } finally {
         secret.fill(0);
@@ -116,7 +125,7 @@ export function createHsmService(d: HsmServiceDeps) {
       let id = v.hsm!.transferKeyId;
       if (!id) {
         id = (await t.generateRsa(2048)).id;
-        save(v, { ...v.hsm!, transferKeyId: id });
+        await swap(v, { ...v.hsm!, transferKeyId: id }, [id]);
       }
       const jwk = await t.publicJwk(id);
       return { kid: `${d.hsmUri(v.name)}securitydomain/upload/transfer_key/${id.slice(0, 16)}`, kty: 'RSA', key_ops: ['wrapKey', 'encrypt'], alg: 'RSA-OAEP', n: jwk.n, e: jwk.e };
@@ -150,7 +159,7 @@ export function createHsmService(d: HsmServiceDeps) {
         await t.destroy(id).catch(() => undefined);
         throw errors.badParameter('The uploaded security domain does not match its key check value; nothing was changed.', 'SecurityDomainRestoreFailed');
       }
-      save(v, { ...v.hsm!, activation: 'Active', domainId: blob.domainId, domainKeyId: id, domainKcv: blob.kcv, transferKeyId: undefined, activatedAt: nowSeconds(d.clock) });
+      await swap(v, { ...v.hsm!, activation: 'Active', domainId: blob.domainId, domainKeyId: id, domainKcv: blob.kcv, transferKeyId: undefined, activatedAt: nowSeconds(d.clock) }, [id]);
       await t.destroy(transferKeyId).catch(() => undefined);
     },
   };

@@ -108,8 +108,9 @@ export const BUILT_IN_HSM_ROLES: readonly HsmRoleDefinition[] = [
     acts('roleAssignments/*', 'roleDefinitions/*')),
   builtIn('2c18b078-7c48-4d3a-af88-5a3a1b3f82b3', 'Managed HSM Crypto Auditor',
     'Grants read permissions to read (but not use) key attributes.',
-    // keys/deletedKeys/delete is as the docs table has it.
-    acts('keys/read/action', 'keys/deletedKeys/delete', 'roleAssignments/read/action', 'roleDefinitions/read/action')),
+    // The docs table lists keys/deletedKeys/delete here, which would let a read-only role purge; the role's
+    // own description ("read (but not use)") is taken instead: it reads deleted keys.
+    acts('keys/read/action', 'keys/deletedKeys/read/action', 'roleAssignments/read/action', 'roleDefinitions/read/action')),
   builtIn('33413926-3206-4cdd-b39a-83574fe37a17', 'Managed HSM Crypto Service Encryption User',
     'Grants permissions to use a key for service encryption.',
     acts('keys/read/action', 'keys/wrap/action', 'keys/unwrap/action')),
@@ -341,9 +342,13 @@ export function createLocalRbac(repo: HsmRbacRepo, clock: Clock = systemClock) {
     assignments: {
       /** PUT: creates the assignment `name` (a GUID); the same one again is answered as stored. */
       create: createAssignment,
-      get(hsm: HsmRef, name: string): HsmRoleAssignment {
+      /**
+       * One assignment by name, addressed at `under` (the route's scope, where the caller's right to read or
+       * delete was checked): one outside it, such as an assignment at `/` addressed under `/keys/k`, is 404.
+       */
+      get(hsm: HsmRef, name: string, under = '/'): HsmRoleAssignment {
         const a = isGuid(name) ? repo.assignment(hsm.id, name.toLowerCase()) : undefined;
-        if (!a) throw assignmentNotFound(hsm, name);
+        if (!a || !hsmScopeContains(normalizeScope(under), a.scope)) throw assignmentNotFound(hsm, name);
         return a;
       },
       /** All of the HSM's assignments, or those applying at `atScope` (at it or above), or of one principal. */
@@ -353,10 +358,10 @@ export function createLocalRbac(repo: HsmRbacRepo, clock: Clock = systemClock) {
         return at === undefined ? all : all.filter((x) => hsmScopeContains(x.scope, at));
       },
       /** Removes the assignment and answers it as it was (404 RoleAssignmentNotFound when there is none). */
-      delete(hsm: HsmRef, name: string): HsmRoleAssignment {
+      delete(hsm: HsmRef, name: string, under = '/'): HsmRoleAssignment {
         return repo.transaction(() => {
           const a = isGuid(name) ? repo.assignment(hsm.id, name.toLowerCase()) : undefined;
-          if (!a) throw assignmentNotFound(hsm, name);
+          if (!a || !hsmScopeContains(normalizeScope(under), a.scope)) throw assignmentNotFound(hsm, name);
           repo.deleteAssignment(hsm.id, a.name);
           return a;
         });

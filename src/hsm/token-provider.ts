@@ -11,7 +11,6 @@
  * PIN is never written anywhere else. SoftHSM2 reads its configuration once per process (at C_Initialize), so
  * one process serves the tokens of one home.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,6 +18,7 @@ import type { Barrier } from '../barrier/barrier.js';
 import type { Db } from '../store/db.js';
 import { errors } from '../lib/errors.js';
 import { openToken, TokenError, type Token } from './token.js';
+import { initToken } from './token-session.js';
 
 export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
 const EMBEDDED_LABEL = 'pgbyok';
@@ -33,6 +33,8 @@ export interface TokenProviderOptions {
   label?: string;
   pinFile?: string;
   clock: { now(): number };
+  /** Whether any key (or security domain) lives in the configured token: then it is never switched. */
+  keysExist: () => boolean;
 }
 
 interface TokenRow { module_path: string; token_label: string; sealed_pin: Buffer }
@@ -62,9 +64,9 @@ export function createTokenProvider(o: TokenProviderOptions) {
     mkdirSync(join(o.dir, 'tokens'), { recursive: true, mode: 0o700 });
     writeFileSync(softhsmConf(), `directories.tokendir = ${join(o.dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`, { mode: 0o600 });
     const pin = randomBytes(18).toString('base64url');
+    // The SO PIN serves once, to set the user PIN, and is not kept: nothing in pgbyok acts as the token's SO.
     const soPin = randomBytes(18).toString('base64url');
-    execFileSync('softhsm2-util', ['--init-token', '--free', '--label', EMBEDDED_LABEL, '--so-pin', soPin, '--pin', pin],
-      { env: { ...process.env, SOFTHSM2_CONF: softhsmConf() }, stdio: 'pipe' });
+    initToken(SOFTHSM_MODULE, EMBEDDED_LABEL, soPin, pin);
     return { modulePath: SOFTHSM_MODULE, label: EMBEDDED_LABEL, pin };
   };
 
@@ -72,6 +74,9 @@ export function createTokenProvider(o: TokenProviderOptions) {
     let known = row();
     if (o.module) {
       if (!o.label) throw errors.serviceUnavailable('PGBYOK_PKCS11_MODULE needs PGBYOK_PKCS11_TOKEN_LABEL too.');
+      if (known && (known.module_path !== o.module || known.token_label !== o.label) && o.keysExist()) {
+        throw errors.serviceUnavailable(`The managed HSMs' keys are in the token "${known.token_label}" of ${known.module_path}; pgbyok will not switch to "${o.label}" of ${o.module} while they exist (they would all be lost). Unset PGBYOK_PKCS11_MODULE, or purge the HSMs first.`);
+      }
       if (!known || known.module_path !== o.module || known.token_label !== o.label) {
         if (!o.pinFile) throw errors.serviceUnavailable(`The PKCS#11 token ${o.label} of ${o.module} is not configured yet: give its PIN once with PGBYOK_PKCS11_PIN_FILE.`);
         remember(o.module, o.label, readFileSync(o.pinFile, 'utf8').trim());

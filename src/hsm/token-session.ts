@@ -64,9 +64,33 @@ export function loadModule(modulePath: string): Module {
 }
 
 export function findSlot(p: Module, modulePath: string, tokenLabel: string): Handle {
-  const slot = p.C_GetSlotList(true).find((s) => p.C_GetTokenInfo(s).label.trim() === tokenLabel);
+  const slot = p.C_GetSlotList(true).find((s) => p.C_GetTokenInfo(s).label.replace(/[\s\0]+$/, '') === tokenLabel);
   if (!slot) throw new TokenError('TokenNotFound', `The PKCS#11 module ${modulePath} has no initialised token labelled "${tokenLabel}".`);
   return slot;
+}
+
+/**
+ * Initialises a token in the module's first free slot, in this process (the PINs never appear on a command
+ * line): C_InitToken with the SO PIN, then the SO sets the user PIN. The caller keeps both PINs.
+ */
+export function initToken(modulePath: string, tokenLabel: string, soPin: string, pin: string): void {
+  const p = loadModule(modulePath);
+  const free = p.C_GetSlotList(true).find((s) => (p.C_GetTokenInfo(s).flags & P.CKF_TOKEN_INITIALIZED) === 0);
+  if (!free) throw new TokenError('TokenNotFound', `The PKCS#11 module ${modulePath} has no free slot to initialise a token in.`);
+  try {
+    // CK_TOKEN_INFO labels are 32 bytes padded with blanks (PKCS#11 2.40 §3.2).
+    p.C_InitToken(free, soPin, tokenLabel.padEnd(32, ' '));
+    const session = p.C_OpenSession(findSlot(p, modulePath, tokenLabel), P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);
+    try {
+      p.C_Login(session, P.CKU_SO, soPin);
+      p.C_InitPIN(session, pin);
+      p.C_Logout(session);
+    } finally {
+      p.C_CloseSession(session);
+    }
+  } catch (e) {
+    throw asTokenError(e, 'Initialising the token');
+  }
 }
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest();

@@ -221,7 +221,7 @@ export function createKeyAccess(d: KeyAccessDeps) {
       const { origin, name, version } = parseKeyUri(keyUri);
       const b = await call(p, 'GET', `${origin}/keys/${name}/${version ?? ''}`, 'get');
       return {
-        kid: b.key.kid, kty: b.key.kty, keySize: Buffer.from(b.key.n, 'base64url').length * 8, keyOps: b.key.key_ops ?? [],
+        kid: b.key.kid, kty: b.key.kty, keySize: typeof b.key.n === 'string' ? Buffer.from(b.key.n, 'base64url').length * 8 : 0, keyOps: b.key.key_ops ?? [],
         enabled: b.attributes.enabled, nbf: b.attributes.nbf, exp: b.attributes.exp,
       };
     },

@@ -1,6 +1,6 @@
 import type { Db } from '../store/db.js';
 import type {
-  AccessPolicy, EventSubscription, KeyRecord, KeyVersion, RotationPolicy, Vault, VaultKind,
+  AccessPolicy, EventSubscription, HsmState, KeyRecord, KeyVersion, RotationPolicy, Vault, VaultKind,
 } from './vault.types.js';
 
 const json = <T>(s: string | null): T | undefined => (s == null ? undefined : (JSON.parse(s) as T));
@@ -71,6 +71,8 @@ export function createVaultRepo(db: Db) {
     updateVault: db.prepare(`UPDATE vaults SET purge_protection = ?, public_network_access = ?, default_action = ?, bypass = ?,
       ip_rules = ?, enable_rbac_authorization = ?, updated = ?, deleted_at = ?, scheduled_purge = ?, hsm = ? WHERE id = ?`),
     deleteVault: db.prepare('DELETE FROM vaults WHERE id = ?'),
+    swapHsm: db.prepare('UPDATE vaults SET hsm = ?, updated = ? WHERE id = ? AND hsm = ?'),
+    anyHsm: db.prepare("SELECT 1 FROM vaults WHERE kind = 'managedHsm' LIMIT 1"),
     policies: db.prepare('SELECT * FROM access_policies WHERE vault_id = ? ORDER BY object_id'),
     policy: db.prepare('SELECT key_permissions FROM access_policies WHERE vault_id = ? AND object_id = ?'),
     upsertPolicy: db.prepare(`INSERT INTO access_policies (vault_id, tenant_id, object_id, key_permissions) VALUES (?,?,?,?)
@@ -135,6 +137,14 @@ export function createVaultRepo(db: Db) {
       v.hsm ? JSON.stringify(v.hsm) : null, v.id,
     ),
     deleteVault: (id: string) => void s.deleteVault.run(id),
+    /**
+     * Replaces a managed HSM's own state only if it is still `before` (compare and swap), touching no other
+     * column: a concurrent update of its network rules, purge protection or deletion is never written over.
+     */
+    /** Whether any managed HSM (live or soft-deleted) exists: its keys are in the configured token. */
+    anyHsm: (): boolean => s.anyHsm.get() !== undefined,
+    swapHsm: (id: string, before: HsmState, after: HsmState, updated: number): boolean =>
+      s.swapHsm.run(JSON.stringify(after), updated, id, JSON.stringify(before)).changes === 1,
 
     policies: (vaultId: string): AccessPolicy[] => (s.policies.all(vaultId) as any[]).map((r) => ({
       tenantId: r.tenant_id, objectId: r.object_id, keyPermissions: JSON.parse(r.key_permissions),

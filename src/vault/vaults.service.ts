@@ -24,6 +24,8 @@ export interface CreateVaultInput {
   policies?: { objectId: string; tenantId?: string; keyPermissions: string[] }[];
   /** A Managed HSM's own state (the service's kind is managedHsm). */
   hsm?: HsmState;
+  /** Written in the same transaction as the vault (an HSM's initial administrators). */
+  alsoWrite?: (v: Vault) => void;
 }
 
 export interface UpdateVaultInput {
@@ -166,8 +168,8 @@ export function createVaultService({ repo, events, principalExists, clock = syst
       const v = repo.vault(id);
       return v && v.kind === kind ? v : undefined;
     },
-    /** Saves a changed vault (an HSM's own state). */
-    save,
+    /** Replaces an HSM's own state if nobody changed it since `v` was read; false when someone did. */
+    swapHsm: (v: Vault, next: HsmState): boolean => repo.swapHsm(v.id, v.hsm!, next, now()),
     policies: (v: Vault) => repo.policies(v.id),
     permissionsOf: (v: Vault, objectId: string) => repo.permissionsOf(v.id, objectId),
 
@@ -198,6 +200,7 @@ export function createVaultService({ repo, events, principalExists, clock = syst
         // As `az keyvault create` does: without a list, the creator gets every key permission (an RBAC vault has no use for one).
         if (policies) for (const p of policies) repo.upsertPolicy(vault.id, { tenantId, objectId: p.objectId, keyPermissions: p.keyPermissions });
         else if (creatorObjectId && !vault.enableRbacAuthorization) repo.upsertPolicy(vault.id, { tenantId, objectId: creatorObjectId, keyPermissions: [...KEY_PERMISSIONS] });
+        input.alsoWrite?.(vault);
       });
       return vault;
     },
