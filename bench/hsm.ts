@@ -86,7 +86,7 @@ export function hsmSection(h: any): string {
   return `<!-- hsm:start -->
 ## Managed HSM unwrap throughput
 
-${h.mode} run ${h.generatedAt}${h.load_average ? `, load average ${h.load_average.join(' / ')} (1 / 5 / 15 min) when it started` : ''}. An RSA-HSM 2048 key in the
+${h.mode} run ${h.generatedAt}${h.other_cpu_cores !== undefined ? ` (other work on the machine: ${h.other_cpu_cores} cores busy meanwhile)` : ''}. An RSA-HSM 2048 key in the
 platform's PKCS#11 token (${h.module ?? 'SoftHSM2'}), \`POST /keys/kek/{version}/unwrapkey\` with ${h.alg} over HTTPS by ${h.clients} clients for ${h.seconds} s,
 every request authorized by local RBAC (Managed HSM Crypto User) and audited, beside the vault's RSA-2048 software
 key under the same load in the same run (RSA-OAEP-256) and the figure Azure publishes for Managed HSM (per

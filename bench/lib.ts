@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
-import { cpus, loadavg, release } from 'node:os';
+import { cpus, release } from 'node:os';
 
 export function machine() {
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
@@ -81,6 +81,12 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/** CPU seconds the whole machine has spent busy so far (every core; idle and I/O wait excluded), from /proc/stat. */
+function machineBusySeconds(): number {
+  const [user, nice, system, , , irq, softirq, steal] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return (user + nice + system + irq + softirq + steal) / 100;
+}
+
 export function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? round(Number(m[1]) / 1024, 1) : NaN;
@@ -106,7 +112,7 @@ export async function measureUnwraps(p: { ca: string }, o: { keyUrl: string; tok
   let errors = 0;
   let rssPeak = rssIdle;
   const rssTimer = setInterval(() => { rssPeak = Math.max(rssPeak, rssMb(o.pid)); }, 500);
-  const loadAverage = loadavg().map((x) => round(x, 2));
+  const busy0 = machineBusySeconds();
   const platformCpu0 = cpuSeconds(o.pid);
   const loadCpu0 = process.cpuUsage();
   const deadline = Date.now() + o.seconds * 1000;
@@ -121,14 +127,16 @@ export async function measureUnwraps(p: { ca: string }, o: { keyUrl: string; tok
   clearInterval(rssTimer);
   const platformCores = (cpuSeconds(o.pid) - platformCpu0) / o.seconds;
   const loadUsage = process.cpuUsage(loadCpu0);
+  const loadCores = (loadUsage.user + loadUsage.system) / 1e6 / o.seconds;
+  const busyCores = (machineBusySeconds() - busy0) / o.seconds;
   agent.destroy();
   return {
     clients: o.clients, seconds: o.seconds, unwrap_per_s: round(latencies.length / o.seconds, 1), errors,
     p50_ms: round(percentile(latencies, 50), 1), p99_ms: round(percentile(latencies, 99), 1),
     rss_mb: rssPeak, rss_idle_mb: rssIdle,
-    platform_cpu_cores: round(platformCores, 2), load_generator_cpu_cores: round((loadUsage.user + loadUsage.system) / 1e6 / o.seconds, 2),
-    /** The machine's 1, 5 and 15 minute load averages when the measure started (other work on the cores). */
-    load_average: loadAverage,
+    platform_cpu_cores: round(platformCores, 2), load_generator_cpu_cores: round(loadCores, 2),
+    /** Cores the rest of the machine kept busy meanwhile (other processes; kernel work charged to no process, such as loopback softirqs): near 0 on a quiet machine. */
+    other_cpu_cores: round(Math.max(0, busyCores - platformCores - loadCores), 2),
   };
 }
 
