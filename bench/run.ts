@@ -141,10 +141,15 @@ function cmkServer(p: Pgbyok, name: string, storage = 8) {
   return { server, vaultUri: v.properties.vaultUri as string, vault, keyUri, objectId: id.principalId as string, setupSeconds };
 }
 
-function pgbyokInstance(p: Pgbyok, name: string, port: number): PostgresInstance {
+/**
+ * The server's PostgreSQL, reached as root over its socket. Its public port belongs to pgbyok's front door;
+ * PostgreSQL itself listens on a private port, which its postmaster.pid names (kept across its restarts).
+ */
+function pgbyokInstance(p: Pgbyok, name: string): PostgresInstance {
   const mnt = join(p.home, 'regions', 'eastus', 'mnt', name);
   const dataDir = join(mnt, 'data', 'pgdata');
   const osUser = execFileSync('stat', ['-c', '%U', dataDir], { encoding: 'utf8' }).trim();
+  const port = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[3]);
   return new PostgresInstance({ dataDir, socketDir: join(p.home, 'regions', 'eastus', 'run', name), port, clusterName: name, isUnlocked: () => true, osUser });
 }
 
@@ -199,7 +204,7 @@ async function main() {
   manualKey.fill(0);
   inst.fscrypt_manual = await instanceOn(join(manualMnt, 'data'), 'fscrypt_manual', await freePort(), paths);
   const main = cmkServer(p, 'bench-main');
-  inst.pgbyok = pgbyokInstance(p, 'bench-main', main.server.properties.port);
+  inst.pgbyok = pgbyokInstance(p, 'bench-main');
   // 3 (run first). Vault unwrap throughput over HTTPS with tokens, every request audited. Measured while the
   // machine is quiet, as the OpenSSL reference is: after pgbench, checkpoints and WAL archiving would share the cores.
   const vaultToken = await p.token(p.admin);
@@ -220,7 +225,7 @@ async function main() {
     const name = `bench-prov-${i}`;
     const t = Date.now();
     const s = cmkServer(p, name, 4);
-    const pg = pgbyokInstance(p, name, s.server.properties.port);
+    const pg = pgbyokInstance(p, name);
     await pg.sql('SELECT 1');
     provisionTimes.push((Date.now() - t) / 1000 - s.setupSeconds);
     p.cli('server', 'delete', '--name', name, '--yes');
