@@ -3,12 +3,12 @@
  * (interleaved rounds, medians, ratios). Writes bench/results.json and BENCHMARKS.md (with SVG charts) and
  * leaves nothing behind: servers, mounts, loop devices, images, processes. Needs root (loop devices,
  * fscrypt) and PostgreSQL 15; installs gocryptfs from Debian if it is missing. `--only monitor` measures only
- * key-loss detection versus the number of servers (bench/monitor.ts) and updates just that part of the report.
+ * key-loss detection versus the number of servers (bench/monitor.ts) and updates just that part of the report;
+ * `--only hsm` measures only the Managed HSM's unwrap throughput beside the vault's (bench/hsm.ts), likewise.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:https';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -18,13 +18,14 @@ import { issueServerCertificate } from '../src/pki/ca.js';
 import { PostgresInstance } from '../src/postgres/instance.js';
 import { addKey, keyStatus, setPolicy } from '../src/storage/fscrypt.js';
 import { cleanupLeftovers, fileContains, startPgbyok, type Pgbyok } from '../test/harness.js';
-import { barChart, interleaved, log, machine, median, percentile, round } from './lib.js';
+import { barChart, httpsJson, interleaved, log, machine, measureUnwraps, median, percentile, round } from './lib.js';
 import { measureMonitor, monitorSection } from './monitor.js';
+import { hsmSection, measureHsm } from './hsm.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const quick = process.argv.includes('--quick');
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
-if (only !== undefined && only !== 'monitor') throw new Error(`--only takes 'monitor', not '${only}'`);
+if (only !== undefined && only !== 'monitor' && only !== 'hsm') throw new Error(`--only takes 'monitor' or 'hsm', not '${only}'`);
 const cfg = quick
   ? { scale: 5, seconds: 5, rounds: 3, trials: 5, vaultSeconds: 8, clients: 64, provision: 3, backupScale: 5 }
   : { scale: 50, seconds: 30, rounds: 3, trials: 20, vaultSeconds: 60, clients: 64, provision: 5, backupScale: 70 };
@@ -140,10 +141,15 @@ function cmkServer(p: Pgbyok, name: string, storage = 8) {
   return { server, vaultUri: v.properties.vaultUri as string, vault, keyUri, objectId: id.principalId as string, setupSeconds };
 }
 
-function pgbyokInstance(p: Pgbyok, name: string, port: number): PostgresInstance {
+/**
+ * The server's PostgreSQL, reached as root over its socket. Its public port belongs to pgbyok's front door;
+ * PostgreSQL itself listens on a private port, which its postmaster.pid names (kept across its restarts).
+ */
+function pgbyokInstance(p: Pgbyok, name: string): PostgresInstance {
   const mnt = join(p.home, 'regions', 'eastus', 'mnt', name);
   const dataDir = join(mnt, 'data', 'pgdata');
   const osUser = execFileSync('stat', ['-c', '%U', dataDir], { encoding: 'utf8' }).trim();
+  const port = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[3]);
   return new PostgresInstance({ dataDir, socketDir: join(p.home, 'regions', 'eastus', 'run', name), port, clusterName: name, isUnlocked: () => true, osUser });
 }
 
@@ -163,32 +169,10 @@ function probe(port: number): Promise<string> {
   });
 }
 
-function httpsJson(p: Pgbyok, method: string, url: string, token: string, body?: unknown, agent?: Agent): Promise<{ status: number; json: any }> {
-  return new Promise((resolve, reject) => {
-    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const req = request(url, { method, agent, ca: p.ca, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(data ? { 'content-length': String(data.length) } : {}) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
-        resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : undefined });
-      });
-    });
-    req.on('error', reject);
-    if (data) req.write(data);
-    req.end();
-  });
-}
-
-/** User + system CPU seconds a process has used so far (from /proc, in clock ticks of 1/100 s). */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? round(Number(m[1]) / 1024, 1) : NaN;
+/** The vault's unwrap throughput with one of its RSA-2048 keys (`keyUrl`, without a version), under the bench's load. */
+async function vaultUnwraps(p: Pgbyok, keyUrl: string, token: string) {
+  log(`vault: ${cfg.clients} clients unwrapping for ${cfg.vaultSeconds}s`);
+  return measureUnwraps(p, { keyUrl, token, alg: 'RSA-OAEP-256', clients: cfg.clients, seconds: cfg.vaultSeconds, pid: p.child().pid! });
 }
 
 async function main() {
@@ -220,44 +204,18 @@ async function main() {
   manualKey.fill(0);
   inst.fscrypt_manual = await instanceOn(join(manualMnt, 'data'), 'fscrypt_manual', await freePort(), paths);
   const main = cmkServer(p, 'bench-main');
-  inst.pgbyok = pgbyokInstance(p, 'bench-main', main.server.properties.port);
+  inst.pgbyok = pgbyokInstance(p, 'bench-main');
   // 3 (run first). Vault unwrap throughput over HTTPS with tokens, every request audited. Measured while the
   // machine is quiet, as the OpenSSL reference is: after pgbench, checkpoints and WAL archiving would share the cores.
   const vaultToken = await p.token(p.admin);
   // The server's first base backup runs in the background after creation: let it finish first.
   for (let i = 0; i < 120 && !p.cli('server', 'backup', 'list', '--name', 'bench-main').length; i++) await sleep(500);
-  log(`vault: ${cfg.clients} clients unwrapping for ${cfg.vaultSeconds}s`);
-  const pid = p.child().pid!;
-  const rssIdle = rssMb(pid);
-  const wrapped = await httpsJson(p, 'POST', `${main.vaultUri}keys/kek//wrapkey?api-version=7.6`, vaultToken, { alg: 'RSA-OAEP-256', value: randomBytes(32).toString('base64url') });
-  const agent = new Agent({ keepAlive: true, maxSockets: cfg.clients });
-  const latencies: number[] = [];
-  let errors = 0;
-  let rssPeak = rssIdle;
-  const rssTimer = setInterval(() => { rssPeak = Math.max(rssPeak, rssMb(pid)); }, 500);
-  const platformCpu0 = cpuSeconds(pid);
-  const loadCpu0 = process.cpuUsage();
-  const deadline = Date.now() + cfg.vaultSeconds * 1000;
-  await Promise.all(Array.from({ length: cfg.clients }, async () => {
-    while (Date.now() < deadline) {
-      const t = process.hrtime.bigint();
-      const r = await httpsJson(p, 'POST', `${wrapped.json.kid}/unwrapkey?api-version=7.6`, vaultToken, { alg: 'RSA-OAEP-256', value: wrapped.json.value }, agent);
-      if (r.status === 200) latencies.push(Number(process.hrtime.bigint() - t) / 1e6);
-      else errors++;
-    }
-  }));
-  clearInterval(rssTimer);
-  const platformCores = (cpuSeconds(pid) - platformCpu0) / cfg.vaultSeconds;
-  const loadUsage = process.cpuUsage(loadCpu0);
-  const loadCores = (loadUsage.user + loadUsage.system) / 1e6 / cfg.vaultSeconds;
-  agent.destroy();
+  const vault = await vaultUnwraps(p, `${main.vaultUri}keys/kek`, vaultToken);
   results.vault = {
-    clients: cfg.clients, seconds: cfg.vaultSeconds, unwrap_per_s: round(latencies.length / cfg.vaultSeconds, 1), errors,
-    p50_ms: round(percentile(latencies, 50), 1), p99_ms: round(percentile(latencies, 99), 1),
-    openssl_rsa2048_sign_per_s: opensslSign, ratio_vs_openssl: round(latencies.length / cfg.vaultSeconds / opensslSign, 3),
-    rss_mb: rssPeak, rss_idle_mb: rssIdle,
-    platform_cpu_cores: round(platformCores, 2), load_generator_cpu_cores: round(loadCores, 2),
+    ...vault, openssl_rsa2048_sign_per_s: opensslSign, ratio_vs_openssl: round(vault.unwrap_per_s / opensslSign, 3),
   };
+  // 3b. The Managed HSM's unwrap throughput (keys in the PKCS#11 token), with the same load, right after the vault's.
+  results.hsm = await measureHsm({ p, clients: cfg.clients, seconds: cfg.vaultSeconds, vaultUnwrapPerS: vault.unwrap_per_s, quick, cleanups });
 
   // 4 (run second, also on a quiet machine). Provisioning: server create with a customer key, to Ready and a
   // successful query. Later phases leave the platform busy (WAL archiving, crash recoveries of the revocation trials).
@@ -267,7 +225,7 @@ async function main() {
     const name = `bench-prov-${i}`;
     const t = Date.now();
     const s = cmkServer(p, name, 4);
-    const pg = pgbyokInstance(p, name, s.server.properties.port);
+    const pg = pgbyokInstance(p, name);
     await pg.sql('SELECT 1');
     provisionTimes.push((Date.now() - t) / 1000 - s.setupSeconds);
     p.cli('server', 'delete', '--name', name, '--yes');
@@ -562,7 +520,7 @@ side by side in one run, in interleaved rounds (${r.config.rounds} rounds, media
 ${(['plain', 'fscrypt_manual', 'pgbyok', 'gocryptfs'] as const).filter((v) => rw.rounds[v]).map((v) => `| ${v} | ${rw.rounds[v].map((x: number) => round(x, 0)).join(', ')} | ${ro.rounds[v].map((x: number) => round(x, 0)).join(', ')} | ${r.pgbench.init_seconds[v]} |`).join('\n')}
 
 ${monitorSection(r.monitor)}
-## Where targets are missed, and why
+${r.hsm ? `${hsmSection(r.hsm)}\n` : ''}## Where targets are missed, and why
 
 ${explain(r)}
 `;
@@ -638,24 +596,35 @@ if (process.argv.includes('--report-only')) {
   process.exit(0);
 }
 
-/** `--only monitor`: measures the monitor part alone; the rest of results.json and BENCHMARKS.md is kept as it is. */
-async function monitorOnly() {
+/**
+ * `--only monitor|hsm`: measures that part alone; the rest of results.json and BENCHMARKS.md is kept as it is.
+ * The HSM's figure is put beside a vault figure measured just before it, on a platform of its own.
+ */
+async function partOnly(part: 'monitor' | 'hsm') {
   const m = machine();
-  log(`mode ${quick ? 'quick' : 'full'} (monitor only); machine ${m.cpuModel}, ${m.cores} cores, xts(aes) driver ${m.xtsAesDriver}`);
+  log(`mode ${quick ? 'quick' : 'full'} (${part} only); machine ${m.cpuModel}, ${m.cores} cores, xts(aes) driver ${m.xtsAesDriver}`);
   const resultsFile = join(ROOT, 'bench', 'results.json');
   const results = existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {};
-  results.monitor = await measureMonitor({ quick, cleanups, machine: m });
+  if (part === 'monitor') results.monitor = await measureMonitor({ quick, cleanups, machine: m });
+  else {
+    platform = await startPgbyok({ PGBYOK_LOG_LEVEL: 'warn' });
+    const p = platform;
+    const v = p.cli('vault', 'create', '--name', 'bench-hsm-kv', '--location', 'eastus');
+    p.cli('key', 'create', '--vault-name', 'bench-hsm-kv', '--name', 'kek');
+    const vault = await vaultUnwraps(p, `${v.properties.vaultUri}keys/kek`, await p.token(p.admin));
+    results.hsm = await measureHsm({ p, clients: cfg.clients, seconds: cfg.vaultSeconds, vaultUnwrapPerS: vault.unwrap_per_s, quick, cleanups });
+  }
   writeFileSync(resultsFile, JSON.stringify(results, null, 2) + '\n');
   const mdFile = join(ROOT, 'BENCHMARKS.md');
   const md = existsSync(mdFile) ? readFileSync(mdFile, 'utf8') : '# pgbyok benchmarks\n\n';
-  const section = monitorSection(results.monitor);
-  const marked = /<!-- monitor:start -->[\s\S]*?<!-- monitor:end -->\n/;
+  const section = part === 'monitor' ? monitorSection(results.monitor) : hsmSection(results.hsm);
+  const marked = new RegExp(`<!-- ${part}:start -->[\\s\\S]*?<!-- ${part}:end -->\\n`);
   const anchor = '## Where targets are missed, and why';
   writeFileSync(mdFile, marked.test(md) ? md.replace(marked, () => section) : md.includes(anchor) ? md.replace(anchor, () => `${section}\n${anchor}`) : `${md}\n${section}`);
-  log('monitor: results.json and BENCHMARKS.md updated');
+  log(`${part}: results.json and BENCHMARKS.md updated`);
 }
 
-(only === 'monitor' ? monitorOnly() : main())
+(only ? partOnly(only) : main())
   .catch((e) => {
     log(`FAILED: ${(e as Error).stack ?? e}`);
     process.exitCode = 1;
