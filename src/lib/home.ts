@@ -2,9 +2,17 @@ import { mkdirSync, readFileSync, writeFileSync, renameSync, existsSync, chmodSy
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-/** Everything pgbyok keeps lives under one directory, so `PGBYOK_HOME` isolates a whole installation. */
+/**
+ * Everything pgbyok keeps lives under one directory, so `PGBYOK_HOME` isolates a whole installation. Its
+ * default is `~/.pgbyok`, except as root: root's home is private (0700 on Debian), and each server's own OS
+ * account must reach its data directory inside the home, so root's default is `/var/lib/pgbyok`.
+ */
 export function resolveHome(flag?: string): string {
-  return flag ?? process.env.PGBYOK_HOME ?? join(homedir(), '.pgbyok');
+  return flag ?? process.env.PGBYOK_HOME ?? defaultHome();
+}
+
+export function defaultHome(): string {
+  return process.getuid?.() === 0 ? '/var/lib/pgbyok' : join(homedir(), '.pgbyok');
 }
 
 export interface HomePaths {
