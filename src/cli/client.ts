@@ -118,8 +118,9 @@ export class CliContext {
   }
 
   async raw(req: { method: string; url: string; headers?: Record<string, string>; body?: string }) {
+    const ca = this.ca;
     try {
-      return await httpCall({ ...req, ca: this.ca });
+      return await httpCall({ ...req, ca });
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       if (err.code === 'ECONNREFUSED') throw new CliError(`Cannot reach ${new URL(req.url).origin}: pgbyok is not running; start it with 'pgbyok up'.`, 3);

@@ -4,7 +4,7 @@ import { originOf, readSettings, writeFileAtomic } from '../lib/home.js';
 import { RESOURCES } from '../identity/tokens.js';
 import { createNames } from '../lib/names.js';
 import { CliContext, CliError } from './client.js';
-import { action, parseIntArg, type GlobalOptions } from './run.js';
+import { action, parseIntArg, requireOutputFormat, type GlobalOptions } from './run.js';
 import { API_VERSIONS, Arm, armOf, parseArmId, TYPES, withGroup, type ScopeOptions } from './arm.js';
 
 /** Flattens a managed identity the way `az identity create` prints it. */
@@ -88,7 +88,7 @@ export function registerPlatformCommands(program: Command): void {
     .option('--vaults-only', 'check only what a platform that serves vaults and managed HSMs needs (as `pgbyok up --vaults-only`)')
     .action(async function (this: Command) {
       const opts = this.optsWithGlobals() as GlobalOptions & { fix?: boolean; vaultsOnly?: boolean };
-      if (!['json', 'table', 'none'].includes(opts.output)) throw new CliError(`--output must be json, table or none, not '${opts.output}'.`, 2);
+      requireOutputFormat(opts.output);
       const { runChecks, failing } = await import('../doctor/checks.js');
       const { reportJson, reportLines } = await import('../doctor/report.js');
       const { realProbe } = await import('../doctor/probe.js');

@@ -5,9 +5,7 @@ import { registerVaultCommands } from './commands-vault.js';
 import { registerServerCommands } from './commands-servers.js';
 import { registerArmCommands } from './commands-arm.js';
 import { registerHsmCommands } from './commands-hsm.js';
-
-/** The exit code of a usage error (an unknown command or option, a missing argument, a group without a command). */
-export const USAGE_EXIT = 2;
+import { USAGE_EXIT } from './run.js';
 
 /**
  * Every pgbyok command and group: a usage error is one line on stderr naming the command it was given to

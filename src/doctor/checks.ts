@@ -3,7 +3,7 @@ import type { Config } from '../lib/config.js';
 import { homePaths, readSettings } from '../lib/home.js';
 import { createNames } from '../lib/names.js';
 import { plannedPorts, type PortSource } from '../lib/ports.js';
-import { SOFTHSM_MODULE } from '../hsm/token-provider.js';
+import { SOFTHSM_MODULE } from '../hsm/softhsm.js';
 import { EXTWLIST_MODULE, GUARD_MODULE, LIBDIR } from '../postgres/modules.js';
 import { DEBIAN_BINDIR } from '../postgres/tools.js';
 import { STORAGE_REQUIREMENTS } from '../storage/prerequisites.js';
@@ -102,7 +102,7 @@ export async function runChecks(i: DoctorInput): Promise<CheckResult[]> {
   const paths = homePaths(i.home);
   const storage = (name: string) => fromRequirement(STORAGE_REQUIREMENTS.find((r) => r.check === name)!, probe);
   const domain = createNames(config.PGBYOK_DOMAIN, 443);
-  const hsmUsed = config.PGBYOK_PKCS11_MODULE !== undefined || probe.hsmsExist(paths.db);
+  const hsmUsed = config.PGBYOK_PKCS11_MODULE !== undefined || await probe.hsmsExist(paths.db);
   const pkcs11Path = config.PGBYOK_PKCS11_MODULE ?? SOFTHSM_MODULE;
   const gcc = probe.command('gcc');
   const running = probe.runningPid(i.home);

@@ -3,10 +3,8 @@ import { lookup } from 'node:dns/promises';
 import { createServer } from 'node:net';
 import { release } from 'node:os';
 import { delimiter, join } from 'node:path';
-import Database from 'better-sqlite3';
 import { lockOwner } from '../lib/home-lock.js';
 import { mounts } from '../storage/devices.js';
-import { createVaultRepo } from '../vault/vault.repo.js';
 
 /**
  * Everything the doctor asks of the machine, behind one small interface so the whole decision table can
@@ -28,7 +26,7 @@ export interface Probe {
   /** The pid of the live pgbyok that holds the home's lock, if one does. */
   runningPid(home: string): number | undefined;
   /** Whether the home's database has a managed HSM. */
-  hsmsExist(dbPath: string): boolean;
+  hsmsExist(dbPath: string): Promise<boolean>;
 }
 
 /** System directories a root shell has on PATH, looked in too (a non-root PATH lacks the sbin ones). */
@@ -79,9 +77,12 @@ export const realProbe: Probe = {
     }
   },
   runningPid: (home) => lockOwner(home),
-  hsmsExist(dbPath) {
+  async hsmsExist(dbPath) {
     if (!existsSync(dbPath)) return false;
     try {
+      // Loaded here only: the doctor runs (and names what is missing) even where a native build failed.
+      const { default: Database } = await import('better-sqlite3');
+      const { createVaultRepo } = await import('../vault/vault.repo.js');
       const db = new Database(dbPath, { readonly: true, fileMustExist: true });
       try {
         return createVaultRepo(db).anyHsm();
