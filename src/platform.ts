@@ -1,7 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { lookup } from 'node:dns/promises';
-import { freePort } from './lib/ports.js';
+import { freePort, plannedPorts } from './lib/ports.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
@@ -20,6 +20,7 @@ import { openDb } from './store/db.js';
 import { buildPlatformApp } from './api/platform-app.js';
 import { platformSetting } from './api/platform-settings.routes.js';
 import { loadConfig, type Config } from './lib/config.js';
+import { errors } from './lib/errors.js';
 import { acquireHomeLock } from './lib/home-lock.js';
 import { systemClock, type Clock } from './lib/clock.js';
 import { createEventBus } from './vault/events.js';
@@ -62,6 +63,8 @@ export interface PlatformOptions {
   logger?: Logger;
   /** The validated settings; read from the environment when not given. */
   config?: Config;
+  /** Serve vaults and managed HSMs only: no server is created (the host may lack what servers need). */
+  vaultsOnly?: boolean;
   /** The source of "now" for tokens, key validity, rotation, expiry events and purges (default: the system clock). */
   clock?: Clock;
 }
@@ -114,11 +117,11 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   const logger = opts.logger ?? pino({ level: config.PGBYOK_LOG_LEVEL }, pino.destination({ dest: join(paths.logs, 'pgbyok.log'), mkdir: true, sync: false }));
 
   let settings = readSettings(paths);
-  const port = opts.port ?? settings?.port ?? config.PGBYOK_PORT ?? await freePort();
-  const origin = originOf(HOST, port);
   // The one vault port, like the platform port chosen at first start and then kept: 443 as root, else a free port.
-  const vaultPort = settings?.vaultPort ?? config.PGBYOK_VAULT_PORT
-    ?? (process.getuid?.() === 0 ? 443 : await freePort(new Set([port])));
+  const planned = plannedPorts({ flag: opts.port, settings, config, root: process.getuid?.() === 0 });
+  const port = planned.port ?? await freePort();
+  const origin = originOf(HOST, port);
+  const vaultPort = planned.vaultPort ?? await freePort(new Set([port]));
   const names = createNames(config.PGBYOK_DOMAIN, vaultPort);
 
   const barrier = createBarrier(loadOrCreateMasterKey(paths.masterKey));
@@ -283,8 +286,14 @@ async function startLocked(opts: PlatformOptions, config: Config, paths: HomePat
   const roleAssignments = createRoleAssignmentService({
     identity, arm, onDataRoleChanged: dataPlane.onAssignmentChanged,
   });
+  // Vaults only (`up --vaults-only`): every verb that makes a server is refused; existing servers are served as before.
+  const refuseNewServer = async (): Promise<never> => {
+    throw errors.badParameter('This platform was started with --vaults-only: it serves vaults and managed HSMs but creates no PostgreSQL servers. Run `pgbyok doctor --fix` as root, then restart `pgbyok up` without --vaults-only.', 'VaultsOnly');
+  };
+  const vaultsOnly = opts.vaultsOnly ?? config.PGBYOK_VAULTS_ONLY;
   const platformApp = buildPlatformApp({
-    logger, tls, audit, identity, tokens, vaults, hsms, servers, monitoring, insights, arm, roleAssignments, settings: serversRepo, origin, names,
+    logger, tls, audit, identity, tokens, vaults, hsms, monitoring,
+    servers: vaultsOnly ? { ...servers, create: refuseNewServer, createReplica: refuseNewServer, restore: refuseNewServer } : servers, insights, arm, roleAssignments, settings: serversRepo, origin, names,
     platformTenantId: () => settings!.defaultTenantId, hookCode,
   });
   await platformApp.listen({ port, host: HOST });

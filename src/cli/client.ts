@@ -39,7 +39,7 @@ export class CliContext {
   get settings(): Settings {
     if (!this.cachedSettings) {
       const s = readSettings(this.paths);
-      if (!s) throw new CliError(`pgbyok has not been started with home ${this.paths.root}; run 'pgbyok up' first (or set PGBYOK_HOME).`);
+      if (!s) throw new CliError(`pgbyok has not been started with home ${this.paths.root}; run 'pgbyok up' first (or set PGBYOK_HOME).`, 3);
       this.cachedSettings = s;
     }
     return this.cachedSettings;
@@ -71,19 +71,28 @@ export class CliContext {
   }
 
   get ca(): string {
-    if (!existsSync(this.paths.caCert)) throw new CliError(`No CA certificate at ${this.paths.caCert}; run 'pgbyok up' first.`);
+    if (!existsSync(this.paths.caCert)) throw new CliError(`No CA certificate at ${this.paths.caCert}; run 'pgbyok up' first.`, 3);
     return readFileSync(this.paths.caCert, 'utf8');
   }
 
-  /** The signed-in principal: `pgbyok login` wins, else the bootstrap administrator. */
+  /**
+   * The signed-in principal: `pgbyok login` wins, else the bootstrap administrator. Exit 3 when pgbyok was
+   * never started on this home (signing in is not the cause then), 4 when no credential can be read.
+   */
   credential(): Credential {
     for (const file of [this.paths.cliProfile, this.paths.adminCredential]) {
       if (existsSync(file)) {
-        const c = JSON.parse(readFileSync(file, 'utf8')) as Credential;
+        let c: Credential;
+        try {
+          c = JSON.parse(readFileSync(file, 'utf8')) as Credential;
+        } catch (e) {
+          throw new CliError(`The credential ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}). Use 'pgbyok login', or run as the user that started pgbyok.`, 4);
+        }
         return { tenantId: c.tenantId, clientId: c.clientId, clientSecret: c.clientSecret };
       }
     }
-    throw new CliError(`No credential found: neither ${this.paths.cliProfile} nor ${this.paths.adminCredential} exists. Use 'pgbyok login'.`);
+    void this.settings;
+    throw new CliError(`No credential found: neither ${this.paths.cliProfile} nor ${this.paths.adminCredential} exists or is readable (the administrator's is root's only). Use 'pgbyok login', or run as the user that started pgbyok.`, 4);
   }
 
   get tenantId(): string {
@@ -103,17 +112,18 @@ export class CliContext {
       }).toString(),
     });
     const body = parseJson(res.text);
-    if (res.status !== 200) throw new CliError(`Sign-in failed: ${body?.error_description?.split('\r\n')[0] ?? res.text}`);
+    if (res.status !== 200) throw new CliError(`Sign-in failed: ${body?.error_description?.split('\r\n')[0] ?? res.text}`, 4);
     this.tokens.set(cacheKey, body.access_token);
     return body.access_token;
   }
 
   async raw(req: { method: string; url: string; headers?: Record<string, string>; body?: string }) {
+    const ca = this.ca;
     try {
-      return await httpCall({ ...req, ca: this.ca });
+      return await httpCall({ ...req, ca });
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      if (err.code === 'ECONNREFUSED') throw new CliError(`Cannot reach ${new URL(req.url).origin}: is 'pgbyok up' running?`);
+      if (err.code === 'ECONNREFUSED') throw new CliError(`Cannot reach ${new URL(req.url).origin}: pgbyok is not running; start it with 'pgbyok up'.`, 3);
       throw new CliError(`Request to ${new URL(req.url).origin} failed: ${err.message}`);
     }
   }

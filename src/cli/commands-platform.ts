@@ -1,10 +1,10 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import type { Command } from 'commander';
-import { writeFileAtomic } from '../lib/home.js';
+import { originOf, readSettings, writeFileAtomic } from '../lib/home.js';
 import { RESOURCES } from '../identity/tokens.js';
 import { createNames } from '../lib/names.js';
 import { CliContext, CliError } from './client.js';
-import { action, parseIntArg } from './run.js';
+import { action, parseIntArg, requireOutputFormat, type GlobalOptions } from './run.js';
 import { API_VERSIONS, Arm, armOf, parseArmId, TYPES, withGroup, type ScopeOptions } from './arm.js';
 
 /** Flattens a managed identity the way `az identity create` prints it. */
@@ -16,27 +16,49 @@ function flatIdentity(r: any) {
   };
 }
 
+/** The settings from the environment; a bad one stops the command with exit 2, naming it. */
+async function settingsOrExit() {
+  const { ConfigError, loadConfig } = await import('../lib/config.js');
+  try {
+    return loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) throw new CliError(e.message, 2);
+    throw e;
+  }
+}
+
 export function registerPlatformCommands(program: Command): void {
   program
     .command('up')
-    .description('start pgbyok (identity, management API and vaults) in the foreground until SIGTERM/SIGINT')
+    .description('start pgbyok (identity, management API and vaults) in the foreground until SIGTERM/SIGINT; it first checks what `pgbyok doctor` checks')
     .option('--port <port>', 'platform HTTPS port (default: chosen at first start and kept)')
     .option('--location <region>', 'default region for new resources', undefined)
+    .option('--vaults-only', 'serve vaults and managed HSMs without PostgreSQL servers: start without what servers need, and create none (also PGBYOK_VAULTS_ONLY=1)')
     .action(async function (this: Command) {
-      const opts = this.optsWithGlobals() as { home?: string; port?: string; location?: string };
+      const opts = this.optsWithGlobals() as { home?: string; port?: string; location?: string; vaultsOnly?: boolean };
       const ctx = new CliContext(opts.home);
       const { startPlatform } = await import('../platform.js');
-      const { ConfigError } = await import('../lib/config.js');
       const { HomeLockedError } = await import('../lib/home-lock.js');
+      const { runChecks } = await import('../doctor/checks.js');
+      const { upRefusal, vaultsOnlyNotice } = await import('../doctor/report.js');
+      const { realProbe } = await import('../doctor/probe.js');
+      const config = await settingsOrExit();
+      const port = parseIntArg(opts.port, '--port');
+      const vaultsOnly = !!opts.vaultsOnly || config.PGBYOK_VAULTS_ONLY;
+      // The doctor's checks, without installing anything: a start that cannot do its job stops here, saying why.
+      const results = await runChecks({ probe: realProbe, home: ctx.paths.root, config, vaultsOnly, portFlag: port });
+      const refusal = upRefusal(results);
+      if (refusal) throw new CliError(refusal, 1);
       let platform;
       try {
-        platform = await startPlatform({ home: ctx.paths.root, port: parseIntArg(opts.port, '--port'), location: opts.location });
+        platform = await startPlatform({ home: ctx.paths.root, port, location: opts.location, config, vaultsOnly });
       } catch (e) {
-        if (e instanceof ConfigError || e instanceof HomeLockedError) throw new CliError(e.message, 2);
+        if (e instanceof HomeLockedError) throw new CliError(e.message, 2);
         throw e;
       }
       process.stdout.write(
         [
+          ...(vaultsOnly ? [vaultsOnlyNotice(results)] : []),
           'pgbyok is up.',
           `  authority host:   ${platform.origin}`,
           `  management url:   ${platform.origin}`,
@@ -60,19 +82,64 @@ export function registerPlatformCommands(program: Command): void {
     });
 
   program
+    .command('doctor')
+    .description('check every prerequisite of pgbyok and name the fix of each one missing (exit 0 when all that is needed is there, 1 otherwise)')
+    .option('--fix', 'install what is missing (Debian packages, non-interactively, and pgbyok\'s PostgreSQL module), then check again; as root')
+    .option('--vaults-only', 'check only what a platform that serves vaults and managed HSMs needs (as `pgbyok up --vaults-only`)')
+    .action(async function (this: Command) {
+      const opts = this.optsWithGlobals() as GlobalOptions & { fix?: boolean; vaultsOnly?: boolean };
+      requireOutputFormat(opts.output);
+      const { runChecks, failing } = await import('../doctor/checks.js');
+      const { reportJson, reportLines } = await import('../doctor/report.js');
+      const { realProbe } = await import('../doctor/probe.js');
+      const { fixMissing, realRunner, REPO_ROOT } = await import('../doctor/fix.js');
+      const config = await settingsOrExit();
+      const input = { probe: realProbe, home: new CliContext(opts.home).paths.root, config, vaultsOnly: !!opts.vaultsOnly || config.PGBYOK_VAULTS_ONLY };
+      // A human report unless -o json was asked for (the CLI's default output is JSON for every other command).
+      const json = opts.output === 'json' && this.getOptionValueSourceWithGlobals('output') !== 'default';
+      const show = (results: Awaited<ReturnType<typeof runChecks>>) => {
+        if (opts.output === 'none') return;
+        process.stdout.write(json ? JSON.stringify(reportJson(results), null, 2) + '\n' : reportLines(results).join('\n') + '\n');
+      };
+      let results = await runChecks(input);
+      if (opts.fix) {
+        if (realProbe.uid() !== 0) {
+          show(results);
+          throw new CliError('pgbyok doctor --fix needs root: it installs Debian packages with apt-get. Run it as root (sudo pgbyok doctor --fix).', 1);
+        }
+        const problems = fixMissing(results, { probe: realProbe, run: realRunner, repoRoot: REPO_ROOT, log: (line) => process.stderr.write(`${line}\n`) });
+        for (const p of problems) process.stderr.write(`pgbyok doctor --fix: ${p}\n`);
+        results = await runChecks(input);
+      }
+      show(results);
+      if (failing(results).length > 0) process.exitCode = 1;
+    });
+
+  program
     .command('status')
-    .description('show whether pgbyok is serving, and where (exit 0 only when it is)')
+    .description('show whether pgbyok is serving, and where: exit 0 when it is and this CLI is signed in, 3 when it is not running, 4 when the CLI has no usable credential')
     .action(action(async (ctx) => {
-      const s = ctx.settings;
+      const s = readSettings(ctx.paths);
+      if (!s) throw new CliError(`pgbyok is not running (home ${ctx.paths.root} has never been started): start it with 'pgbyok up'`, 3);
+      const origin = originOf(s.host, s.port);
       let res;
       try {
-        res = await ctx.raw({ method: 'GET', url: `${ctx.origin}/health` });
+        res = await ctx.raw({ method: 'GET', url: `${origin}/health` });
       } catch (e) {
-        throw new CliError(`pgbyok is not running (home ${ctx.paths.root}): ${(e as Error).message}`, 3);
+        const refused = e instanceof CliError && e.exitCode === 3;
+        throw new CliError(`pgbyok is not running (no platform at ${origin}${refused ? '' : `: ${(e as Error).message}`}): start it with 'pgbyok up'`, 3);
       }
-      if (res.status !== 200) throw new CliError(`pgbyok answered HTTP ${res.status} on /health`, 3);
+      if (res.status !== 200) throw new CliError(`pgbyok answered HTTP ${res.status} on ${origin}/health`, 3);
+      // It serves: can this CLI act? (No credential, or one the platform refuses, is "not signed in".)
+      let cred;
+      try {
+        cred = ctx.credential();
+        await ctx.token(RESOURCES.management, cred);
+      } catch (e) {
+        throw new CliError(`pgbyok is running at ${origin}, but this CLI is not signed in: ${(e as Error).message}`, 4);
+      }
       return {
-        status: 'Running', authorityHost: ctx.origin, managementUrl: ctx.origin, tenantId: s.defaultTenantId,
+        status: 'Running', authorityHost: origin, managementUrl: origin, tenantId: s.defaultTenantId, signedInAs: cred.clientId,
         ...(s.domain && s.vaultPort ? { vaultUriPattern: createNames(s.domain, s.vaultPort).vaultUri('NAME') } : {}),
         caCertPath: ctx.paths.caCert, adminCredentialPath: ctx.paths.adminCredential, home: ctx.paths.root,
       };

@@ -19,8 +19,9 @@ import type { Db } from '../store/db.js';
 import { errors } from '../lib/errors.js';
 import { openToken, TokenError, type Token } from './token.js';
 import { initToken } from './token-session.js';
+import { SOFTHSM_MODULE } from './softhsm.js';
 
-export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
+export { SOFTHSM_MODULE };
 const EMBEDDED_LABEL = 'pgbyok';
 const PIN_AAD = 'hsm-token-pin';
 

@@ -19,6 +19,7 @@ export const ConfigSchema = Type.Object({
     accepts: 'a DNS name such as localhost or pgbyok.example.com', description: 'the domain every vault (NAME.vault.DOMAIN) and server (NAME.postgres.database.DOMAIN) is named under',
   }),
   PGBYOK_VAULT_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: "the one HTTPS port of every vault (first start only; then kept in settings.json; unset: 443 as root, otherwise a free port)" })),
+  PGBYOK_VAULTS_ONLY: Type.Boolean({ default: false, accepts: '1 or 0 (true or false)', description: 'serve vaults and managed HSMs only, without PostgreSQL servers (as `pgbyok up --vaults-only`)' }),
   PGBYOK_LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'log level' }),
   PGBYOK_TOKEN_LIFETIME_SECONDS: int(1, 86_400, 3599, 'lifetime of issued access tokens'),
   PGBYOK_SIGNING_KEY_ROTATION_SECONDS: int(1, 365 * 86_400, 24 * 3600, 'how often the token signing key rotates'),

@@ -13,6 +13,16 @@ function alive(pid: number): boolean {
   }
 }
 
+/** The pid of the live process that holds the lock of `root`, if one does (what `pgbyok doctor` reports). */
+export function lockOwner(root: string): number | undefined {
+  try {
+    const owner = Number(readFileSync(join(root, 'pgbyok.pid'), 'utf8').trim());
+    return Number.isInteger(owner) && owner > 0 && alive(owner) ? owner : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * One running platform per `$PGBYOK_HOME`: `pgbyok.pid` is created exclusively and holds the owner's pid.
  * It is written whole beside it and then hard-linked into place (link fails when the name exists), so no

@@ -8,13 +8,16 @@ import { PostgresError } from './errors.js';
  * administrator could grant itself the server-file roles or be unable to create allowed extensions, so a
  * server without them does not start.
  */
-const LIBDIR = '/usr/lib/postgresql/15/lib';
+export const LIBDIR = '/usr/lib/postgresql/15/lib';
+/** The two modules' files under the library directory. */
+export const GUARD_MODULE = 'pgbyok_guard.so';
+export const EXTWLIST_MODULE = 'plugins/pgextwlist.so';
 
 export function requireSecurityModules(libdir = LIBDIR): void {
-  if (!existsSync(join(libdir, 'pgbyok_guard.so'))) {
-    throw new PostgresError(`pgbyok's PostgreSQL module is missing (${join(libdir, 'pgbyok_guard.so')}): build and install it as root with scripts/install-pg-guard.sh`, 'PrerequisiteMissing');
+  if (!existsSync(join(libdir, GUARD_MODULE))) {
+    throw new PostgresError(`pgbyok's PostgreSQL module is missing (${join(libdir, GUARD_MODULE)}): build and install it as root with scripts/install-pg-guard.sh`, 'PrerequisiteMissing');
   }
-  if (!existsSync(join(libdir, 'plugins', 'pgextwlist.so'))) {
+  if (!existsSync(join(libdir, EXTWLIST_MODULE))) {
     throw new PostgresError('The extension allow-list module is missing: apt-get install postgresql-15-pgextwlist', 'PrerequisiteMissing');
   }
 }

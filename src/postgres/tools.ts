@@ -5,6 +5,9 @@ import { PostgresError } from './errors.js';
 
 /** Where PostgreSQL's programs are, and how pgbyok starts and runs them: as a server's OS account, or as root. */
 
+/** Debian's directory of PostgreSQL 15's programs (postgresql-15 and postgresql-client-15). */
+export const DEBIAN_BINDIR = '/usr/lib/postgresql/15/bin';
+
 let cachedBin: string | undefined;
 /** The PostgreSQL 15 binaries: `pg_config --bindir`, else Debian's path; a clear error when absent. */
 export function postgresBinDir(): string {
@@ -15,7 +18,7 @@ export function postgresBinDir(): string {
   } catch {
     // pg_config is optional: fall back to the Debian layout.
   }
-  candidates.push('/usr/lib/postgresql/15/bin');
+  candidates.push(DEBIAN_BINDIR);
   for (const dir of candidates) {
     if (['initdb', 'pg_ctl', 'postgres'].every((b) => existsSync(join(dir, b)))) {
       const version = execFileSync(join(dir, 'postgres'), ['--version'], { encoding: 'utf8' });
