@@ -8,7 +8,9 @@
 #   deleted (crypto-shredding). pgbyok keeps running afterwards (PGBYOK_WALKTHROUGH_KEEP=0 stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PGBYOK_HOME="${PGBYOK_HOME:-$HOME/.pgbyok}"
+# The CLI's own default: ~/.pgbyok, or /var/lib/pgbyok as root (root's home is private, and each server's OS
+# account must reach its data directory inside the home).
+if [ "$(id -u)" = 0 ]; then export PGBYOK_HOME="${PGBYOK_HOME:-/var/lib/pgbyok}"; else export PGBYOK_HOME="${PGBYOK_HOME:-$HOME/.pgbyok}"; fi
 PGBYOK="./bin/pgbyok"
 KEEP="${PGBYOK_WALKTHROUGH_KEEP:-1}"
 source scripts/lib-walkthrough.sh

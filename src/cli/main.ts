@@ -32,7 +32,7 @@ class PgbyokCommand extends Command {
 export async function main(argv: string[]): Promise<void> {
   const program = new PgbyokCommand('pgbyok')
     .description('Bring-your-own-key encryption at rest for PostgreSQL: identities, key vaults and encrypted servers')
-    .option('--home <dir>', 'pgbyok home (default: $PGBYOK_HOME or ~/.pgbyok)')
+    .option('--home <dir>', 'pgbyok home (default: $PGBYOK_HOME, else ~/.pgbyok, or /var/lib/pgbyok as root)')
     .option('-o, --output <format>', 'json, table or none', 'json')
     .option('--subscription <idOrName>', 'subscription to act in (default: $PGBYOK_SUBSCRIPTION, else the one `account set` chose, else the tenant\'s default)')
     .exitOverride();
