@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { test } from 'node:test';
-import Database from 'better-sqlite3';
+import { after, test } from 'node:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openDb } from '../src/store/db.js';
 import { ApiError } from '../src/lib/errors.js';
 import { actionMatches } from '../src/identity/role-definitions.js';
 import { createHsmRbacRepo } from '../src/hsm/hsm-rbac.repo.js';
@@ -9,37 +12,33 @@ import {
   BUILT_IN_HSM_ROLES, HSM_DATA_ACTIONS, createLocalRbac, normalizeScope, parseRoleDefinitionId, roleAssignmentWire, roleDefinitionWire,
 } from '../src/hsm/local-rbac.js';
 
-const DDL = `
-CREATE TABLE vaults (id TEXT PRIMARY KEY);
-CREATE TABLE hsm_role_assignments (
-  vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
-  name TEXT NOT NULL,
-  scope TEXT NOT NULL,
-  role_definition_id TEXT NOT NULL,
-  principal_id TEXT NOT NULL,
-  created INTEGER NOT NULL,
-  PRIMARY KEY (vault_id, name)
-);
-CREATE TABLE hsm_role_definitions (
-  vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
-  name TEXT NOT NULL,
-  properties TEXT NOT NULL,
-  created INTEGER NOT NULL,
-  PRIMARY KEY (vault_id, name)
-);`;
 
 const ADMIN = 'a290e904-7015-4bba-90c8-60543313cdb4';
 const CRYPTO_USER = '21dbd100-6940-42c2-9190-5d6cb909625b';
 const SERVICE_ENCRYPTION = '33413926-3206-4cdd-b39a-83574fe37a17';
 const UNWRAP = 'Microsoft.KeyVault/managedHsm/keys/unwrap/action';
 
+const opened: { close(): void; dir: string }[] = [];
+after(() => {
+  for (const o of opened) {
+    o.close();
+    rmSync(o.dir, { recursive: true, force: true });
+  }
+});
+
 function setup() {
-  const db = new Database(':memory:');
-  db.pragma('foreign_keys = ON');
-  db.exec(DDL);
+  // The real schema (every migration), in a database file of its own; two HSM rows (no tenant needed here).
+  const dir = mkdtempSync(join(tmpdir(), 'pgbyok-rbac-'));
+  const db = openDb(join(dir, 'test.db'));
+  opened.push({ close: () => db.close(), dir });
+  db.pragma('foreign_keys = OFF');
   const hsm = { id: randomUUID(), name: 'hsm1' };
   const other = { id: randomUUID(), name: 'hsm2' };
-  db.prepare('INSERT INTO vaults (id) VALUES (?), (?)').run(hsm.id, other.id);
+  const insert = db.prepare(`INSERT INTO vaults (id, tenant_id, name, location, port, retention_days, purge_protection, public_network_access,
+    default_action, bypass, ip_rules, created, updated, kind) VALUES (?, 't', ?, 'eastus', ?, 90, 1, 'Enabled', 'Allow', 'AzureServices', '[]', 0, 0, 'managedHsm')`);
+  insert.run(hsm.id, hsm.name, -1);
+  insert.run(other.id, other.name, -2);
+  db.pragma('foreign_keys = ON');
   const rbac = createLocalRbac(createHsmRbacRepo(db), { now: () => Date.parse('2031-01-01T00:00:00Z') });
   return { db, hsm, other, rbac };
 }

@@ -7,7 +7,7 @@ import { resourceId, type ArmService } from '../arm/arm.service.js';
 import { armRoute, LIST_LEVELS, RESOURCE_LEVELS } from '../arm/routing.js';
 import type { GroupMember } from '../arm/resources.routes.js';
 import type { Names } from '../lib/names.js';
-import { keyVaultLookups, networkAclsOf, type NetworkAclsBody } from './keyvault-arm.js';
+import { keyVaultLookups, networkAclsOf, networkAclsSchema, type NetworkAclsBody } from './keyvault-arm.js';
 
 /**
  * Microsoft.KeyVault/managedHSMs in the management plane (api-version 2021-10-01 to 2025-05-01 shapes): PUT
@@ -53,13 +53,7 @@ const hsmBodySchema = {
         enableSoftDelete: { type: ['boolean', 'null'], enum: [true, null] },
         enablePurgeProtection: { type: ['boolean', 'null'] },
         publicNetworkAccess: { type: 'string' },
-        networkAcls: {
-          type: ['object', 'null'],
-          properties: {
-            defaultAction: { type: 'string' }, bypass: { type: 'string' },
-            ipRules: { type: ['array', 'null'], maxItems: 1000, items: { type: 'object', required: ['value'], properties: { value: { type: 'string' } } } },
-          },
-        },
+        networkAcls: networkAclsSchema,
       },
     },
   },

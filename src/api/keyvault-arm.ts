@@ -10,6 +10,15 @@ import { armErrors, type ArmService } from '../arm/arm.service.js';
 
 export interface NetworkAclsBody { defaultAction?: 'Allow' | 'Deny'; bypass?: 'AzureServices' | 'None'; ipRules?: { value: string }[] | null }
 
+/** The body schema of `properties.networkAcls`, as both resource types take it. */
+export const networkAclsSchema = {
+  type: ['object', 'null'],
+  properties: {
+    defaultAction: { type: 'string' }, bypass: { type: 'string' },
+    ipRules: { type: ['array', 'null'], maxItems: 1000, items: { type: 'object', required: ['value'], properties: { value: { type: 'string' } } } },
+  },
+};
+
 /** The network rules a PUT or PATCH sends, as the domain takes them (only what was sent). */
 export function networkAclsOf(n: NetworkAclsBody | null | undefined) {
   if (!n) return undefined;

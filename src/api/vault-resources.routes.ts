@@ -7,7 +7,7 @@ import { resourceId, type ArmService } from '../arm/arm.service.js';
 import { armRoute, LIST_LEVELS, RESOURCE_LEVELS } from '../arm/routing.js';
 import type { GroupMember } from '../arm/resources.routes.js';
 import { deletedVaultWire, vaultWire } from './arm.wire.js';
-import { keyVaultLookups, networkAclsOf } from './keyvault-arm.js';
+import { keyVaultLookups, networkAclsOf, networkAclsSchema } from './keyvault-arm.js';
 import type { Names } from '../lib/names.js';
 
 /**
@@ -56,13 +56,7 @@ const vaultBodySchema = {
         enableSoftDelete: { type: ['boolean', 'null'], enum: [true, null] },
         enableRbacAuthorization: { type: ['boolean', 'null'] },
         publicNetworkAccess: { type: 'string' },
-        networkAcls: {
-          type: ['object', 'null'],
-          properties: {
-            defaultAction: { type: 'string' }, bypass: { type: 'string' },
-            ipRules: { type: ['array', 'null'], maxItems: 1000, items: { type: 'object', required: ['value'], properties: { value: { type: 'string' } } } },
-          },
-        },
+        networkAcls: networkAclsSchema,
         accessPolicies: { type: ['array', 'null'], maxItems: 1024, items: policySchema },
       },
     },
