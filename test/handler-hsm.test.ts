@@ -10,7 +10,8 @@ import { constants, createPublicKey, generateKeyPairSync, publicEncrypt, randomB
 import { readFileSync } from 'node:fs';
 import { MANAGEMENT_SCOPE, startInProc, type InProc } from './inproc.js';
 import { downloadCertificates, hsmSkip as skip, securityDomainHolders, type SecurityDomainHolder } from './hsm-fixtures.js';
-import { parseSecurityDomain, recoverSecret, restoreBlob } from '../src/hsm/security-domain.js';
+import { parseSecurityDomain } from '../src/hsm/security-domain.js';
+import { recoverSecret, restoreBlob } from '../src/hsm/security-domain-client.js';
 import { httpCall } from '../src/lib/http-client.js';
 import { keyHsmOf, makeByok } from '../src/vault/byok.js';
 

@@ -8,16 +8,15 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync, randomUUID, X509Certificate, type KeyObject } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { eventually, MGMT_RESOURCE, startPgbyok, type Pgbyok } from './harness.js';
+import { downloadCertificates, hsmSkip, securityDomainHolders } from './hsm-fixtures.js';
 import Database from 'better-sqlite3';
 import { keyHsmOf, makeByok } from '../src/vault/byok.js';
 
-const skip = existsSync('/usr/lib/softhsm/libsofthsm2.so') ? false : 'SoftHSM2 is not installed (apt-get install softhsm2)';
+const skip = hsmSkip;
 const API = 'api-version=2024-11-01';
 const PG_API = 'api-version=2024-08-01';
 const KV = 'api-version=7.5';
@@ -27,7 +26,6 @@ const ROLE = { cryptoUser: '21dbd100-6940-42c2-9190-5d6cb909625b', cseu: '334139
 let p: Pgbyok;
 let mgmt: string;
 let sub = '';
-let certDir = '';
 
 const arm = (method: string, path: string, body?: unknown, api = API) =>
   p.http(method, `${p.origin}${path}${path.includes('?') ? '&' : '?'}${api}`, { token: mgmt, body });
@@ -39,14 +37,12 @@ before(async () => {
     mgmt = await p.token(p.admin, MGMT_RESOURCE);
     sub = (await p.http('GET', `${p.origin}/subscriptions?api-version=2022-12-01`, { token: mgmt })).json.value[0].subscriptionId;
     assert.equal((await arm('PUT', `/subscriptions/${sub}/resourceGroups/rg-evidence`, { location: REGION }, 'api-version=2021-04-01')).status, 201);
-    certDir = mkdtempSync(join(tmpdir(), 'pgbyok-evidence-'));
   } catch (e) {
     await p.stop();
     throw e;
   }
 });
 after(async () => {
-  if (certDir) rmSync(certDir, { recursive: true, force: true });
   await p?.stop();
 });
 
@@ -87,12 +83,7 @@ test('a BYOK key in a managed HSM backs a CMK server; its private key is nowhere
   const data = (method: string, path: string, body?: unknown) => p.http(method, `${hsmUri}${path}${path.includes('?') ? '&' : '?'}${KV}`, { token: hsmToken, body });
 
   // Activation: three certificates, a quorum of two.
-  const certificates = [1, 2, 3].map((i) => {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(certDir, `sd${i}.key`), '-out', join(certDir, `sd${i}.cer`), '-subj', `/CN=sd${i}`, '-days', '2'], { stdio: 'pipe' });
-    const x = new X509Certificate(readFileSync(join(certDir, `sd${i}.cer`)));
-    const jwk = x.publicKey.export({ format: 'jwk' }) as { n: string; e: string };
-    return { kty: 'RSA', n: jwk.n, e: jwk.e, x5c: [x.raw.toString('base64')] };
-  });
+  const certificates = downloadCertificates(securityDomainHolders());
   assert.equal((await data('POST', '/securitydomain/download', { certificates, required: 2 })).status, 202);
   assert.equal((await data('PUT', `/providers/Microsoft.Authorization/roleAssignments/${randomUUID()}`, { properties: { roleDefinitionId: ROLE.cryptoUser, principalId: p.admin.objectId } })).status, 201);
 

@@ -11,13 +11,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { randomUUID, X509Certificate } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { eventually, MGMT_RESOURCE, startPgbyok, type Pgbyok } from './harness.js';
+import { downloadCertificates, hsmSkip, securityDomainHolders, type SecurityDomainHolder } from './hsm-fixtures.js';
 
-const skip = existsSync('/usr/lib/softhsm/libsofthsm2.so') ? false : 'SoftHSM2 is not installed (apt-get install softhsm2)';
+const skip = hsmSkip;
 const REGION = 'eastus';
 const PASSWORD = 'Passw0rd!x';
 const KV = 'api-version=7.5';
@@ -31,7 +31,7 @@ let p: Pgbyok;
 let mgmtToken = '';
 let hsmToken = '';
 let rg = '';
-let certDir = '';
+let holders: SecurityDomainHolder[] = [];
 
 const arm = (method: string, path: string, body?: unknown, api = 'api-version=2022-12-01') =>
   p.http(method, `${p.origin}${path}${path.includes('?') ? '&' : '?'}${api}`, { token: mgmtToken, body });
@@ -50,11 +50,7 @@ async function createHsm(name: string, location = REGION): Promise<string> {
 
 /** Activation: the security domain downloaded, encrypted to three certificates (two needed). */
 async function activate(hsmUri: string): Promise<void> {
-  const certificates = [1, 2, 3].map((i) => {
-    const x = new X509Certificate(readFileSync(join(certDir, `sd${i}.cer`), 'utf8'));
-    const jwk = x.publicKey.export({ format: 'jwk' }) as { n: string; e: string };
-    return { kty: 'RSA', n: jwk.n, e: jwk.e, x5c: [x.raw.toString('base64')], key_ops: ['verify', 'encrypt', 'wrapKey'], alg: 'RSA-OAEP-256' };
-  });
+  const certificates = downloadCertificates(holders);
   const r = await hsmCall(hsmUri, 'POST', '/securitydomain/download', { certificates, required: 2 });
   assert.equal(r.status, 202, r.text);
   assert.equal((await hsmCall(hsmUri, 'GET', '/securitydomain/download/pending')).json.status, 'Success');
@@ -125,17 +121,13 @@ before(async () => {
     const sub = (await arm('GET', '/subscriptions')).json.value[0].subscriptionId;
     rg = `/subscriptions/${sub}/resourceGroups/rg-hsm`;
     assert.equal((await arm('PUT', rg, { location: REGION }, 'api-version=2021-04-01')).status, 201);
-    certDir = mkdtempSync(join(tmpdir(), 'pgbyok-sd-'));
-    for (const i of [1, 2, 3]) {
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(certDir, `sd${i}.key`), '-out', join(certDir, `sd${i}.cer`), '-subj', `/CN=sd${i}`, '-days', '2'], { stdio: 'pipe' });
-    }
+    holders = securityDomainHolders();
   } catch (e) {
     await p.stop();
     throw e;
   }
 });
 after(async () => {
-  if (certDir) rmSync(certDir, { recursive: true, force: true });
   await p?.stop();
 });
 

@@ -12,9 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CompactEncrypt, decodeProtectedHeader } from 'jose';
 import {
-  checkDownloadRequest, keyCheckValue, parseRestoreBlob, parseSecurityDomain, recoverSecret, restoreBlob, sealSecurityDomain,
+  checkDownloadRequest, keyCheckValue, parseRestoreBlob, parseSecurityDomain, sealSecurityDomain,
   type SdCertificate, type SecurityDomainFile,
 } from '../src/hsm/security-domain.js';
+import { recoverSecret, restoreBlob } from '../src/hsm/security-domain-client.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pgbyok-sd-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -2,7 +2,8 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ApiError } from '../lib/errors.js';
-import { parseSecurityDomain, recoverSecret, restoreBlob } from '../hsm/security-domain.js';
+import { parseSecurityDomain } from '../hsm/security-domain.js';
+import { recoverSecret, restoreBlob } from '../hsm/security-domain-client.js';
 import { CliContext, CliError } from './client.js';
 import { action, parseIntArg } from './run.js';
 

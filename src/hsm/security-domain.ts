@@ -1,8 +1,8 @@
 /**
  * The Managed HSM security domain: the HSM's 32-byte AES-256 domain key, split by Shamir's secret sharing
  * into one share per customer certificate (3..10, quorum 2..N), each share encrypted to its certificate's
- * RSA key. Download seals the file on the HSM side; upload is the client side: a quorum of private keys
- * recovers the key, which is then wrapped to the new HSM's transfer key in a restore blob that the new
+ * RSA key. Download seals the file on the HSM side; upload is the client side (security-domain-client.ts): a
+ * quorum of private keys recovers the key, which is then wrapped to the new HSM's transfer key in a restore blob that the new
  * HSM unwraps inside its token.
  *
  * The file keeps Azure's top-level shape ({EncData, SharedKeys}, enc_shares matched by x5t_256) so it
@@ -16,12 +16,9 @@
  * SHA-256 for its C_UnwrapKey. All cryptography is node:crypto, jose and shamir-secret-sharing.
  * Everything refused is an `errors.badParameter` with an inner code saying what was wrong.
  */
-import {
-  X509Certificate, constants, createCipheriv, createHash, createPrivateKey, createPublicKey, publicEncrypt, timingSafeEqual,
-  type KeyObject,
-} from 'node:crypto';
-import { CompactEncrypt, compactDecrypt } from 'jose';
-import { combine, split } from 'shamir-secret-sharing';
+import { X509Certificate, createCipheriv, createHash, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { CompactEncrypt } from 'jose';
+import { split } from 'shamir-secret-sharing';
 import { errors } from '../lib/errors.js';
 
 export interface SdCertificate {
@@ -38,41 +35,41 @@ export interface SecurityDomainFile {
 }
 
 const SCHEMA = 'pgbyok-sd-1';
-const RESTORE_SCHEMA = 'pgbyok-sd-restore-1';
+export const RESTORE_SCHEMA = 'pgbyok-sd-restore-1';
 const KEY_ALGORITHM = 'shamir_share_gf256';
 const LIBRARY = 'shamir-secret-sharing';
 const MIN_CERTS = 3;
 const MAX_CERTS = 10;
 const MIN_QUORUM = 2;
 const DEFAULT_QUORUM = 2;
-const MIN_RSA_BITS = 2048;
-const SECRET_BYTES = 32;
+export const MIN_RSA_BITS = 2048;
+export const SECRET_BYTES = 32;
 /** A share from `split` is the secret's length plus one byte, its x coordinate. */
-const SHARE_BYTES = SECRET_BYTES + 1;
+export const SHARE_BYTES = SECRET_BYTES + 1;
 const MAX_TEXT = 1 << 20;
 const MAX_CERT_BASE64 = 16384;
 const MAX_JWE = 8192;
-const JWE_OPTIONS = { keyManagementAlgorithms: ['RSA-OAEP-256'], contentEncryptionAlgorithms: ['A256GCM'] };
+export const JWE_OPTIONS = { keyManagementAlgorithms: ['RSA-OAEP-256'], contentEncryptionAlgorithms: ['A256GCM'] };
 
-const B64URL = /^[A-Za-z0-9_-]+$/;
+export const B64URL = /^[A-Za-z0-9_-]+$/;
 const B64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
 const KCV = /^[A-Za-z0-9_-]{11}$/;
 const COMPACT_JWE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 const LABEL = /^[^\u0000-\u001f\u007f]{1,256}$/;
 
-const bad = (message: string, inner: string) => errors.badParameter(message, inner);
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+export const bad = (message: string, inner: string) => errors.badParameter(message, inner);
+export const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const shown = (v: unknown): string => {
   const text = typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? typeof v;
   return text.length > 60 ? `${text.slice(0, 60)}...` : text;
 };
-const sha256 = (der: Buffer) => createHash('sha256').update(der).digest('base64url');
+export const sha256 = (der: Buffer) => createHash('sha256').update(der).digest('base64url');
 const stripZeros = (b: Buffer) => { let i = 0; while (i < b.length - 1 && b[i] === 0) i++; return b.subarray(i); };
-const subjectOf = (cert: X509Certificate) => cert.subject.split('\n').join(', ');
-const rsaBits = (key: KeyObject) => key.asymmetricKeyDetails?.modulusLength ?? 0;
+export const subjectOf = (cert: X509Certificate) => cert.subject.split('\n').join(', ');
+export const rsaBits = (key: KeyObject) => key.asymmetricKeyDetails?.modulusLength ?? 0;
 
-function checkSecret(secret: unknown): asserts secret is Buffer {
+export function checkSecret(secret: unknown): asserts secret is Buffer {
   if (!Buffer.isBuffer(secret) || secret.length !== SECRET_BYTES) {
     throw bad(`A security domain key is ${SECRET_BYTES} bytes (AES-256).`, 'InvalidSecurityDomainKey');
   }
@@ -195,7 +192,7 @@ export function keyCheckValue(secret: Buffer): string {
   return ct.subarray(0, 8).toString('base64url');
 }
 
-function kcvMatches(secret: Buffer, kcv: string): boolean {
+export function kcvMatches(secret: Buffer, kcv: string): boolean {
   const a = Buffer.from(keyCheckValue(secret));
   const b = Buffer.from(kcv);
   return a.length === b.length && timingSafeEqual(a, b);
@@ -243,7 +240,7 @@ function malformed(what: string): never {
 }
 
 /** The shape check of a parsed security domain file; returns a copy holding only its known fields. */
-function checkFile(v: unknown): SecurityDomainFile {
+export function checkFile(v: unknown): SecurityDomainFile {
   if (!isObject(v)) malformed('it is not a JSON object');
   const shared = v.SharedKeys;
   if (v.schema !== SCHEMA) {
@@ -292,125 +289,6 @@ function parseJson(text: unknown, what: string, inner: string): unknown {
 /** Reads a security-domain file (JSON text), validating its shape; throws badParameter on anything malformed. */
 export function parseSecurityDomain(text: string): SecurityDomainFile {
   return checkFile(parseJson(text, 'security domain file', 'MalformedSecurityDomain'));
-}
-
-interface Holder { key: KeyObject; cert: X509Certificate; share: EncShare; n: number }
-
-/** Matches holder `i` to its share by the SHA-256 of its certificate, and checks the key is the certificate's. */
-function matchHolder(file: SecurityDomainFile, h: unknown, i: number): Holder {
-  const n = i + 1;
-  if (!isObject(h) || typeof h.certificatePem !== 'string' || typeof h.privateKeyPem !== 'string') {
-    throw bad(`Key ${n} must be given as {privateKeyPem, certificatePem}.`, 'InvalidKeyHolder');
-  }
-  let cert: X509Certificate;
-  try {
-    cert = new X509Certificate(h.certificatePem);
-  } catch {
-    throw bad(`Key ${n}: its certificate is not a PEM X.509 certificate.`, 'InvalidKeyHolder');
-  }
-  const count = file.SharedKeys.enc_shares.length;
-  const share = file.SharedKeys.enc_shares.find((s) => s.x5t_256 === sha256(cert.raw));
-  if (!share) {
-    throw bad(`Key ${n} (certificate ${subjectOf(cert)}) is not one of the ${count} certificates this security domain was downloaded for.`, 'UnknownCertificate');
-  }
-  let key: KeyObject;
-  try {
-    key = createPrivateKey(h.privateKeyPem);
-  } catch {
-    throw bad(`Key ${n}: its private key is not a readable, unencrypted PEM key.`, 'InvalidKeyHolder');
-  }
-  const mine = createPublicKey(key).export({ format: 'jwk' });
-  const theirs = cert.publicKey.export({ format: 'jwk' });
-  if (key.asymmetricKeyType !== 'rsa' || mine.n !== theirs.n || mine.e !== theirs.e) {
-    throw bad(`Key ${n}: the private key is not the key of its certificate (${subjectOf(cert)}).`, 'KeyCertificateMismatch');
-  }
-  return { key, cert, share, n };
-}
-
-async function decryptShare(h: Holder): Promise<Uint8Array> {
-  let share: Uint8Array;
-  try {
-    share = (await compactDecrypt(h.share.enc_key, h.key, JWE_OPTIONS)).plaintext;
-  } catch {
-    throw bad(`The share for certificate ${subjectOf(h.cert)} could not be decrypted: the security domain file is damaged or was altered.`, 'ShareDecryptionFailed');
-  }
-  if (share.length !== SHARE_BYTES) {
-    share.fill(0);
-    throw bad(`The share for certificate ${subjectOf(h.cert)} is ${share.length} bytes, not ${SHARE_BYTES}: the file was altered.`, 'ShareDecryptionFailed');
-  }
-  return share;
-}
-
-/**
- * Client side (`pgbyok hsm security-domain upload`): decrypts the shares of the given key holders (each
- * matched to its share by its certificate's SHA-256), needs at least `required` distinct ones, combines
- * every share given and checks the result against the file's kcv: a damaged or replaced share is an
- * error, never a wrong key. The caller owns (and should wipe) the returned key.
- */
-export async function recoverSecret(file: SecurityDomainFile, holders: { privateKeyPem: string; certificatePem: string }[]): Promise<Buffer> {
-  const sd = checkFile(file);
-  if (!Array.isArray(holders)) throw bad('The key holders must be a list of {privateKeyPem, certificatePem}.', 'InvalidKeyHolder');
-  const matched = new Map<string, Holder>();
-  holders.forEach((h, i) => {
-    const m = matchHolder(sd, h, i);
-    if (!matched.has(m.share.x5t_256)) matched.set(m.share.x5t_256, m);
-  });
-  const { required, enc_shares } = sd.SharedKeys;
-  if (matched.size < required) {
-    const given = matched.size === 1 ? '1 was given' : `${matched.size} were given`;
-    throw bad(`Recovering this security domain needs ${required} of its ${enc_shares.length} private keys; ${given}.`, 'InsufficientQuorum');
-  }
-  const shares: Uint8Array[] = [];
-  try {
-    for (const h of matched.values()) shares.push(await decryptShare(h));
-    let combined: Uint8Array;
-    try {
-      combined = await combine(shares);
-    } catch {
-      throw bad('The shares could not be combined (two shares have the same x coordinate): the file was altered.', 'ShareDecryptionFailed');
-    }
-    const secret = Buffer.alloc(SECRET_BYTES);
-    secret.set(combined);
-    combined.fill(0);
-    if (!kcvMatches(secret, sd.EncData.kcv)) {
-      secret.fill(0);
-      throw bad("The recovered key does not match the security domain's key check value: a share was damaged or replaced, so no key was recovered.", 'KeyCheckValueMismatch');
-    }
-    return secret;
-  } finally {
-    for (const s of shares) s.fill(0);
-  }
-}
-
-function transferPublicKey(t: unknown): { kid: string; key: KeyObject } {
-  if (!isObject(t) || t.kty !== 'RSA' || typeof t.n !== 'string' || !B64URL.test(t.n) || typeof t.e !== 'string' || !B64URL.test(t.e)) {
-    throw bad('The transfer key must be a public RSA JSON web key {kid, kty, n, e}.', 'InvalidTransferKey');
-  }
-  if (typeof t.kid !== 'string' || t.kid.length === 0 || t.kid.length > 2048) throw bad('The transfer key has no kid.', 'InvalidTransferKey');
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: { kty: 'RSA', n: t.n, e: t.e }, format: 'jwk' });
-  } catch {
-    throw bad('The transfer key is not a valid RSA public key.', 'InvalidTransferKey');
-  }
-  if (rsaBits(key) < MIN_RSA_BITS) throw bad(`The transfer key has ${rsaBits(key)} bits; at least ${MIN_RSA_BITS} are needed.`, 'KeyTooSmall');
-  return { kid: t.kid, key };
-}
-
-/**
- * Client side: the restore blob (JSON text) for the new HSM: the domain key wrapped with RSA-OAEP (SHA-1)
- * to the new HSM's transfer key, with the domain id, kcv and the name of the HSM of origin.
- */
-export function restoreBlob(file: SecurityDomainFile, secret: Buffer, transferKey: { kid: string; kty: string; n: string; e: string }): string {
-  const sd = checkFile(file);
-  checkSecret(secret);
-  if (!kcvMatches(secret, sd.EncData.kcv)) throw bad("The key is not this security domain's key (the key check values differ).", 'KeyCheckValueMismatch');
-  const { kid, key } = transferPublicKey(transferKey);
-  const wrapped = publicEncrypt({ key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha1' }, secret);
-  return JSON.stringify({
-    schema: RESTORE_SCHEMA, domainId: sd.EncData.domainId, kcv: sd.EncData.kcv, hsmName: sd.EncData.hsmName,
-    WrappedKey: { kid, alg: 'RSA-OAEP', enc_key: wrapped.toString('base64url') },
-  });
 }
 
 function badBlob(what: string): never {

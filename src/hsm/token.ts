@@ -38,7 +38,21 @@ function oaepInit(alg: string, init: () => void): void {
   }
 }
 const PSS_HASH = { '256': [P.CKM_SHA256, P.CKG_MGF1_SHA256], '384': [P.CKM_SHA384, P.CKG_MGF1_SHA384], '512': [P.CKM_SHA512, P.CKG_MGF1_SHA512] } as const;
-const WRAP_MECH: Record<AesWrapAlg, number> = { A256KW: P.CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD: P.CKM_AES_KEY_WRAP_PAD };
+
+/** The mechanism of a digest signature: RS* as PKCS#1 v1.5 over DigestInfo || digest, PS* as PSS (salt = hash length). */
+function signatureMechanism(alg: SignatureAlg, verb: string) {
+  const h = /^(RS|PS)(256|384|512)$/.test(alg) ? sigHash(alg) : null;
+  if (!h) throw new TokenError('BadParameter', `The token ${verb} with RS256/384/512 or PS256/384/512; not ${String(alg)}.`);
+  const bits = alg.slice(2) as '256' | '384' | '512';
+  const pss = alg.startsWith('PS');
+  return {
+    digestLength: h.len,
+    mech: pss
+      ? { mechanism: P.CKM_RSA_PKCS_PSS, parameter: { type: P.CK_PARAMS_RSA_PSS, hashAlg: PSS_HASH[bits][0], mgf: PSS_HASH[bits][1], saltLen: h.len } }
+      : { mechanism: P.CKM_RSA_PKCS },
+    input: (digest: Buffer) => (pss ? digest : Buffer.concat([h.digestInfo, digest])),
+  };
+}const WRAP_MECH: Record<AesWrapAlg, number> = { A256KW: P.CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD: P.CKM_AES_KEY_WRAP_PAD };
 
 const attr = (type: number, value: boolean | number | Buffer) => ({ type, value });
 const sessionSecret = [attr(P.CKA_CLASS, P.CKO_SECRET_KEY), attr(P.CKA_KEY_TYPE, P.CKK_GENERIC_SECRET), attr(P.CKA_TOKEN, false),
@@ -197,21 +211,15 @@ export class Token {
 
   /** Verifies a digest signature with the token's public key object. */
   async rsaVerify(id: string, alg: SignatureAlg, digest: Buffer, signature: Buffer): Promise<boolean> {
-    const bits = alg.slice(2) as '256' | '384' | '512';
-    const h = /^(RS|PS)(256|384|512)$/.test(alg) ? sigHash(alg) : null;
-    if (!h) throw new TokenError('BadParameter', `The token verifies RS256/384/512 or PS256/384/512; not ${String(alg)}.`);
-    if (digest.length !== h.len) return false;
-    const pss = alg.startsWith('PS');
-    const mech = pss
-      ? { mechanism: P.CKM_RSA_PKCS_PSS, parameter: { type: P.CK_PARAMS_RSA_PSS, hashAlg: PSS_HASH[bits][0], mgf: PSS_HASH[bits][1], saltLen: h.len } }
-      : { mechanism: P.CKM_RSA_PKCS };
+    const sig = signatureMechanism(alg, 'verifies');
+    if (digest.length !== sig.digestLength) return false;
     return this.run(`${alg} verification`, async (s) => {
-      this.p.C_VerifyInit(s, mech, this.find(s, id, P.CKO_PUBLIC_KEY));
+      this.p.C_VerifyInit(s, sig.mech, this.find(s, id, P.CKO_PUBLIC_KEY));
       try {
         // On the thread pool, as every other operation that can fail on its input: SoftHSM2 runs on this process's
         // OpenSSL and leaves a failed verification's errors on the calling thread's queue, where Node's TLS would
         // take them for its own on the next socket read of the event loop (and drop that connection).
-        return await this.p.C_VerifyAsync(s, pss ? digest : Buffer.concat([h.digestInfo, digest]), signature);
+        return await this.p.C_VerifyAsync(s, sig.input(digest), signature);
       } catch (e) {
         if (ckrOf(e) === 'CKR_SIGNATURE_INVALID' || ckrOf(e) === 'CKR_SIGNATURE_LEN_RANGE') return false;
         throw e;
@@ -233,17 +241,11 @@ export class Token {
 
   /** Signs a digest: RS* as PKCS#1 v1.5 over DigestInfo || digest (CKM_RSA_PKCS), PS* as CKM_RSA_PKCS_PSS (salt = hash length). */
   async rsaSign(id: string, alg: SignatureAlg, digest: Buffer): Promise<Buffer> {
-    const bits = alg.slice(2) as '256' | '384' | '512';
-    const h = /^(RS|PS)(256|384|512)$/.test(alg) ? sigHash(alg) : null;
-    if (!h) throw new TokenError('BadParameter', `The token signs with RS256/384/512 or PS256/384/512; not ${String(alg)}.`);
-    if (digest.length !== h.len) throw new TokenError('BadParameter', `${alg} signs a ${h.len}-byte digest; the value is ${digest.length} bytes.`);
-    const pss = alg.startsWith('PS');
-    const mech = pss
-      ? { mechanism: P.CKM_RSA_PKCS_PSS, parameter: { type: P.CK_PARAMS_RSA_PSS, hashAlg: PSS_HASH[bits][0], mgf: PSS_HASH[bits][1], saltLen: h.len } }
-      : { mechanism: P.CKM_RSA_PKCS };
+    const sig = signatureMechanism(alg, 'signs');
+    if (digest.length !== sig.digestLength) throw new TokenError('BadParameter', `${alg} signs a ${sig.digestLength}-byte digest; the value is ${digest.length} bytes.`);
     return this.run(`${alg} signing`, (s) => {
-      this.p.C_SignInit(s, mech, this.find(s, id, P.CKO_PRIVATE_KEY));
-      return this.p.C_SignAsync(s, pss ? digest : Buffer.concat([h.digestInfo, digest]), Buffer.alloc(MAX_RSA_BYTES));
+      this.p.C_SignInit(s, sig.mech, this.find(s, id, P.CKO_PRIVATE_KEY));
+      return this.p.C_SignAsync(s, sig.input(digest), Buffer.alloc(MAX_RSA_BYTES));
     });
   }
 
